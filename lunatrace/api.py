@@ -1,0 +1,176 @@
+"""The process-wide tracer behind the public functions, and those functions.
+
+The tracer is created lazily from the environment on first use, so ``import lunatrace``
+costs nothing and an app that never calls :func:`configure` still gets traces (to the
+local store, or to Lunary when ``LUNARY_PUBLIC_KEY``/``LUNARY_PRIVATE_KEY`` is set).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from lunatrace.core import context
+from lunatrace.core.config import Config, ConfigError
+from lunatrace.core.events import new_run_id
+from lunatrace.core.serialize import FieldEncoder
+from lunatrace.core.tracer import Tracer
+from lunatrace.core.transport import make_sink
+
+logger = logging.getLogger("lunatrace")
+
+_tracer: Tracer | None = None
+_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _new_tracer(config: Config) -> Tracer:
+    if config.verbose and not logger.handlers:
+        logging.basicConfig()
+        logger.setLevel(logging.DEBUG)
+    encoder = FieldEncoder(config.max_field_bytes, config.mask, secrets=(config.project_key or "",))
+    return Tracer(config, make_sink(config, encoder), encoder)
+
+
+def get_tracer() -> Tracer:
+    """The process's tracer, created from the environment on first use."""
+    global _tracer, _atexit_registered
+    tracer = _tracer
+    if tracer is not None:
+        return tracer
+    with _lock:
+        if _tracer is None:
+            try:
+                config = Config.resolve()
+            except ConfigError as exc:
+                logger.error("lunatrace: %s; using defaults for the other settings", exc)
+                config = Config.resolve(env={})
+            _tracer = _new_tracer(config)
+            if not _atexit_registered:
+                atexit.register(_flush_at_exit)
+                _atexit_registered = True
+        return _tracer
+
+
+def configure(**settings: Any) -> Config:
+    """Set lunatrace's settings (see docs/configuration.md) and return the effective ones.
+
+    Explicit values win over the environment. Raises :class:`ConfigError` naming the
+    first invalid setting; the previous configuration then stays in force. Events
+    emitted under the previous configuration are flushed before the switch.
+    """
+    global _tracer, _atexit_registered
+    config = Config.resolve(**settings)
+    with _lock:
+        previous, _tracer = _tracer, _new_tracer(config)
+        if not _atexit_registered:
+            atexit.register(_flush_at_exit)
+            _atexit_registered = True
+    if previous is not None:
+        previous.shutdown(previous.config.exit_timeout)
+    return config
+
+
+def flush(timeout: float | None = 10.0) -> bool:
+    """Block until every event emitted so far is delivered (or stored); ``True`` if done."""
+    return get_tracer().flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> bool:
+    """Flush within ``timeout`` (default: the exit timeout) and stop the background worker."""
+    global _tracer
+    with _lock:
+        tracer, _tracer = _tracer, None
+    if tracer is None:
+        return True
+    return tracer.shutdown(tracer.config.exit_timeout if timeout is None else timeout)
+
+
+def _flush_at_exit() -> None:
+    tracer = _tracer
+    if tracer is not None:
+        tracer.shutdown(tracer.config.exit_timeout)
+
+
+def feedback(
+    run_id: Any,
+    thumb: str | None = None,
+    comment: str | None = None,
+    rating: float | None = None,
+    emoji: str | None = None,
+    **extra: Any,
+) -> bool:
+    """Send user feedback for a run (``thumb`` is ``"up"`` or ``"down"``)."""
+    return get_tracer().feedback(
+        run_id, thumb=thumb, comment=comment, rating=rating, emoji=emoji, extra=extra or None
+    )
+
+
+def current_run_id() -> str | None:
+    """The id of the innermost traced run in this context, or ``None``."""
+    return context.current_run_id()
+
+
+@contextmanager
+def parent(run_id: Any) -> Iterator[str]:
+    """Nest every run started in the body under ``run_id`` (e.g. a thread message id)."""
+    with context.run_scope(str(run_id)) as frame:
+        yield frame.run_id
+
+
+class Thread:
+    """A conversation: messages tracked on it show as one thread in Lunary."""
+
+    def __init__(
+        self,
+        thread_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        user_id: Any = None,
+        user_props: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.id = str(thread_id) if thread_id is not None else new_run_id()
+        self.tags = list(tags) if tags else None
+        self.user_id = None if user_id is None else str(user_id)
+        self.user_props = dict(user_props) if user_props else None
+
+    def __repr__(self) -> str:
+        return f"Thread(id={self.id!r}, tags={self.tags!r}, user_id={self.user_id!r})"
+
+    def track_message(
+        self,
+        role: str,
+        content: Any,
+        *,
+        message_id: Any = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> str:
+        """Record a message (``user``/``system`` are inputs, ``assistant``/``tool`` outputs).
+
+        Returns the message id: pass it to :func:`parent` to nest the work it triggers.
+        """
+        return get_tracer().track_message(
+            self.id,
+            role,
+            content,
+            message_id=message_id,
+            thread_tags=self.tags,
+            user_id=self.user_id,
+            user_props=self.user_props,
+            metadata=metadata,
+            tags=tags,
+        )
+
+
+def open_thread(
+    thread_id: str | None = None,
+    tags: Sequence[str] | None = None,
+    user_id: Any = None,
+    user_props: Mapping[str, Any] | None = None,
+) -> Thread:
+    """Open (or continue, given its id) a conversation thread."""
+    return Thread(thread_id, tags, user_id, user_props)

@@ -1,0 +1,1 @@
+"""One module per ``lunatrace`` subcommand (see :mod:`lunatrace.cli`)."""

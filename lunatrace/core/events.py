@@ -1,0 +1,231 @@
+"""The wire event: the only module that knows Lunary's ingestion format.
+
+Events are built in two steps so the caller's thread stays cheap:
+
+1. :func:`build` runs on the hot path. It makes a plain dict with camelCase keys and the
+   caller's raw values (no serialization), dropping ``None`` fields.
+2. :func:`to_wire` runs on the background worker. It stamps the ISO timestamp, converts
+   and caps every payload field, scrubs secrets, flattens metadata to what the server
+   keeps, and validates the result.
+
+Timestamps come from a monotonic clock anchored once to the wall clock, so they never go
+backwards inside a process: the server sorts each batch by timestamp, and a clock step
+backwards would put a child before its parent.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from lunatrace._version import __version__
+from lunatrace.core.serialize import FieldEncoder, dumps, to_jsonable
+from lunatrace.core.usage import estimate_usage
+
+RUNTIME = f"lunatrace-py/{__version__}"
+
+RUN_TYPES = frozenset(
+    {"llm", "chain", "agent", "tool", "retriever", "embed", "chat", "thread", "custom-event"}
+)
+EVENT_NAMES = frozenset({"start", "end", "error", "feedback", "chat", "update", "custom-event"})
+THUMBS = frozenset({"up", "down"})
+
+# Fields that carry arbitrary user data and go through the field encoder.
+_PAYLOAD_FIELDS = ("input", "output", "params", "error", "feedback", "message", "userProps")
+_MASKED_FIELDS = frozenset({"input", "output", "message"})
+TIMESTAMP_KEY = "_ts_ms"
+ESTIMATE_KEY = "_estimate"
+
+
+class EventError(ValueError):
+    """An event that the server would reject or silently ignore."""
+
+
+class MonotonicClock:
+    """Wall-clock milliseconds that never decrease within the process."""
+
+    def __init__(self) -> None:
+        self._anchor_ns = time.time_ns() - time.perf_counter_ns()
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def now_ms(self) -> int:
+        """A non-decreasing epoch time in milliseconds."""
+        now = (self._anchor_ns + time.perf_counter_ns()) // 1_000_000
+        with self._lock:
+            if now < self._last:
+                now = self._last
+            self._last = now
+        return now
+
+
+def format_timestamp(ms: int) -> str:
+    """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores."""
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def new_run_id() -> str:
+    return str(uuid.uuid4())
+
+
+def run_id_str(value: Any) -> str:
+    """Normalise a run id (UUID object or string) to the canonical UUID string."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    return str(uuid.UUID(str(value)))
+
+
+def build(event: str, run_type: str, run_id: str, **fields: Any) -> dict[str, Any]:
+    """Assemble a raw event on the hot path: camelCase keys, ``None`` fields dropped."""
+    raw: dict[str, Any] = {"type": run_type, "event": event, "runId": run_id}
+    for key, value in fields.items():
+        if value is not None:
+            raw[_CAMEL.get(key, key)] = value
+    return raw
+
+
+_CAMEL = {
+    "parent_run_id": "parentRunId",
+    "user_id": "userId",
+    "user_props": "userProps",
+    "tokens_usage": "tokensUsage",
+    "thread_tags": "threadTags",
+    "template_version_id": "templateVersionId",
+}
+
+
+def error_payload(exc: BaseException) -> dict[str, str]:
+    """Message and full stack taken from the exception itself, not from ``sys.exc_info``."""
+    message = str(exc) or type(exc).__name__
+    try:
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # noqa: BLE001
+        stack = f"{type(exc).__name__}: {message}"
+    return {"message": f"{type(exc).__name__}: {message}" if str(exc) else message, "stack": stack}
+
+
+def flatten_metadata(metadata: Any, encoder: FieldEncoder) -> dict[str, Any]:
+    """Keep metadata the way the server stores it: top-level scalars or lists of scalars.
+
+    The server drops nested objects and nulls; rather than lose them, nested values are
+    sent as JSON strings.
+    """
+    if not isinstance(metadata, Mapping):
+        return {}
+    data = encoder.encode(dict(metadata))
+    if not isinstance(data, dict):
+        return {"metadata": data} if data is not None else {}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if isinstance(value, str | int | float | bool) or (
+            isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value)
+        ):
+            out[key] = value
+        else:
+            out[key] = dumps(value)
+    return out
+
+
+def _tokens(usage: Any) -> dict[str, int] | None:
+    if not isinstance(usage, Mapping):
+        return None
+    out: dict[str, int] = {}
+    for key in ("prompt", "completion", "promptCached"):
+        value = usage.get(key)
+        if isinstance(value, bool) or value is None:
+            continue
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            continue
+        if number >= 0:
+            out[key] = number
+    return out or None
+
+
+def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
+    """Turn a raw event into the exact JSON object the server accepts.
+
+    Raises :class:`EventError` for an event that would be refused or ignored; the worker
+    logs and counts those instead of sending them.
+    """
+    run_type = raw.get("type")
+    name = raw.get("event")
+    if run_type not in RUN_TYPES:
+        raise EventError(f"unknown run type {run_type!r}")
+    if name not in EVENT_NAMES:
+        raise EventError(f"unknown event name {name!r}")
+    wire: dict[str, Any] = {"type": run_type, "event": name, "runId": run_id_str(raw["runId"])}
+    if raw.get("parentRunId") is not None:
+        wire["parentRunId"] = run_id_str(raw["parentRunId"])
+    ts = raw.get(TIMESTAMP_KEY)
+    wire["timestamp"] = format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))
+    for key, value in raw.items():
+        if value is None or key in wire or key.startswith("_"):
+            continue
+        if key in _PAYLOAD_FIELDS:
+            converted = encoder.encode(value, masked=key in _MASKED_FIELDS)
+            if converted is not None:
+                wire[key] = converted
+        elif key == "metadata":
+            metadata = flatten_metadata(value, encoder)
+            if metadata:
+                wire["metadata"] = metadata
+        elif key == "tokensUsage":
+            tokens = _tokens(value)
+            if tokens:
+                wire["tokensUsage"] = tokens
+        elif key in ("tags", "threadTags"):
+            tags = [str(t) for t in value if t is not None] if isinstance(value, list | tuple) else []
+            if tags:
+                wire[key] = list(dict.fromkeys(tags))
+        elif key == "userId":
+            wire["userId"] = str(value)
+        elif key == "name":
+            wire["name"] = str(value)
+        else:
+            converted = to_jsonable(value, encoder.secrets)
+            if converted is not None:
+                wire[key] = converted
+    estimate = raw.get(ESTIMATE_KEY)
+    if estimate and "tokensUsage" not in wire:
+        model, prompt, completion = estimate
+        wire["tokensUsage"] = estimate_usage(
+            model, to_jsonable(prompt, encoder.secrets), to_jsonable(completion, encoder.secrets)
+        )
+        wire["metadata"] = {**wire.get("metadata", {}), "tokensEstimated": True}
+    wire.setdefault("runtime", RUNTIME)
+    validate(wire)
+    return wire
+
+
+def validate(wire: Mapping[str, Any]) -> None:
+    """Check an event against the protocol; raises :class:`EventError` on the first problem."""
+    if wire.get("type") not in RUN_TYPES:
+        raise EventError(f"unknown run type {wire.get('type')!r}")
+    if wire.get("event") not in EVENT_NAMES:
+        raise EventError(f"unknown event name {wire.get('event')!r}")
+    for key in ("runId", "parentRunId"):
+        if key in wire:
+            try:
+                uuid.UUID(str(wire[key]))
+            except ValueError:
+                raise EventError(f"{key} is not a UUID: {wire[key]!r}") from None
+    if any(value is None for value in wire.values()):
+        raise EventError("null fields overwrite stored values; they must be dropped")
+    if "userId" in wire and not isinstance(wire["userId"], str):
+        raise EventError("userId must be a string")
+    feedback = wire.get("feedback")
+    if isinstance(feedback, Mapping) and feedback.get("thumb") not in (None, *THUMBS):
+        raise EventError("feedback thumb must be 'up' or 'down'")
+    if "templateVersionId" in wire and not isinstance(wire["templateVersionId"], int):
+        raise EventError("templateVersionId must be an integer")
+    json.dumps(wire, allow_nan=False)

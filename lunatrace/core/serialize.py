@@ -1,0 +1,306 @@
+"""Turn anything an application passes through a trace into JSON, without ever raising.
+
+Traced values are arbitrary user objects: pydantic models, dataclasses, numpy arrays,
+generators, objects that refer to themselves. A tracer that raises or drops the event on
+such input loses exactly the traces people need. So conversion degrades step by step
+(structured form, then ``__dict__``, then ``repr``, then a type name) and always yields
+something. Credentials found under key names that look secret are replaced at any depth,
+and every field is capped in size with a visible marker, so one huge input cannot break
+a batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import enum
+import json
+import logging
+import math
+import re
+import types
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from pathlib import PurePath
+from typing import Any
+
+logger = logging.getLogger("lunatrace")
+
+REDACTED = "[lunatrace: redacted]"
+MASKED = "[lunatrace: masked]"
+MAX_DEPTH = 40
+MAX_ITEMS = 2_000
+
+_SECRET_WORDS = (
+    "apikey",
+    "api_key",
+    "secret",
+    "password",
+    "passwd",
+    "passphrase",
+    "authorization",
+    "credential",
+    "credentials",
+    "private_key",
+    "access_key",
+    "cookie",
+    "token",
+)
+_NOT_SECRET_TOKENS = re.compile(
+    r"(max|num|prompt|completion|total|input|output|cached|reasoning|stop|eos|bos|pad|sep|"
+    r"unk|mask|cls|first|last|next|special)_tokens?$"
+)
+_CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_KEY_LIKE_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
+
+
+def is_secret_key(key: Any) -> bool:
+    """Whether a mapping key names a credential (``api_key``, ``openaiApiKey``, ``x-api-key``...).
+
+    Usage counters such as ``max_tokens`` or ``prompt_tokens`` are not secrets.
+    """
+    if not isinstance(key, str) or not key:
+        return False
+    norm = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_").replace(" ", "_")
+    if _NOT_SECRET_TOKENS.search(norm):
+        return False
+    return (
+        any(
+            norm == word or norm.endswith("_" + word) or norm.endswith(word)
+            for word in _SECRET_WORDS
+            if word != "token"
+        )
+        or norm == "token"
+        or norm.endswith("_token")
+    )
+
+
+def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
+    """Remove values that look like provider keys, and the configured secrets, from text."""
+    for secret in extra_secrets:
+        if secret and secret in text:
+            text = text.replace(secret, REDACTED)
+    if "sk-" in text or "Bearer" in text:
+        text = _KEY_LIKE_VALUE.sub(REDACTED, text)
+    return text
+
+
+class _Encoder:
+    """One conversion pass; holds the cycle guard for that pass only."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._active: set[int] = set()
+        self._secrets = secrets
+
+    def convert(self, value: Any, depth: int = 0) -> Any:
+        try:
+            return self._convert(value, depth)
+        except Exception as exc:  # noqa: BLE001 - the whole point is to never raise
+            return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
+
+    def _convert(self, value: Any, depth: int) -> Any:
+        if value is None or isinstance(value, bool | int):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
+                return str(value)
+            return value
+        if isinstance(value, str):
+            return scrub_text(value, self._secrets)
+        if isinstance(value, float):
+            return value if math.isfinite(value) else str(value)
+        if depth >= MAX_DEPTH:
+            return f"<max depth: {type(value).__name__}>"
+        if isinstance(value, Mapping | list | tuple | set | frozenset):
+            return self._container(value, depth)
+        return self._object(value, depth)
+
+    def _container(self, value: Any, depth: int) -> Any:
+        marker = id(value)
+        if marker in self._active:
+            return f"<cycle: {type(value).__name__}>"
+        self._active.add(marker)
+        try:
+            if isinstance(value, Mapping):
+                return self._mapping(value, depth)
+            items = list(value)
+            if isinstance(value, set | frozenset):
+                items = sorted(items, key=repr)
+            out = [self.convert(v, depth + 1) for v in items[:MAX_ITEMS]]
+            if len(items) > MAX_ITEMS:
+                out.append(f"<{len(items) - MAX_ITEMS} more items>")
+            return out
+        finally:
+            self._active.discard(marker)
+
+    def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for index, (key, item) in enumerate(value.items()):
+            if index >= MAX_ITEMS:
+                out["<truncated>"] = f"{len(value) - MAX_ITEMS} more keys"
+                break
+            name = key if isinstance(key, str) else str(self.convert(key, depth + 1))
+            out[name] = REDACTED if is_secret_key(name) else self.convert(item, depth + 1)
+        return out
+
+    def _object(self, value: Any, depth: int) -> Any:
+        simple = _simple_value(value)
+        if simple is not _NO_VALUE:
+            return scrub_text(simple, self._secrets) if isinstance(simple, str) else simple
+        if isinstance(value, types.GeneratorType | types.AsyncGeneratorType):
+            return f"<{type(value).__name__}>"
+        structured = _structured_form(value)
+        if structured is not _NO_VALUE:
+            marker = id(value)
+            if marker in self._active:
+                return f"<cycle: {type(value).__name__}>"
+            self._active.add(marker)
+            try:
+                return self.convert(structured, depth + 1)
+            finally:
+                self._active.discard(marker)
+        return scrub_text(_safe_repr(value), self._secrets)
+
+
+_NO_VALUE = object()
+
+
+def _simple_value(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(_dt.timezone.utc)
+            return value.isoformat().replace("+00:00", "Z")
+        return value.isoformat()
+    if isinstance(value, _dt.date | _dt.time):
+        return value.isoformat()
+    if isinstance(value, _dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, uuid.UUID | PurePath):
+        return str(value)
+    if isinstance(value, Decimal):
+        return float(value) if value.is_finite() else str(value)
+    if isinstance(value, enum.Enum):
+        return value.value if isinstance(value.value, str | int | float) else value.name
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return "base64:" + base64.b64encode(raw[:48_000]).decode("ascii")
+    type_name = type(value).__name__
+    if type_name in {"SecretStr", "SecretBytes"}:
+        return "**********"
+    module = type(value).__module__
+    if module == "numpy" or module.startswith("numpy."):
+        tolist = getattr(value, "tolist", None)
+        if callable(tolist):
+            return tolist()
+    return _NO_VALUE
+
+
+def _structured_form(value: Any) -> Any:
+    """The richest plain-data view of an object we can get without running user logic twice."""
+    if isinstance(value, type):
+        return _NO_VALUE
+    for method in ("model_dump", "dict"):  # pydantic v2, then v1
+        dump = getattr(value, method, None)
+        if callable(dump) and hasattr(value, "__fields__" if method == "dict" else "model_fields"):
+            try:
+                return dump()
+            except Exception:  # noqa: BLE001 - fall through to the next strategy
+                continue
+    if dataclasses.is_dataclass(value):
+        return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
+    attributes = getattr(value, "__dict__", None)
+    if isinstance(attributes, dict) and attributes:
+        return {k: v for k, v in attributes.items() if not k.startswith("__")}
+    return _NO_VALUE
+
+
+def _safe_repr(value: Any) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        return f"<{type(value).__name__}>"
+    return text if len(text) <= 10_000 else text[:10_000] + "…"
+
+
+def to_jsonable(value: Any, secrets: tuple[str, ...] = ()) -> Any:
+    """Convert ``value`` to JSON-ready data; never raises, redacts secret-looking keys."""
+    return _Encoder(secrets).convert(value)
+
+
+def truncation_marker(dropped: int) -> str:
+    return f"…[lunatrace: truncated {dropped} characters]"
+
+
+def cap_size(value: Any, max_bytes: int) -> Any:
+    """Keep JSON-ready ``value`` within ``max_bytes`` of JSON, marking what was cut.
+
+    Long strings are shortened first, keeping the structure readable; if the structure
+    itself is still too large it is replaced by a truncated JSON preview string.
+    """
+    text = dumps(value)
+    if len(text.encode("utf-8")) <= max_bytes:
+        return value
+    shortened = _shorten_strings(value, max(64, max_bytes // 8))
+    text = dumps(shortened)
+    if len(text.encode("utf-8")) <= max_bytes:
+        return shortened
+    budget = max(0, max_bytes - 80)
+    preview = text.encode("utf-8")[:budget].decode("utf-8", "ignore")
+    # json.dumps of the preview may escape characters and grow; shrink until it fits.
+    while preview and len(json.dumps(preview + truncation_marker(len(text)))) > max_bytes:
+        preview = preview[: len(preview) * 3 // 4]
+    return preview + truncation_marker(len(text) - len(preview))
+
+
+def _shorten_strings(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        if len(value) > limit:
+            return value[:limit] + truncation_marker(len(value) - limit)
+        return value
+    if isinstance(value, list):
+        return [_shorten_strings(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _shorten_strings(v, limit) for k, v in value.items()}
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON for JSON-ready data (``allow_nan`` off: non-finite floats are strings)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+class FieldEncoder:
+    """Converts one event field: JSON-ready, secrets scrubbed, user mask applied, size-capped.
+
+    The mask hook fails closed: if it raises, the field is replaced by a marker, and the
+    failure is logged once per encoder so a broken hook cannot flood the logs.
+    """
+
+    def __init__(
+        self,
+        max_bytes: int,
+        mask: Callable[[Any], Any] | None = None,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.mask = mask
+        self.secrets = tuple(s for s in secrets if s)
+        self._mask_failed_logged = False
+
+    def encode(self, value: Any, *, masked: bool = True) -> Any:
+        data = to_jsonable(value, self.secrets)
+        if masked and self.mask is not None:
+            try:
+                data = to_jsonable(self.mask(data), self.secrets)
+            except Exception as exc:  # noqa: BLE001 - fail closed
+                if not self._mask_failed_logged:
+                    self._mask_failed_logged = True
+                    logger.error(
+                        "lunatrace: the mask hook raised %s; affected fields are fully masked",
+                        type(exc).__name__,
+                    )
+                return MASKED
+        return cap_size(data, self.max_bytes)

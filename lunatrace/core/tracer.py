@@ -1,0 +1,420 @@
+"""The facade every integration and the public API call to record runs.
+
+It resolves parents (explicit id, else the context), inherits user, tags and metadata
+from the context, decides sampling once per trace, remembers what an ``end`` needs
+(the run's type, for llm runs the model and input for a token estimate) keyed by run id,
+and stamps each event with the process's monotonic clock *under one lock together with
+the hand-off to the sink*: events therefore reach the sink in timestamp order, which
+is the order the server processes them in.
+
+No method raises into its caller: failures are logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lunatrace.core import context
+from lunatrace.core.config import Config
+from lunatrace.core.events import (
+    ESTIMATE_KEY,
+    RUN_TYPES,
+    THUMBS,
+    TIMESTAMP_KEY,
+    MonotonicClock,
+    build,
+    error_payload,
+    new_run_id,
+)
+from lunatrace.core.serialize import FieldEncoder
+from lunatrace.core.transport import Sink
+
+logger = logging.getLogger("lunatrace")
+
+
+class _FromContext:
+    """Sentinel: take the parent from the current context."""
+
+    def __repr__(self) -> str:
+        return "FROM_CONTEXT"
+
+
+FROM_CONTEXT: Any = _FromContext()
+RECENT_RUNS = 50_000
+ABANDONED_AFTER_S = 3600.0
+
+
+@dataclass(slots=True)
+class RunState:
+    """What the tracer keeps about an open run until it ends."""
+
+    run_type: str
+    root_id: str
+    sampled: bool
+    started: float
+    model: str | None = None
+    prompt: Any = None
+    children: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tracer:
+    """Builds run events and hands them to a sink. Thread-safe; never raises."""
+
+    def __init__(self, config: Config, sink: Sink, encoder: FieldEncoder | None = None) -> None:
+        self.config = config
+        self.sink = sink
+        self.encoder = encoder or FieldEncoder(
+            config.max_field_bytes, config.mask, secrets=(config.project_key or "",)
+        )
+        self._clock = MonotonicClock()
+        self._emit_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._runs: dict[str, RunState] = {}
+        self._recent: OrderedDict[str, str] = OrderedDict()  # ended run id -> type
+        self._last_sweep = time.monotonic()
+        self.errors = 0
+
+    # --- emission -----------------------------------------------------------------
+
+    def _emit(self, raw: dict[str, Any]) -> None:
+        with self._emit_lock:
+            raw[TIMESTAMP_KEY] = self._clock.now_ms()
+            self.sink.emit(raw)
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.errors += 1
+        logger.warning("lunatrace: %s failed (%s: %s); tracing continues", what, type(exc).__name__, exc)
+
+    # --- run lifecycle --------------------------------------------------------------
+
+    def is_open(self, run_id: str) -> bool:
+        return run_id in self._runs
+
+    def run_type(self, run_id: str) -> str | None:
+        state = self._runs.get(run_id)
+        if state is not None:
+            return state.run_type
+        return self._recent.get(run_id)
+
+    def is_known(self, run_id: str | None) -> bool:
+        """Whether ``run_id`` was started by this tracer (open, or recently ended)."""
+        return bool(run_id) and (run_id in self._runs or run_id in self._recent)
+
+    def resolve_parent(self, parent_run_id: Any) -> str | None:
+        """The parent to send: an explicit known id, else the current context's run.
+
+        A parent id never seen (a handler attached below the framework's root) falls back
+        to the enclosing lunatrace run, or makes the run a root.
+        """
+        if parent_run_id is FROM_CONTEXT or parent_run_id is None:
+            candidate = context.current_run_id()
+            return candidate if self.is_known(candidate) else None
+        parent = str(parent_run_id)
+        if self.is_known(parent):
+            return parent
+        candidate = context.current_lunatrace_run_id()
+        return candidate if self.is_known(candidate) else None
+
+    def start_run(
+        self,
+        run_type: str,
+        name: str | None = None,
+        input: Any = None,  # noqa: A002 - the wire field's name
+        *,
+        run_id: Any = None,
+        parent_run_id: Any = FROM_CONTEXT,
+        params: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        user_id: Any = None,
+        user_props: Mapping[str, Any] | None = None,
+        template_version_id: int | None = None,
+    ) -> str:
+        """Record the start of a run and return its id (``run_id`` if given)."""
+        rid = str(run_id) if run_id is not None else new_run_id()
+        try:
+            self._start(
+                rid,
+                run_type,
+                name,
+                input,
+                parent_run_id,
+                params,
+                tags,
+                metadata,
+                user_id,
+                user_props,
+                template_version_id,
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._failed(f"start of {run_type} run", exc)
+        return rid
+
+    def _start(
+        self,
+        rid: str,
+        run_type: str,
+        name: str | None,
+        input: Any,  # noqa: A002
+        parent_run_id: Any,
+        params: Mapping[str, Any] | None,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        user_id: Any,
+        user_props: Mapping[str, Any] | None,
+        template_version_id: int | None,
+    ) -> None:
+        if not self.config.enabled:
+            return
+        if run_type not in RUN_TYPES:
+            raise ValueError(f"unknown run type {run_type!r}")
+        parent = self.resolve_parent(parent_run_id)
+        parent_state = self._runs.get(parent) if parent else None
+        if parent_state is not None:
+            root, sampled = parent_state.root_id, parent_state.sampled
+            parent_state.children += 1
+        else:
+            root = rid
+            rate = self.config.sample_rate
+            sampled = rate >= 1.0 or random.random() < rate
+        state = RunState(run_type, root, sampled, time.monotonic())
+        if run_type == "llm":
+            state.model, state.prompt = name, input
+        with self._state_lock:
+            self._runs[rid] = state
+        self._maybe_sweep()
+        if not sampled:
+            return
+        user = context.current_user()
+        if user_id is None and user is not None:
+            user_id, user_props = user.user_id, user_props or user.props
+        context_tags = context.current_tags()
+        all_tags = list(dict.fromkeys([*context_tags, *(tags or ())])) if context_tags or tags else None
+        context_metadata = context.current_metadata()
+        all_metadata = (
+            {**context_metadata, **metadata}
+            if context_metadata and metadata
+            else (metadata or context_metadata or None)
+        )
+        self._emit(
+            build(
+                "start",
+                run_type,
+                rid,
+                parent_run_id=parent,
+                name=name,
+                input=input,
+                params=params or None,
+                tags=all_tags,
+                metadata=all_metadata,
+                user_id=None if user_id is None else str(user_id),
+                user_props=user_props if user_id is not None else None,
+                template_version_id=template_version_id,
+            )
+        )
+
+    def _finish(self, run_id: str) -> RunState | None:
+        with self._state_lock:
+            state = self._runs.pop(run_id, None)
+            if state is not None:
+                self._recent[run_id] = state.run_type
+                if len(self._recent) > RECENT_RUNS:
+                    self._recent.popitem(last=False)
+        return state
+
+    def end_run(
+        self,
+        run_id: Any,
+        output: Any = None,
+        *,
+        usage: Mapping[str, int] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        input: Any = None,  # noqa: A002 - inputs known only at the end (streaming)
+        model: str | None = None,
+    ) -> bool:
+        """Record a run's successful end. ``False`` if the run was not open."""
+        try:
+            state = self._finish(str(run_id))
+            if state is None:
+                logger.debug("lunatrace: end for unknown or finished run %s ignored", run_id)
+                return False
+            if not state.sampled:
+                return True
+            if "customEvents" in state.extra:
+                metadata = {**(metadata or {}), "customEvents": state.extra["customEvents"]}
+            raw = build(
+                "end",
+                state.run_type,
+                str(run_id),
+                output=output,
+                input=input,
+                tokens_usage=usage or None,
+                metadata=metadata or None,
+            )
+            if state.run_type == "llm" and not usage:
+                raw[ESTIMATE_KEY] = (model or state.model, input or state.prompt, output)
+            self._emit(raw)
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self._failed("end of run", exc)
+            return False
+
+    def error_run(
+        self,
+        run_id: Any,
+        error: BaseException | str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Record a run's failure, with the stack taken from the exception itself."""
+        try:
+            state = self._finish(str(run_id))
+            if state is None:
+                return False
+            if not state.sampled:
+                return True
+            payload = (
+                error_payload(error)
+                if isinstance(error, BaseException)
+                else {"message": str(error), "stack": ""}
+            )
+            self._emit(build("error", state.run_type, str(run_id), error=payload, metadata=metadata or None))
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self._failed("error of run", exc)
+            return False
+
+    def update_run(self, run_id: Any, **extra: Any) -> None:
+        """Attach integration data to an open run (read back with :meth:`run_extra`)."""
+        state = self._runs.get(str(run_id))
+        if state is not None:
+            state.extra.update(extra)
+
+    def run_extra(self, run_id: Any) -> dict[str, Any]:
+        state = self._runs.get(str(run_id))
+        return state.extra if state is not None else {}
+
+    # --- other events -----------------------------------------------------------------
+
+    def feedback(
+        self,
+        run_id: Any,
+        *,
+        thumb: str | None = None,
+        comment: str | None = None,
+        rating: float | None = None,
+        emoji: str | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Attach user feedback to a run, in this process or any other."""
+        try:
+            if thumb is not None and thumb not in THUMBS:
+                raise ValueError("thumb must be 'up' or 'down'")
+            body = {**(extra or {})}
+            for key, value in (("thumb", thumb), ("comment", comment), ("rating", rating), ("emoji", emoji)):
+                if value is not None:
+                    body[key] = value
+            if not body:
+                raise ValueError("feedback needs at least one of thumb, comment, rating, emoji")
+            rid = str(run_id)
+            self._emit(build("feedback", self.run_type(rid) or "chain", rid, feedback=body))
+            return True
+        except Exception as exc:  # noqa: BLE001
+            self._failed("feedback", exc)
+            return False
+
+    def track_message(
+        self,
+        thread_id: str,
+        role: str,
+        content: Any,
+        *,
+        message_id: Any = None,
+        thread_tags: Sequence[str] | None = None,
+        user_id: Any = None,
+        user_props: Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> str:
+        """Record one thread message; its id can parent the work the message triggers."""
+        mid = str(message_id) if message_id is not None else new_run_id()
+        try:
+            if not self.config.enabled:
+                return mid
+            message: dict[str, Any] = {"role": str(role), "content": content}
+            if metadata:
+                message["metadata"] = dict(metadata)
+            if tags:
+                message["tags"] = list(tags)
+            user = context.current_user()
+            if user_id is None and user is not None:
+                user_id, user_props = user.user_id, user_props or user.props
+            with self._state_lock:
+                self._recent[mid] = "chat"
+            self._emit(
+                build(
+                    "chat",
+                    "thread",
+                    mid,
+                    parent_run_id=thread_id,
+                    message=message,
+                    thread_tags=list(thread_tags) if thread_tags else None,
+                    user_id=None if user_id is None else str(user_id),
+                    user_props=user_props if user_id is not None else None,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._failed("thread message", exc)
+        return mid
+
+    def custom_event(self, run_id: Any, name: str, data: Any = None) -> None:
+        """Record a named event on an open run (kept in that run's metadata on end)."""
+        state = self._runs.get(str(run_id))
+        if state is None:
+            return
+        events = state.extra.setdefault("customEvents", [])
+        if len(events) < 100:
+            events.append({"name": str(name), "data": data, "timestampMs": self._clock.now_ms()})
+
+    # --- housekeeping ---------------------------------------------------------------
+
+    @property
+    def open_runs(self) -> int:
+        return len(self._runs)
+
+    def _maybe_sweep(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sweep < 60.0:
+            return
+        self._last_sweep = now
+        self.close_abandoned(ABANDONED_AFTER_S)
+
+    def close_abandoned(self, max_age_s: float) -> int:
+        """End as errors the runs open longer than ``max_age_s`` (they would stay 'started')."""
+        cutoff = time.monotonic() - max_age_s
+        stale = [rid for rid, state in list(self._runs.items()) if state.started <= cutoff]
+        for rid in stale:
+            self.error_run(rid, f"run abandoned: no end after {max_age_s:.0f} s")
+        return len(stale)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        try:
+            return self.sink.flush(timeout)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("flush", exc)
+            return False
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        try:
+            return self.sink.shutdown(timeout)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("shutdown", exc)
+            return False

