@@ -14,6 +14,7 @@ from lunatrace.core.config import Config
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.tracer import Tracer
 from lunatrace.core.transport import MemorySink
+from tests.support.fake_lunary import FakeLunary
 
 _LUNARY_ENV = (
     "LUNARY_PUBLIC_KEY",
@@ -45,4 +46,35 @@ def memory_sink() -> Iterator[MemorySink]:
     api._tracer = None
 
 
-__all__ = ["lunatrace"]
+@pytest.fixture
+def lunary_server() -> Iterator[FakeLunary]:
+    """A fake Lunary server on 127.0.0.1 (``.url``, ``.key``, ``.events``, fault injection)."""
+    server = FakeLunary().start()
+    yield server
+    server.stop()
+
+
+# Short timings so fault scenarios finish quickly; production defaults are far longer.
+FAST_DELIVERY = {
+    "flush_interval": 0.05,
+    "retry_timeout": 2.0,
+    "http_timeout": 2.0,
+    "exit_timeout": 3.0,
+}
+
+
+@pytest.fixture
+def traced_to_server(lunary_server: FakeLunary, tmp_path: Path) -> Iterator[FakeLunary]:
+    """lunatrace configured to send to ``lunary_server``; call ``lunatrace.flush()`` then
+    read ``server.events``."""
+    lunatrace.configure(
+        project_key=lunary_server.key,
+        api_url=lunary_server.url,
+        store_path=tmp_path / "spool" / "events.db",
+        **FAST_DELIVERY,
+    )
+    yield lunary_server
+    lunatrace.shutdown()
+
+
+__all__ = ["FAST_DELIVERY", "lunatrace"]
