@@ -77,6 +77,15 @@ def current_run_id() -> str | None:
     return frame.run_id
 
 
+def current_frame() -> RunFrame | None:
+    """The innermost lunatrace frame, with the framework runs seen when it was pushed.
+
+    An integration uses it to tell that a decorated function sits *inside* the framework
+    run a new framework run names as its parent, so the new run nests under the function.
+    """
+    return _current_run.get()
+
+
 def current_lunatrace_run_id() -> str | None:
     """The innermost run opened by lunatrace itself (decorator, thread message)."""
     frame = _current_run.get()
