@@ -78,7 +78,16 @@ def is_secret_key(key: Any) -> bool:
 
 
 def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Remove values that look like provider keys, and the configured secrets, from text."""
+    """Remove values that look like provider keys, and the configured secrets, from text.
+
+    Lone surrogates (from ``surrogateescape`` decoding) are replaced too: they cannot be
+    encoded as UTF-8, so they would break the JSON body of the whole batch.
+    """
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = text.encode("utf-8", "replace").decode("utf-8")
     for secret in extra_secrets:
         if secret and secret in text:
             text = text.replace(secret, REDACTED)
@@ -139,14 +148,17 @@ class _Encoder:
             if index >= MAX_ITEMS:
                 out["<truncated>"] = f"{len(value) - MAX_ITEMS} more keys"
                 break
-            name = key if isinstance(key, str) else str(self.convert(key, depth + 1))
+            name = scrub_text(
+                key if isinstance(key, str) else str(self.convert(key, depth + 1)), self._secrets
+            )
             out[name] = REDACTED if is_secret_key(name) else self.convert(item, depth + 1)
         return out
 
     def _object(self, value: Any, depth: int) -> Any:
         simple = _simple_value(value)
         if simple is not _NO_VALUE:
-            return scrub_text(simple, self._secrets) if isinstance(simple, str) else simple
+            # numpy's tolist(), Decimal and enum values can hold NaN, huge numbers or objects.
+            return self.convert(simple, depth + 1)
         if isinstance(value, types.GeneratorType | types.AsyncGeneratorType):
             return f"<{type(value).__name__}>"
         structured = _structured_form(value)
