@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lunatrace._version import __version__
-from lunatrace.core.serialize import FieldEncoder, dumps, to_jsonable
+from lunatrace.core.serialize import FieldEncoder, dumps, scrub_text, to_jsonable
 from lunatrace.core.usage import estimate_usage
 
 RUNTIME = f"lunatrace-py/{__version__}"
@@ -151,6 +151,21 @@ def _tokens(usage: Any) -> dict[str, int] | None:
     return out or None
 
 
+def _text(value: Any) -> str:
+    """``str(value)``, or the serializer's rendering when ``__str__`` itself fails."""
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - a user object must not cost the event
+        return dumps(to_jsonable(value))
+
+
+def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
+    try:
+        return run_id_str(raw[key])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise EventError(f"{key} is not a UUID: {raw.get(key)!r}") from None
+
+
 def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
     """Turn a raw event into the exact JSON object the server accepts.
 
@@ -163,9 +178,9 @@ def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
         raise EventError(f"unknown run type {run_type!r}")
     if name not in EVENT_NAMES:
         raise EventError(f"unknown event name {name!r}")
-    wire: dict[str, Any] = {"type": run_type, "event": name, "runId": run_id_str(raw["runId"])}
+    wire: dict[str, Any] = {"type": run_type, "event": name, "runId": _uuid_field(raw, "runId")}
     if raw.get("parentRunId") is not None:
-        wire["parentRunId"] = run_id_str(raw["parentRunId"])
+        wire["parentRunId"] = _uuid_field(raw, "parentRunId")
     ts = raw.get(TIMESTAMP_KEY)
     wire["timestamp"] = format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))
     for key, value in raw.items():
@@ -184,13 +199,15 @@ def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
             if tokens:
                 wire["tokensUsage"] = tokens
         elif key in ("tags", "threadTags"):
-            tags = [str(t) for t in value if t is not None] if isinstance(value, list | tuple) else []
+            tags = (
+                [scrub_text(_text(t), encoder.secrets) for t in value if t is not None]
+                if isinstance(value, list | tuple)
+                else []
+            )
             if tags:
                 wire[key] = list(dict.fromkeys(tags))
-        elif key == "userId":
-            wire["userId"] = str(value)
-        elif key == "name":
-            wire["name"] = str(value)
+        elif key in ("userId", "name"):
+            wire[key] = scrub_text(_text(value), encoder.secrets)
         else:
             converted = to_jsonable(value, encoder.secrets)
             if converted is not None:
@@ -228,4 +245,7 @@ def validate(wire: Mapping[str, Any]) -> None:
         raise EventError("feedback thumb must be 'up' or 'down'")
     if "templateVersionId" in wire and not isinstance(wire["templateVersionId"], int):
         raise EventError("templateVersionId must be an integer")
-    json.dumps(wire, allow_nan=False)
+    try:
+        json.dumps(wire, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise EventError(f"not valid JSON: {exc}") from None
