@@ -80,37 +80,47 @@ class _Options:
         self.capture = _input_capturer(fn)
 
 
+def _keep(items: list[Any], item: Any) -> None:
+    if len(items) < MAX_YIELDED:
+        items.append(item)
+
+
 def _wrap(fn: F, options: _Options) -> F:
+    # The generator wrappers forward send(), throw() and the return value, so a traced
+    # generator behaves exactly like the original (coroutine-style generators, yield from).
     if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
         async def async_gen_wrapper(*args: Any, **kwargs: Any) -> Any:
             run = _Run(options, args, kwargs)
             items: list[Any] = []
-            token = context.push_run(run.run_id)
-            try:
+            with context.run_scope(run.run_id):
                 agen = fn(*args, **kwargs)
-            finally:
-                context.pop_run(token)
-            try:
-                while True:
-                    token = context.push_run(run.run_id)
-                    try:
-                        item = await agen.__anext__()
-                    except StopAsyncIteration:
-                        break
-                    finally:
-                        context.pop_run(token)
-                    if len(items) < MAX_YIELDED:
-                        items.append(item)
-                    yield item
-            except BaseException as exc:
-                if isinstance(exc, GeneratorExit):
-                    await agen.aclose()
-                    run.end(items)
-                else:
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                token = context.push_run(run.run_id)
+                try:
+                    item = await (agen.asend(sent) if thrown is None else agen.athrow(thrown))
+                except StopAsyncIteration:
+                    break
+                except BaseException as exc:
                     run.fail(exc)
-                raise
+                    raise
+                finally:
+                    context.pop_run(token)
+                _keep(items, item)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    try:
+                        await agen.aclose()
+                    finally:
+                        run.end(items)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - athrow(): hand it to the traced generator
+                    thrown, sent = exc, None
             run.end(items)
 
         return async_gen_wrapper  # type: ignore[return-value]
@@ -123,26 +133,32 @@ def _wrap(fn: F, options: _Options) -> F:
             items: list[Any] = []
             with context.run_scope(run.run_id):
                 gen = fn(*args, **kwargs)
-            try:
-                while True:
-                    with context.run_scope(run.run_id):
-                        try:
-                            item = next(gen)
-                        except StopIteration as stop:
-                            if stop.value is not None and len(items) < MAX_YIELDED:
-                                items.append(stop.value)
-                            break
-                    if len(items) < MAX_YIELDED:
-                        items.append(item)
-                    yield item
-            except BaseException as exc:
-                if isinstance(exc, GeneratorExit):
-                    gen.close()
-                    run.end(items)
-                else:
-                    run.fail(exc)
-                raise
-            run.end(items)
+            sent: Any = None
+            thrown: BaseException | None = None
+            while True:
+                with context.run_scope(run.run_id):
+                    try:
+                        item = gen.send(sent) if thrown is None else gen.throw(thrown)
+                    except StopIteration as stop:
+                        if stop.value is not None:
+                            _keep(items, stop.value)
+                        run.end(items)
+                        return stop.value
+                    except BaseException as exc:
+                        run.fail(exc)
+                        raise
+                _keep(items, item)
+                thrown = None
+                try:
+                    sent = yield item
+                except GeneratorExit:
+                    try:
+                        gen.close()
+                    finally:
+                        run.end(items)
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - throw(): hand it to the traced generator
+                    thrown, sent = exc, None
 
         return gen_wrapper  # type: ignore[return-value]
 
