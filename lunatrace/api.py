@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from lunatrace.core import context
-from lunatrace.core.config import Config, ConfigError
+from lunatrace.core.config import ENVIRONMENT_VARIABLES, Config, ConfigError
 from lunatrace.core.events import new_run_id
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.tracer import Tracer
@@ -44,16 +45,28 @@ def get_tracer() -> Tracer:
         return tracer
     with _lock:
         if _tracer is None:
-            try:
-                config = Config.resolve()
-            except ConfigError as exc:
-                logger.error("lunatrace: %s; using defaults for the other settings", exc)
-                config = Config.resolve(env={})
-            _tracer = _new_tracer(config)
+            _tracer = _new_tracer(_config_from_environment())
             if not _atexit_registered:
                 atexit.register(_flush_at_exit)
                 _atexit_registered = True
         return _tracer
+
+
+def _config_from_environment() -> Config:
+    """Settings from the environment; a bad variable is logged and only it is ignored.
+
+    Tracing must not stop an app from starting, and one mistyped variable must not
+    silently drop the others (the project key above all).
+    """
+    env = dict(os.environ)
+    while True:
+        try:
+            return Config.resolve(env=env)
+        except ConfigError as exc:
+            names = ENVIRONMENT_VARIABLES.get(exc.setting or "", ())
+            logger.error("lunatrace: %s; using the default for that setting", exc)
+            if not any(env.pop(name, None) is not None for name in names):
+                return Config.resolve(env={})
 
 
 def configure(**settings: Any) -> Config:

@@ -19,7 +19,15 @@ DEFAULT_API_URL = "https://api.lunary.ai"
 
 
 class ConfigError(ValueError):
-    """A setting has a value lunatrace cannot use; the message names the setting."""
+    """A setting has a value lunatrace cannot use; the message names the setting.
+
+    ``setting`` is the setting's name (``None`` for an unknown setting name), so callers
+    can drop just that value and keep the rest of the configuration.
+    """
+
+    def __init__(self, message: str, setting: str | None = None) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 def mask_key(key: str | None) -> str:
@@ -98,7 +106,7 @@ class Config:
                     break
         if overrides.get("mask") is not None:
             if not callable(overrides["mask"]):
-                raise ConfigError("setting 'mask' must be a callable mask(value) -> value")
+                raise ConfigError("setting 'mask' must be a callable mask(value) -> value", "mask")
             values["mask"] = overrides["mask"]
         return cls(**values)
 
@@ -108,7 +116,7 @@ def _checked(name: str, raw: Any, parse: Callable[[Any], Any], source: str) -> A
         return parse(raw)
     except (TypeError, ValueError) as exc:
         shown = mask_key(str(raw)) if name == "project_key" else repr(raw)
-        raise ConfigError(f"invalid value {shown} for {source}: {exc}") from None
+        raise ConfigError(f"invalid value {shown} for {source}: {exc}", name) from None
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -146,6 +154,16 @@ def _positive_int(raw: Any) -> int:
     return value
 
 
+MIN_FIELD_BYTES = 256
+
+
+def _field_size(raw: Any) -> int:
+    value = _positive_int(raw)
+    if value < MIN_FIELD_BYTES:
+        raise ValueError(f"expected at least {MIN_FIELD_BYTES} bytes (room for the truncation marker)")
+    return value
+
+
 def _positive_float(raw: Any) -> float:
     value = float(raw)
     if not value > 0 or value == float("inf"):
@@ -178,7 +196,7 @@ _ENV_SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "batch_max_events": (("LUNATRACE_BATCH_MAX_EVENTS",), _positive_int),
     "batch_max_bytes": (("LUNATRACE_BATCH_MAX_BYTES",), _positive_int),
     "flush_interval": (("LUNATRACE_FLUSH_INTERVAL",), _positive_float),
-    "max_field_bytes": (("LUNATRACE_MAX_FIELD_BYTES",), _positive_int),
+    "max_field_bytes": (("LUNATRACE_MAX_FIELD_BYTES",), _field_size),
     "sample_rate": (("LUNATRACE_SAMPLE_RATE",), _rate),
     "retry_timeout": (("LUNATRACE_RETRY_TIMEOUT",), _positive_float),
     "http_timeout": (("LUNATRACE_HTTP_TIMEOUT",), _positive_float),
