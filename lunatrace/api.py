@@ -130,7 +130,11 @@ def current_run_id() -> str | None:
 
 @contextmanager
 def parent(run_id: Any) -> Iterator[str]:
-    """Nest every run started in the body under ``run_id`` (e.g. a thread message id)."""
+    """Nest every run started in the body under ``run_id`` (e.g. a thread message id).
+
+    The id may come from another process (a message tracked by an earlier request).
+    """
+    get_tracer().adopt(run_id)
     with context.run_scope(str(run_id)) as frame:
         yield frame.run_id
 

@@ -32,6 +32,7 @@ from lunatrace.core.events import (
     build,
     error_payload,
     new_run_id,
+    run_id_str,
 )
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import Sink
@@ -107,6 +108,22 @@ class Tracer:
     def is_known(self, run_id: str | None) -> bool:
         """Whether ``run_id`` was started by this tracer (open, or recently ended)."""
         return bool(run_id) and (run_id in self._runs or run_id in self._recent)
+
+    def adopt(self, run_id: Any, run_type: str = "chain") -> bool:
+        """Accept a run started elsewhere (another process, a stored thread message) as a parent.
+
+        Explicit parents from the user are trusted; only a value that is not a UUID is
+        refused (logged), since the server would reject every child pointing at it.
+        """
+        try:
+            rid = run_id_str(run_id)
+        except (TypeError, ValueError, AttributeError):
+            logger.warning("lunatrace: parent %r is not a run id (a UUID); ignored", run_id)
+            return False
+        with self._state_lock:
+            if rid not in self._runs and rid not in self._recent:
+                self._recent[rid] = run_type
+        return True
 
     def resolve_parent(self, parent_run_id: Any) -> str | None:
         """The parent to send: an explicit known id, else the current context's run.
