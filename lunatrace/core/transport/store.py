@@ -1,0 +1,459 @@
+"""The local event store: one SQLite file holding wire events and a per-trace summary.
+
+It is both the embedded default (no project key: every event lands here, browsable
+offline) and the spool of the HTTP sink (events the server could not take wait here, in
+their original order, until they can be re-sent). Several processes may write the same
+file at once: WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` transactions make each
+append atomic, so a run is always filed under its parent's trace.
+
+Each event row keeps the exact wire JSON plus the indexed columns needed to list traces
+and assemble them; the ``traces`` table is maintained on append so listing stays cheap.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+# Delivery state of a stored event.
+DELIVERED = 0
+SPOOLED = 1  # the server could not take it; re-sent automatically
+LOCAL = 2  # recorded with no server configured; uploaded only by ``lunatrace push``
+
+BUSY_TIMEOUT_MS = 30_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    parent_run_id TEXT,
+    trace_id TEXT NOT NULL,
+    type TEXT,
+    name TEXT,
+    event TEXT,
+    status TEXT,
+    ts_ms INTEGER,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    user_id TEXT,
+    tags TEXT,
+    state INTEGER NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_run ON events(run_id);
+CREATE INDEX IF NOT EXISTS events_trace ON events(trace_id, id);
+CREATE INDEX IF NOT EXISTS events_state ON events(state, id);
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    name TEXT,
+    type TEXT,
+    status TEXT NOT NULL DEFAULT 'started',
+    started_ms INTEGER,
+    ended_ms INTEGER,
+    llm_calls INTEGER NOT NULL DEFAULT 0,
+    tokens INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    user_id TEXT,
+    tags TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX IF NOT EXISTS traces_recent ON traces(started_ms DESC, seq DESC);
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    expires REAL NOT NULL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """The store file cannot be opened or read; the message names the file."""
+
+
+@dataclass
+class TraceSummary:
+    """One line of ``lunatrace traces``: a root run and totals over its whole tree."""
+
+    trace_id: str
+    name: str | None
+    type: str | None
+    status: str  # 'success' | 'error' | 'started'
+    started_at: str | None
+    ended_at: str | None
+    duration_ms: float | None
+    llm_calls: int
+    tokens: int
+    errors: int
+    user_id: str | None
+    tags: list[str] = field(default_factory=list)
+
+
+def parse_timestamp(value: Any) -> int | None:
+    """Milliseconds since the epoch from a wire ``timestamp`` (None if absent or invalid)."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+def iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    seconds, millis = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def event_tokens(event: dict[str, Any]) -> int:
+    usage = event.get("tokensUsage")
+    if not isinstance(usage, dict):
+        return 0
+    total = 0
+    for key in ("prompt", "completion"):
+        value = usage.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            total += value
+    return total
+
+
+def _status(event: str | None) -> str | None:
+    return {"start": "started", "end": "success", "error": "error"}.get(event or "")
+
+
+class EventStore:
+    """A SQLite event store. Thread-safe (one connection behind a lock); multi-process safe."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path).expanduser()
+        self._lock = threading.Lock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            with self._transaction() as db:
+                for statement in _statements(_SCHEMA):
+                    db.execute(statement)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the lunatrace store {self.path}: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __repr__(self) -> str:
+        return f"EventStore({str(self.path)!r})"
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """An immediate (write-locking) transaction, so concurrent appends serialise cleanly."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            with self._lock:
+                return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read the lunatrace store {self.path}: {exc}") from None
+
+    # --- writing ----------------------------------------------------------------------
+
+    def append(self, events: list[dict[str, Any]], *, delivered: bool, local: bool = False) -> None:
+        """Store wire events in order. ``delivered`` marks them sent; ``local`` marks events
+        recorded with no server configured (uploaded only on request)."""
+        state = DELIVERED if delivered else (LOCAL if local else SPOOLED)
+        self.append_encoded([(e, json.dumps(e, separators=(",", ":"))) for e in events], state)
+
+    def append_encoded(self, items: Sequence[tuple[dict[str, Any], str]], state: int) -> None:
+        """Store ``(wire event, its JSON)`` pairs with delivery ``state``, in one transaction."""
+        if not items:
+            return
+        try:
+            with self._transaction() as db:
+                self._insert(db, items, state)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the lunatrace store {self.path}: {exc}") from None
+
+    def _insert(
+        self, db: sqlite3.Connection, items: Sequence[tuple[dict[str, Any], str]], state: int
+    ) -> None:
+        traces: dict[str, str] = {}  # run id -> trace id, for runs seen in this batch
+        for event, body in items:
+            rid = str(event.get("runId", ""))
+            parent = event.get("parentRunId")
+            kind = event.get("event")
+            if kind in ("start", "chat") and parent is not None:
+                # A run belongs to its parent's trace; a thread message to its thread's.
+                known = traces.get(str(parent)) or self._trace_of(db, str(parent))
+                trace = known or (str(parent) if kind == "chat" else rid)
+            else:
+                trace = traces.get(rid) or self._trace_of(db, rid) or rid
+            traces[rid] = trace
+            ts = parse_timestamp(event.get("timestamp"))
+            tokens = event_tokens(event)
+            tags = event.get("tags")
+            db.execute(
+                "INSERT INTO events (run_id, parent_run_id, trace_id, type, name, event, status, ts_ms,"
+                " tokens, user_id, tags, state, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    rid,
+                    parent,
+                    trace,
+                    event.get("type"),
+                    event.get("name"),
+                    kind,
+                    _status(kind),
+                    ts,
+                    tokens,
+                    event.get("userId"),
+                    json.dumps(tags) if tags else None,
+                    state,
+                    body,
+                ),
+            )
+            self._summarise(db, trace, rid, event, ts, tokens)
+
+    @staticmethod
+    def _trace_of(db: sqlite3.Connection, run_id: str) -> str | None:
+        row = db.execute("SELECT trace_id FROM events WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
+        return str(row[0]) if row else None
+
+    @staticmethod
+    def _summarise(
+        db: sqlite3.Connection, trace: str, rid: str, event: dict[str, Any], ts: int | None, tokens: int
+    ) -> None:
+        kind = event.get("event")
+        if kind not in ("start", "end", "error", "chat"):
+            return
+        is_root = rid == trace
+        db.execute(
+            "INSERT INTO traces (trace_id, seq, started_ms) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1"
+            " FROM traces), ?) ON CONFLICT(trace_id) DO NOTHING",
+            (trace, ts),
+        )
+        if kind == "start" and is_root:
+            db.execute(
+                "UPDATE traces SET name = ?, type = ?, started_ms = ?, user_id = ?, tags = ?"
+                " WHERE trace_id = ?",
+                (
+                    event.get("name"),
+                    event.get("type"),
+                    ts,
+                    event.get("userId"),
+                    json.dumps([str(t) for t in event.get("tags") or []]),
+                    trace,
+                ),
+            )
+        elif kind == "chat" and not is_root:
+            db.execute(
+                "UPDATE traces SET type = COALESCE(type, 'thread'), name = COALESCE(name, 'thread'),"
+                " user_id = COALESCE(user_id, ?), ended_ms = ?, status = 'success' WHERE trace_id = ?",
+                (event.get("userId"), ts, trace),
+            )
+        elif kind in ("end", "error") and is_root:
+            db.execute(
+                "UPDATE traces SET status = ?, ended_ms = ? WHERE trace_id = ?",
+                (_status(kind), ts, trace),
+            )
+        if kind == "start" and event.get("type") == "llm":
+            db.execute("UPDATE traces SET llm_calls = llm_calls + 1 WHERE trace_id = ?", (trace,))
+        if tokens:
+            db.execute("UPDATE traces SET tokens = tokens + ? WHERE trace_id = ?", (tokens, trace))
+        if kind == "error":
+            db.execute("UPDATE traces SET errors = errors + 1 WHERE trace_id = ?", (trace,))
+
+    # --- delivery state ---------------------------------------------------------------
+
+    def pending(self, limit: int, *, include_local: bool = True) -> list[tuple[int, dict[str, Any]]]:
+        """The oldest undelivered events, in stored order, as ``(row id, wire event)``."""
+        states = (SPOOLED, LOCAL) if include_local else (SPOOLED,)
+        rows = self._query(
+            f"SELECT id, body FROM events WHERE state IN ({','.join('?' * len(states))}) ORDER BY id LIMIT ?",
+            (*states, limit),
+        )
+        return [(int(row[0]), json.loads(row[1])) for row in rows]
+
+    def count_pending(self, *, include_local: bool = True) -> int:
+        states = (SPOOLED, LOCAL) if include_local else (SPOOLED,)
+        rows = self._query(
+            f"SELECT COUNT(*) FROM events WHERE state IN ({','.join('?' * len(states))})", states
+        )
+        return int(rows[0][0])
+
+    def mark_delivered(self, ids: list[int]) -> None:
+        if not ids:
+            return
+        try:
+            with self._transaction() as db:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    db.execute(
+                        f"UPDATE events SET state = {DELIVERED} WHERE id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the lunatrace store {self.path}: {exc}") from None
+
+    def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
+        """Take (or renew) a named lease for ``ttl`` seconds unless another owner holds it.
+
+        Uploading the spool holds one, so two processes never send the same events.
+        """
+        now = time.time()
+        try:
+            with self._transaction() as db:
+                row = db.execute("SELECT owner, expires FROM leases WHERE name = ?", (name,)).fetchone()
+                if row is not None and row[0] != owner and row[1] > now:
+                    return False
+                db.execute(
+                    "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) ON CONFLICT(name)"
+                    " DO UPDATE SET owner = excluded.owner, expires = excluded.expires",
+                    (name, owner, now + ttl),
+                )
+                return True
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the lunatrace store {self.path}: {exc}") from None
+
+    def release_lease(self, name: str, owner: str) -> None:
+        try:
+            with self._transaction() as db:
+                db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+        except sqlite3.Error:
+            pass
+
+    # --- reading ----------------------------------------------------------------------
+
+    def _filters(
+        self,
+        name: str | None,
+        type: str | None,  # noqa: A002 - the column's name
+        status: str | None,
+        user: str | None,
+        tag: str | None,
+    ) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        for column, value in (("name", name), ("type", type), ("status", status), ("user_id", user)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if tag is not None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(traces.tags) WHERE json_each.value = ?)")
+            params.append(tag)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def list_traces(
+        self,
+        limit: int = 20,
+        offset: int = 0,
+        name: str | None = None,
+        type: str | None = None,  # noqa: A002
+        status: str | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+    ) -> list[TraceSummary]:
+        """The most recent traces first (by start time), with totals over each tree."""
+        where, params = self._filters(name, type, status, user, tag)
+        rows = self._query(
+            "SELECT trace_id, name, type, status, started_ms, ended_ms, llm_calls, tokens, errors,"
+            f" user_id, tags FROM traces{where} ORDER BY started_ms DESC, seq DESC LIMIT ? OFFSET ?",
+            (*params, limit, offset),
+        )
+        return [_summary(row) for row in rows]
+
+    def count_traces(
+        self,
+        name: str | None = None,
+        type: str | None = None,  # noqa: A002
+        status: str | None = None,
+        user: str | None = None,
+        tag: str | None = None,
+    ) -> int:
+        where, params = self._filters(name, type, status, user, tag)
+        return int(self._query(f"SELECT COUNT(*) FROM traces{where}", params)[0][0])
+
+    def trace_events(self, trace_id: str) -> list[dict[str, Any]]:
+        """Every wire event of a trace, in stored order (empty if the trace is unknown)."""
+        rows = self._query("SELECT body FROM events WHERE trace_id = ? ORDER BY id", (trace_id,))
+        return [json.loads(row[0]) for row in rows]
+
+    def find_trace(self, prefix: str) -> list[str]:
+        """Trace ids starting with ``prefix`` (at most two: enough to tell unique from ambiguous)."""
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = self._query(
+            "SELECT trace_id FROM traces WHERE trace_id LIKE ? ESCAPE '\\' LIMIT 2", (escaped + "%",)
+        )
+        return [str(row[0]) for row in rows]
+
+    def latest_trace_id(self) -> str | None:
+        rows = self._query("SELECT trace_id FROM traces ORDER BY started_ms DESC, seq DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
+    def stats(self) -> dict[str, Any]:
+        """Size on disk and event counts by delivery state."""
+        counts = dict.fromkeys(("delivered", "spooled", "local"), 0)
+        names = {DELIVERED: "delivered", SPOOLED: "spooled", LOCAL: "local"}
+        for state, count in self._query("SELECT state, COUNT(*) FROM events GROUP BY state"):
+            counts[names.get(int(state), "delivered")] += int(count)
+        size = 0
+        for suffix in ("", "-wal"):
+            try:
+                size += os.path.getsize(str(self.path) + suffix)
+            except OSError:
+                pass
+        return {
+            "path": str(self.path),
+            "size_bytes": size,
+            "events": sum(counts.values()),
+            "traces": self.count_traces(),
+            "pending": counts["spooled"] + counts["local"],
+            **counts,
+        }
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _summary(row: Sequence[Any]) -> TraceSummary:
+    trace_id, name, run_type, status, started, ended, llm_calls, tokens, errors, user_id, tags = row
+    duration = float(ended - started) if started is not None and ended is not None else None
+    try:
+        tag_list = [str(t) for t in json.loads(tags or "[]")]
+    except ValueError:
+        tag_list = []
+    return TraceSummary(
+        trace_id=str(trace_id),
+        name=name,
+        type=run_type,
+        status=str(status),
+        started_at=iso(started),
+        ended_at=iso(ended),
+        duration_ms=duration,
+        llm_calls=int(llm_calls),
+        tokens=int(tokens),
+        errors=int(errors),
+        user_id=user_id,
+        tags=tag_list,
+    )
