@@ -1,0 +1,401 @@
+"""Assemble wire events back into a trace: a tree of runs with their status and timing.
+
+The viewers (terminal tree, notebook HTML, the local web UI) read events from the local
+store, which keeps exactly what would be sent to Lunary. Those events can be incomplete
+or out of order (a process killed mid-run, an ``end`` stored before its ``start``, a
+feedback sent later from another process), so assembly never raises: it sorts what it
+gets, fills the gaps with placeholder runs, and turns orphans and cycles into roots.
+
+Threads follow the protocol: a ``chat`` event is one message (its ``runId``) in a thread
+(its ``parentRunId``). The thread itself never has a ``start``, so it is synthesised
+here, with one ``chat`` run per message and the work a message triggered beneath it.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SUCCESS = "success"
+ERROR = "error"
+STARTED = "started"
+
+# ``start`` first among events with the same timestamp: the protocol's order of processing.
+_EVENT_RANK = {"start": 0, "chat": 0}
+_INPUT_ROLES = frozenset({"user", "system"})
+
+
+def parse_timestamp(value: Any) -> int | None:
+    """Epoch milliseconds from the wire's ISO 8601 timestamp; ``None`` if unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        moment = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return round(moment.timestamp() * 1000)
+
+
+def format_duration(ms: int | None) -> str:
+    """``850ms``, ``1.25s``, ``2m05s``: short and readable at any scale."""
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f}s"
+    minutes, seconds = divmod(ms // 1000, 60)
+    return f"{minutes}m{seconds:02d}s"
+
+
+@dataclass(eq=False)
+class Run:
+    """One run as the viewers show it; fields mirror the wire event's, merged over its life."""
+
+    id: str
+    type: str = "chain"
+    name: str = ""
+    parent_id: str | None = None
+    status: str = STARTED
+    start_ms: int | None = None
+    end_ms: int | None = None
+    input: Any = None
+    output: Any = None
+    error: Mapping[str, Any] | None = None
+    tokens: dict[str, int] = field(default_factory=dict)
+    params: Mapping[str, Any] = field(default_factory=dict)
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    user_id: str | None = None
+    user_props: Mapping[str, Any] | None = None
+    feedback: dict[str, Any] = field(default_factory=dict)
+    children: list[Run] = field(default_factory=list)
+    has_start: bool = False
+    synthetic: bool = False
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.start_ms is None or self.end_ms is None:
+            return None
+        return max(0, self.end_ms - self.start_ms)
+
+    @property
+    def model(self) -> str | None:
+        """The model id of an llm run (its name, as the protocol requires)."""
+        if self.type != "llm":
+            return None
+        model = self.params.get("model") if isinstance(self.params, Mapping) else None
+        return self.name or (str(model) if model else None)
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.tokens.get("prompt", 0)) + int(self.tokens.get("completion", 0))
+
+    @property
+    def tokens_estimated(self) -> bool:
+        """Whether the token counts were estimated locally rather than reported by the model."""
+        return bool(self.metadata.get("tokensEstimated"))
+
+    @property
+    def cost(self) -> float | None:
+        """The cost in USD when the run carries one (``metadata.cost``); else unknown."""
+        value = self.metadata.get("cost")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value)
+
+    def walk(self, depth: int = 0) -> Iterator[tuple[Run, int]]:
+        """This run and its descendants, depth first, with their depth."""
+        stack: list[tuple[Run, int]] = [(self, depth)]
+        while stack:
+            run, level = stack.pop()
+            yield run, level
+            stack.extend((child, level + 1) for child in reversed(run.children))
+
+
+@dataclass(eq=False)
+class Trace:
+    """The runs of one trace, as a forest (normally a single root)."""
+
+    id: str
+    roots: list[Run]
+    runs: dict[str, Run]
+
+    @property
+    def root(self) -> Run | None:
+        return self.roots[0] if self.roots else None
+
+    @property
+    def name(self) -> str:
+        return self.root.name if self.root else ""
+
+    @property
+    def type(self) -> str:
+        return self.root.type if self.root else ""
+
+    @property
+    def status(self) -> str:
+        """``error`` if a root failed, ``started`` if one is still open, else ``success``."""
+        statuses = {run.status for run in self.roots}
+        for status in (ERROR, STARTED):
+            if status in statuses:
+                return status
+        return SUCCESS if statuses else STARTED
+
+    @property
+    def start_ms(self) -> int | None:
+        starts = [r.start_ms for r in self.runs.values() if r.start_ms is not None]
+        return min(starts) if starts else None
+
+    @property
+    def end_ms(self) -> int | None:
+        ends = [t for r in self.runs.values() for t in (r.start_ms, r.end_ms) if t is not None]
+        return max(ends) if ends else None
+
+    @property
+    def duration_ms(self) -> int | None:
+        start, end = self.start_ms, self.end_ms
+        return None if start is None or end is None else end - start
+
+    @property
+    def user_id(self) -> str | None:
+        return next((r.user_id for r, _ in self.walk() if r.user_id), None)
+
+    @property
+    def llm_calls(self) -> int:
+        return sum(1 for r in self.runs.values() if r.type == "llm")
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for r in self.runs.values() if r.status == ERROR)
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for run in self.runs.values():
+            for key, value in run.tokens.items():
+                total[key] = total.get(key, 0) + value
+        return total
+
+    @property
+    def cost(self) -> float | None:
+        costs = [c for r in self.runs.values() if (c := r.cost) is not None]
+        return sum(costs) if costs else None
+
+    def walk(self) -> Iterator[tuple[Run, int]]:
+        """Every run, depth first from each root, with its depth."""
+        for root in self.roots:
+            yield from root.walk()
+
+    def find(self, name: str) -> list[Run]:
+        """The runs named ``name``, in tree order."""
+        return [run for run, _ in self.walk() if run.name == name]
+
+    def timeline(self, run: Run) -> tuple[float, float]:
+        """The run's offset and width as fractions of the whole trace (for timeline bars).
+
+        A run still open extends to the end of the trace; a run without timestamps gets a
+        zero-width bar at the start.
+        """
+        start, end = self.start_ms, self.end_ms
+        if start is None or end is None or run.start_ms is None:
+            return 0.0, 0.0
+        span = max(end - start, 1)
+        run_end = run.end_ms if run.end_ms is not None else end
+        offset = (run.start_ms - start) / span
+        width = max(0, run_end - run.start_ms) / span
+        return min(max(offset, 0.0), 1.0), min(max(width, 0.0), 1.0 - min(max(offset, 0.0), 1.0))
+
+    def __str__(self) -> str:
+        from lunatrace.view.text import render_text
+
+        return render_text(self)
+
+    def _repr_html_(self) -> str:
+        from lunatrace.view.html import render_html
+
+        return render_html(self)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+class _Assembler:
+    """Folds events, in processing order, into :class:`Run` objects."""
+
+    def __init__(self) -> None:
+        self.runs: dict[str, Run] = {}
+
+    def run(self, run_id: str, run_type: Any = None) -> Run:
+        run = self.runs.get(run_id)
+        if run is None:
+            run = Run(id=run_id, type=str(run_type or "chain"), name="")
+            self.runs[run_id] = run
+        return run
+
+    def apply(self, event: Mapping[str, Any]) -> None:
+        run_id = event.get("runId")
+        if not run_id:
+            return
+        kind = event.get("event")
+        ts = parse_timestamp(event.get("timestamp"))
+        if kind == "chat":
+            self._message(str(run_id), event, ts)
+            return
+        run = self.run(str(run_id), event.get("type"))
+        if kind == "start":
+            self._start(run, event, ts)
+        elif kind in ("end", "error"):
+            self._finish(run, event, ts)
+        elif kind == "feedback" and isinstance(event.get("feedback"), Mapping):
+            run.feedback.update(event["feedback"])
+        elif kind == "update":
+            self._merge(run, event)
+
+    def _start(self, run: Run, event: Mapping[str, Any], ts: int | None) -> None:
+        run.has_start = True
+        run.type = str(event.get("type") or run.type)
+        run.name = str(event.get("name") or run.name)
+        run.parent_id = _str_or_none(event.get("parentRunId"))
+        run.start_ms = ts
+        if isinstance(event.get("params"), Mapping):
+            run.params = event["params"]
+        tags = event.get("tags")
+        if isinstance(tags, list):
+            run.tags = [str(t) for t in tags]
+        if event.get("userId") is not None:
+            run.user_id = str(event["userId"])
+            props = event.get("userProps")
+            run.user_props = props if isinstance(props, Mapping) else None
+        self._merge(run, event)
+
+    def _finish(self, run: Run, event: Mapping[str, Any], ts: int | None) -> None:
+        if event.get("event") == "error":
+            run.status = ERROR
+            error = event.get("error")
+            run.error = error if isinstance(error, Mapping) else {"message": str(error or "")}
+        elif run.status != ERROR:
+            run.status = SUCCESS
+        run.end_ms = ts if run.end_ms is None or ts is None else max(run.end_ms, ts)
+        self._merge(run, event)
+
+    def _merge(self, run: Run, event: Mapping[str, Any]) -> None:
+        """Fields any event may carry: later values win, as on the server."""
+        if event.get("input"):
+            run.input = event["input"]
+        if "output" in event:
+            run.output = event["output"]
+        if isinstance(event.get("metadata"), Mapping):
+            run.metadata.update(event["metadata"])
+        usage = event.get("tokensUsage")
+        if isinstance(usage, Mapping):
+            run.tokens = {
+                str(k): int(v)
+                for k, v in usage.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+
+    def _message(self, message_id: str, event: Mapping[str, Any], ts: int | None) -> None:
+        thread_id = _str_or_none(event.get("parentRunId"))
+        raw_message = event.get("message")
+        message: Mapping[str, Any] = raw_message if isinstance(raw_message, Mapping) else {}
+        role = str(message.get("role") or "user")
+        run = self.run(message_id, "chat")
+        run.type, run.name, run.status, run.has_start = "chat", role, SUCCESS, True
+        run.start_ms = run.end_ms = ts
+        run.parent_id = thread_id
+        if role in _INPUT_ROLES:
+            run.input = dict(message)
+        else:
+            run.output = dict(message)
+        if isinstance(message.get("metadata"), Mapping):
+            run.metadata.update(message["metadata"])
+        if isinstance(message.get("tags"), list):
+            run.tags = [str(t) for t in message["tags"]]
+        if event.get("userId") is not None:
+            run.user_id = str(event["userId"])
+        if thread_id is not None:
+            self._thread(thread_id, event)
+
+    def _thread(self, thread_id: str, event: Mapping[str, Any]) -> None:
+        thread = self.run(thread_id, "thread")
+        thread.type, thread.synthetic, thread.status = "thread", True, SUCCESS
+        thread.name = thread.name or "thread"
+        tags = event.get("threadTags")
+        if isinstance(tags, list):
+            thread.tags = [str(t) for t in tags]
+        if event.get("userId") is not None:
+            thread.user_id = str(event["userId"])
+
+
+def _sort_key(indexed: tuple[int, Mapping[str, Any]]) -> tuple[int, int, int]:
+    index, event = indexed
+    ts = parse_timestamp(event.get("timestamp"))
+    return (ts if ts is not None else 0, _EVENT_RANK.get(str(event.get("event")), 1), index)
+
+
+def _link(runs: dict[str, Run]) -> list[Run]:
+    """Attach children to parents; orphans and cycle members become roots."""
+    roots: list[Run] = []
+    for run in runs.values():
+        parent = runs.get(run.parent_id) if run.parent_id else None
+        if parent is None or _in_cycle(run, runs):
+            roots.append(run)
+        else:
+            parent.children.append(run)
+    return roots
+
+
+def _by_start(run: Run) -> int:
+    return run.start_ms if run.start_ms is not None else 0
+
+
+def _in_cycle(run: Run, runs: Mapping[str, Run]) -> bool:
+    seen = {run.id}
+    current = run.parent_id
+    while current is not None and current in runs:
+        if current in seen:
+            return True
+        seen.add(current)
+        current = runs[current].parent_id
+    return False
+
+
+def _fill_placeholders(runs: dict[str, Run]) -> None:
+    """Runs known only from an end, error or feedback get a readable name; threads span
+    their messages."""
+    for run in runs.values():
+        if not run.name:
+            run.name = f"({run.type} {run.id[:8]})"
+        if run.synthetic and run.children:
+            below = [r for r, depth in run.walk() if depth > 0]
+            starts = [r.start_ms for r in below if r.start_ms is not None]
+            ends = [t for r in below for t in (r.end_ms, r.start_ms) if t is not None]
+            run.start_ms = min(starts) if starts else None
+            run.end_ms = max(ends) if ends else None
+
+
+def build_trace(events: Iterable[Mapping[str, Any]], trace_id: str | None = None) -> Trace:
+    """A :class:`Trace` from wire events in any order; never raises on odd input.
+
+    ``trace_id`` defaults to the first root's id.
+    """
+    assembler = _Assembler()
+    usable = [e for e in events if isinstance(e, Mapping)]
+    for _, event in sorted(enumerate(usable), key=_sort_key):
+        assembler.apply(event)
+    runs = assembler.runs
+    roots = _link(runs)
+    _fill_placeholders(runs)
+    for run in runs.values():
+        run.children.sort(key=_by_start)  # stable: ties keep the order of the events
+    roots.sort(key=_by_start)
+    return Trace(id=trace_id or (roots[0].id if roots else ""), roots=roots, runs=runs)

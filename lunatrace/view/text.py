@@ -1,0 +1,126 @@
+"""A trace as a tree of text lines, for terminals (``lunatrace show``, the demo).
+
+Traced values are untrusted: a prompt can hold terminal escape sequences that would
+rewrite the screen, so every control character is replaced before printing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from lunatrace.view.model import ERROR, STARTED, SUCCESS, Run, Trace, format_duration
+
+STATUS_MARK = {SUCCESS: "✓", ERROR: "✗", STARTED: "…"}
+PREVIEW_CHARS = 120
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def clean(text: str) -> str:
+    """``text`` safe to print: control characters (escape sequences) shown as ``?``."""
+    return _CONTROL.sub("?", text)
+
+
+def value_text(value: Any) -> str:
+    """A traced value as compact text: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def preview(value: Any, limit: int = PREVIEW_CHARS) -> str:
+    """One line of at most ``limit`` characters."""
+    text = " ".join(clean(value_text(value)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def tokens_text(tokens: dict[str, int], estimated: bool = False) -> str:
+    """``tokens 12+5`` (prompt + completion), ``~`` marking a local estimate."""
+    if not tokens:
+        return ""
+    prompt, completion = tokens.get("prompt", 0), tokens.get("completion", 0)
+    return f"tokens {'~' if estimated else ''}{prompt}+{completion}"
+
+
+def run_line(run: Run) -> str:
+    """``type name  ✓ success  12ms  tokens 12+5``: the summary of one run."""
+    label = f"{run.type} {preview(run.name, 200)}"
+    if run.type == "chat":
+        message = run.input if run.input is not None else run.output
+        if isinstance(message, dict):
+            label += ": " + preview(message.get("content"), 60)
+    parts = [label, f"{STATUS_MARK.get(run.status, '?')} {run.status}"]
+    if run.status != STARTED:
+        parts.append(format_duration(run.duration_ms))
+    tokens = tokens_text(run.tokens, run.tokens_estimated)
+    if tokens:
+        parts.append(tokens)
+    if run.cost is not None:
+        parts.append(f"${run.cost:.6f}")
+    if run.feedback:
+        parts.append("feedback " + preview(run.feedback, 60))
+    return "  ".join(parts)
+
+
+def _details(run: Run, full: bool) -> list[str]:
+    lines: list[str] = []
+    if run.error:
+        message = run.error.get("message") if hasattr(run.error, "get") else run.error
+        lines.append("error: " + preview(message, 200))
+    if full:
+        for label, value in (("input", run.input), ("output", run.output)):
+            if value is not None:
+                lines.extend(f"{label}: {clean(value_text(value))}".splitlines())
+        if run.error and run.error.get("stack"):
+            lines.extend(clean(str(run.error["stack"])).rstrip().splitlines())
+    return lines
+
+
+def header(trace: Trace) -> str:
+    """The trace's one-line summary."""
+    parts = [
+        f"trace {trace.id}",
+        f"{STATUS_MARK.get(trace.status, '?')} {trace.status}",
+        format_duration(trace.duration_ms),
+        f"{len(trace.runs)} runs",
+    ]
+    if trace.llm_calls:
+        parts.append(f"{trace.llm_calls} llm calls")
+    tokens = tokens_text(trace.tokens)
+    if tokens:
+        parts.append(tokens)
+    if trace.user_id:
+        parts.append(f"user {clean(trace.user_id)}")
+    return "  ".join(parts)
+
+
+def render_text(trace: Trace, full: bool = False) -> str:
+    """The trace as a tree: one line per run, errors under their run.
+
+    ``full`` adds every input, output and error stack, uncut.
+    """
+    lines = [header(trace)]
+    for index, root in enumerate(trace.roots):
+        _render(root, "", index == len(trace.roots) - 1, full, lines)
+    if not trace.roots:
+        lines.append("(no runs)")
+    return "\n".join(lines)
+
+
+def _render(run: Run, prefix: str, last: bool, full: bool, lines: list[str]) -> None:
+    # An explicit stack rather than recursion: traces can be thousands of runs deep.
+    stack: list[tuple[Run, str, bool]] = [(run, prefix, last)]
+    while stack:
+        current, pad, is_last = stack.pop()
+        lines.append(pad + ("└─ " if is_last else "├─ ") + run_line(current))
+        child_pad = pad + ("   " if is_last else "│  ")
+        lines.extend(
+            child_pad + ("   " if not current.children else "│  ") + d for d in _details(current, full)
+        )
+        count = len(current.children)
+        for i, child in reversed(list(enumerate(current.children))):
+            stack.append((child, child_pad, i == count - 1))

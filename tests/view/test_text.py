@@ -1,0 +1,87 @@
+"""The terminal tree: one line per run, in tree order, safe to print."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lunatrace
+from lunatrace.core.transport import MemorySink
+from lunatrace.view.model import build_trace
+from lunatrace.view.text import clean, preview, render_text
+
+
+def test_tree_lines_in_order_with_status_duration_and_tokens(agent_events: list[dict[str, Any]]) -> None:
+    trace = build_trace(agent_events)
+    lines = render_text(trace).splitlines()
+
+    assert lines[0].startswith(f"trace {trace.id}  ✓ success  ")
+    assert "4 runs" in lines[0] and "1 llm calls" in lines[0] and "tokens 12+5" in lines[0]
+    assert "user user-7" in lines[0]
+    assert lines[1].startswith("└─ agent weather-agent  ✓ success  ")
+    assert lines[2].startswith("   ├─ llm gpt-4o-mini  ✓ success  ")
+    assert lines[2].endswith("tokens 12+5")
+    assert lines[3].startswith("   ├─ tool lookup  ✓ success  ")
+    assert lines[4].startswith("   └─ tool lookup  ✗ error  ")
+    assert lines[5].strip() == "error: LookupError: no weather for Atlantis"
+    assert len(lines) == 6
+
+
+def test_full_adds_inputs_outputs_and_stacks(agent_events: list[dict[str, Any]]) -> None:
+    text = render_text(build_trace(agent_events), full=True)
+    assert 'input: {"question": "Weather in Paris?"}' in text
+    assert "output: 21 degrees in Paris" in text
+    assert '"arguments": "{\\"city\\": \\"Paris\\"}"' in text
+    assert "Traceback (most recent call last):" in text
+    assert "Traceback" not in render_text(build_trace(agent_events))
+
+
+def test_terminal_escapes_in_traced_values_are_neutralised(memory_sink: MemorySink) -> None:
+    evil = "\x1b[2J\x1b]0;pwned\x07"
+
+    @lunatrace.trace(name="step" + evil + "\nsecond line")
+    def step(prompt: str) -> str:
+        return prompt
+
+    step(evil)
+    text = render_text(build_trace(memory_sink.events), full=True)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "chain step?[2J?]0;pwned? second line  ✓ success" in text
+    assert "output: ?[2J?]0;pwned?" in text
+
+
+def test_thread_messages_show_their_content_and_feedback(memory_sink: MemorySink) -> None:
+    thread = lunatrace.open_thread()
+    thread.track_message("user", "Hello there")
+    reply = thread.track_message("assistant", "Hi! How can I help?")
+    lunatrace.feedback(reply, thumb="down")
+    lines = render_text(build_trace(memory_sink.events)).splitlines()
+    assert lines[1].startswith("└─ thread thread  ✓ success")
+    assert lines[2].startswith("   ├─ chat user: Hello there  ✓ success")
+    assert lines[3].startswith("   └─ chat assistant: Hi! How can I help?  ✓ success")
+    assert lines[3].endswith('feedback {"thumb": "down"}')
+
+
+def test_empty_and_deep_traces() -> None:
+    assert render_text(build_trace([])).splitlines()[1] == "(no runs)"
+    depth = 3000
+    events = [
+        {
+            "type": "chain",
+            "event": "start",
+            "runId": f"r{i}",
+            "name": f"n{i}",
+            "timestamp": "2026-01-01T00:00:00.000Z",
+            **({"parentRunId": f"r{i - 1}"} if i else {}),
+        }
+        for i in range(depth)
+    ]
+    lines = render_text(build_trace(events)).splitlines()
+    assert len(lines) == depth + 1
+    assert "chain n2999  … started" in lines[-1]
+
+
+def test_preview_is_one_short_line() -> None:
+    assert preview("a\nb   c") == "a b c"
+    assert len(preview("x" * 500)) == 120
+    assert preview({"k": [1, 2]}) == '{"k": [1, 2]}'
+    assert clean("ok\ttab\x1b") == "ok\ttab?"
