@@ -1,0 +1,340 @@
+"""Every event kind against the wire contract of PROTOCOL.md, and the builder's guarantees."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import lunatrace
+from lunatrace.core import events
+from lunatrace.core.events import EventError, MonotonicClock, build, format_timestamp, to_wire
+from lunatrace.core.serialize import FieldEncoder
+from lunatrace.core.transport import MemorySink
+from tests.support.wire import RUN_TYPES, assert_wire_event, is_uuid
+
+ENCODER = FieldEncoder(64_000)
+RID = "6f1c1d9e-3b8a-4f57-9d2a-0d7c2b1e4a10"
+PARENT = "0b7e5a54-2f6d-4f0e-8b8e-6f3a1d2c9e77"
+
+
+def one(sink: MemorySink, kind: str, run_id: str | None = None) -> dict[str, Any]:
+    found = [e for e in sink.events if e["event"] == kind and (run_id is None or e["runId"] == run_id)]
+    assert len(found) == 1, found
+    assert_wire_event(found[0])
+    return found[0]
+
+
+def test_start_event_carries_every_start_field(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    with (
+        lunatrace.identify(42, {"plan": "pro"}),
+        lunatrace.tags(["outer"]),
+        lunatrace.metadata({"env": "test", "nested": {"a": [1, 2]}, "dropped": None}),
+    ):
+        root = tracer.start_run("agent", "planner", {"question": "why?"})
+        child = tracer.start_run(
+            "tool",
+            "search",
+            {"q": "x"},
+            parent_run_id=root,
+            params={"temperature": 0.2, "max_tokens": 10},
+            tags=["inner", "outer"],
+            metadata={"step": 3},
+        )
+    start = one(memory_sink, "start", child)
+    assert start["type"] == "tool"
+    assert start["runId"] == child and is_uuid(child)
+    assert start["parentRunId"] == root
+    assert start["name"] == "search"
+    assert start["input"] == {"q": "x"}
+    assert start["params"] == {"temperature": 0.2, "max_tokens": 10}
+    assert start["tags"] == ["outer", "inner"]  # context first, no duplicates
+    assert start["metadata"] == {"env": "test", "nested": '{"a":[1,2]}', "step": 3}
+    assert start["userId"] == "42"
+    assert start["userProps"] == {"plan": "pro"}
+    assert "parentRunId" not in one(memory_sink, "start", root)
+
+
+def test_end_event_of_an_llm_run_carries_type_and_tokens(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("llm", "gpt-4o-mini", [{"role": "user", "content": "hi"}])
+    usage = {"prompt": 3, "completion": 5}
+    assert tracer.end_run(rid, {"role": "assistant", "content": "hello"}, usage=usage)
+    end = one(memory_sink, "end", rid)
+    assert end["type"] == "llm"  # switches on the server's token and cost logic
+    assert end["tokensUsage"] == {"prompt": 3, "completion": 5}
+    assert end["output"] == {"role": "assistant", "content": "hello"}
+    assert "metadata" not in end  # reported usage is not an estimate
+    assert "name" not in end and "input" not in end
+
+
+def test_llm_end_without_usage_sends_a_flagged_estimate(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("llm", "gpt-4", [{"role": "user", "content": "hello world"}])
+    tracer.end_run(rid, {"role": "assistant", "content": "hello world"})
+    end = one(memory_sink, "end", rid)
+    assert end["metadata"] == {"tokensEstimated": True}
+    assert end["tokensUsage"]["prompt"] > 0 and end["tokensUsage"]["completion"] > 0
+
+
+def test_error_event_has_message_and_the_exceptions_own_stack(memory_sink: MemorySink) -> None:
+    def failing_step() -> None:
+        raise KeyError("missing")
+
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("chain", "pipeline", None)
+    try:
+        failing_step()
+    except KeyError as exc:
+        caught = exc
+    # Reported outside the except block: sys.exc_info() is empty here.
+    assert tracer.error_run(rid, caught)
+    error = one(memory_sink, "error", rid)
+    assert error["type"] == "chain"
+    assert error["error"]["message"] == "KeyError: 'missing'"
+    assert "Traceback" in error["error"]["stack"]
+    assert "failing_step" in error["error"]["stack"]
+
+
+def test_feedback_event_uses_the_runs_type(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("agent", "a", None)
+    tracer.end_run(rid, "done")
+    assert lunatrace.feedback(rid, thumb="up", comment="great", rating=5, emoji="🎉")
+    event = one(memory_sink, "feedback", rid)
+    assert event["type"] == "agent"
+    assert event["feedback"] == {"thumb": "up", "comment": "great", "rating": 5, "emoji": "🎉"}
+    assert "parentRunId" not in event and "userId" not in event
+
+
+def test_feedback_for_a_run_of_another_process(memory_sink: MemorySink) -> None:
+    other = str(uuid.uuid4())
+    assert lunatrace.feedback(other, thumb="down")
+    assert one(memory_sink, "feedback", other)["type"] == "chain"
+
+
+def test_bad_feedback_is_refused_without_raising(memory_sink: MemorySink) -> None:
+    rid = str(uuid.uuid4())
+    assert lunatrace.feedback(rid, thumb="sideways") is False
+    assert lunatrace.feedback(rid) is False  # nothing to send
+    assert memory_sink.events == []
+
+
+def test_thread_message_event(memory_sink: MemorySink) -> None:
+    thread = lunatrace.open_thread(tags=["support"], user_id=7, user_props={"name": "Ada"})
+    mid = thread.track_message("user", "my order is late", metadata={"channel": "web"}, tags=["urgent"])
+    event = one(memory_sink, "chat", mid)
+    assert event["type"] == "thread"
+    assert event["runId"] == mid and is_uuid(mid)
+    assert event["parentRunId"] == thread.id and is_uuid(thread.id)
+    assert event["message"] == {
+        "role": "user",
+        "content": "my order is late",
+        "metadata": {"channel": "web"},
+        "tags": ["urgent"],
+    }
+    assert event["threadTags"] == ["support"]
+    assert event["userId"] == "7"
+    assert event["userProps"] == {"name": "Ada"}
+
+
+def test_thread_message_without_extras_has_no_null_fields(memory_sink: MemorySink) -> None:
+    thread = lunatrace.open_thread()
+    mid = thread.track_message("assistant", "hello")
+    event = one(memory_sink, "chat", mid)
+    assert event["message"] == {"role": "assistant", "content": "hello"}
+    assert {"threadTags", "userId", "userProps", "metadata"}.isdisjoint(event)
+
+
+def test_null_fields_are_dropped_not_sent() -> None:
+    raw = build("end", "chain", RID, output=None, metadata=None, parent_run_id=None)
+    raw[events.TIMESTAMP_KEY] = 0
+    wire = to_wire(raw, ENCODER)
+    assert set(wire) == {"type", "event", "runId", "timestamp", "runtime"}
+
+
+def test_run_ids_are_canonical_uuid_strings() -> None:
+    raw = build("start", "chain", uuid.UUID(RID).hex.upper(), parent_run_id=uuid.UUID(PARENT))
+    wire = to_wire(raw, ENCODER)
+    assert wire["runId"] == RID
+    assert wire["parentRunId"] == PARENT
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("type", "log"), ("type", "LLM"), ("event", "stop"), ("event", "update "), ("runId", "run-1")],
+)
+def test_unknown_type_event_or_id_is_rejected(field: str, value: str) -> None:
+    raw = build("start", "chain", RID)
+    raw[field] = value
+    with pytest.raises(EventError):
+        to_wire(raw, ENCODER)
+
+
+def test_a_rejected_event_never_reaches_the_caller(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("log", "old-style", None)  # a type the server no longer has
+    assert is_uuid(rid)
+    assert tracer.end_run(rid, "x") is False
+    bad = tracer.start_run("chain", "bad id", None, run_id="not-a-uuid")
+    assert bad == "not-a-uuid"
+    assert memory_sink.events == []
+    assert tracer.errors >= 1
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        {"type": "chain", "event": "end", "runId": RID, "output": None},
+        {"type": "chain", "event": "start", "runId": RID, "userId": 3},
+        {"type": "chain", "event": "feedback", "runId": RID, "feedback": {"thumb": "meh"}},
+        {"type": "chain", "event": "start", "runId": RID, "templateVersionId": "12"},
+        {"type": "chain", "event": "start", "runId": RID, "parentRunId": "p"},
+        {"type": "chain", "event": "end", "runId": RID, "output": float("nan")},
+    ],
+)
+def test_validate_refuses_what_the_server_would_mishandle(wire: dict[str, Any]) -> None:
+    with pytest.raises(EventError):
+        events.validate(wire)
+
+
+def test_metadata_is_flattened_to_what_the_server_keeps() -> None:
+    metadata = {
+        "n": 1,
+        "f": 0.5,
+        "ok": True,
+        "s": "x",
+        "scalars": [1, "a", False],
+        "nested": {"b": {"c": 1}},
+        "objects": [{"a": 1}],
+        "none": None,
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+    }
+    wire = to_wire(build("end", "chain", RID, metadata=metadata), ENCODER)
+    assert wire["metadata"] == {
+        "n": 1,
+        "f": 0.5,
+        "ok": True,
+        "s": "x",
+        "scalars": [1, "a", False],
+        "nested": '{"b":{"c":1}}',
+        "objects": '[{"a":1}]',
+        "when": "2026-01-02T03:04:05Z",
+    }
+
+
+def test_tokens_usage_keeps_only_non_negative_ints() -> None:
+    usage = {"prompt": "12", "completion": -1, "promptCached": True, "total": 99}
+    wire = to_wire(build("end", "llm", RID, tokens_usage=usage), ENCODER)
+    assert wire["tokensUsage"] == {"prompt": 12}
+
+
+def test_user_id_is_always_a_string() -> None:
+    wire = to_wire(build("start", "chain", RID, user_id=1234), ENCODER)
+    assert wire["userId"] == "1234"
+
+
+def test_timestamp_format() -> None:
+    assert format_timestamp(0) == "1970-01-01T00:00:00.000Z"
+    assert format_timestamp(1_767_225_600_123) == "2026-01-01T00:00:00.123Z"
+    assert format_timestamp(1_767_225_599_999) == "2025-12-31T23:59:59.999Z"
+
+
+def test_clock_is_anchored_once_and_never_goes_backwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = MonotonicClock()
+    first = clock.now_ms()
+    assert abs(first - time.time() * 1000) < 1000
+    monkeypatch.setattr(time, "time_ns", lambda: 0)  # the wall clock steps back to 1970
+    later = [clock.now_ms() for _ in range(1000)]
+    assert later == sorted(later)
+    assert later[0] >= first
+
+
+def test_runtime_names_the_sdk_and_version() -> None:
+    wire = to_wire(build("start", "chain", RID), ENCODER)
+    assert wire["runtime"] == f"lunatrace-py/{lunatrace.__version__}"
+
+
+# --- arbitrary payloads -----------------------------------------------------------
+
+
+class Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=30),
+    st.binary(max_size=30),
+    st.datetimes(),
+    st.uuids(),
+    st.builds(Unprintable),
+)
+_payload = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4),
+        st.dictionaries(st.one_of(st.text(max_size=10), st.integers()), inner, max_size=4),
+        st.tuples(inner, inner),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    event=st.sampled_from(["start", "end", "error", "feedback", "chat", "update", "custom-event"]),
+    run_type=st.sampled_from(sorted(RUN_TYPES)),
+    run_id=st.uuids(),
+    parent=st.one_of(st.none(), st.uuids()),
+    fields=st.fixed_dictionaries(
+        {},
+        optional={
+            "name": _payload,
+            "input": _payload,
+            "output": _payload,
+            "params": _payload,
+            "tags": st.lists(_payload, max_size=4),
+            "metadata": st.dictionaries(st.text(max_size=10), _payload, max_size=5),
+            "tokens_usage": st.dictionaries(
+                st.sampled_from(["prompt", "completion", "promptCached"]), _payload, max_size=3
+            ),
+            "user_id": _payload.filter(lambda v: v is not None),
+            "user_props": _payload,
+            "message": _payload,
+            "thread_tags": st.lists(st.text(max_size=5), max_size=3),
+        },
+    ),
+    ts=st.integers(min_value=0, max_value=4_102_444_800_000),
+)
+def test_any_payload_makes_a_valid_event(
+    event: str,
+    run_type: str,
+    run_id: uuid.UUID,
+    parent: uuid.UUID | None,
+    fields: dict[str, Any],
+    ts: int,
+) -> None:
+    raw = build(event, run_type, str(run_id), parent_run_id=parent, **fields)
+    raw[events.TIMESTAMP_KEY] = ts
+    wire = to_wire(raw, FieldEncoder(4_096))
+    assert_wire_event(wire)
+    assert wire["runId"] == str(run_id)
+    assert wire["timestamp"] == format_timestamp(ts)
+    for key in ("input", "output", "params", "userProps", "message"):
+        if key in wire:
+            assert len(json.dumps(wire[key], separators=(",", ":"), ensure_ascii=False).encode()) <= 4_096

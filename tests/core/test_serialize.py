@@ -1,0 +1,395 @@
+"""The serializer never raises, always yields JSON within the cap, and scrubs secrets."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from pathlib import PurePosixPath
+from typing import Any
+
+import numpy as np
+import pydantic
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lunatrace.core.serialize import (
+    MASKED,
+    REDACTED,
+    FieldEncoder,
+    cap_size,
+    dumps,
+    is_secret_key,
+    scrub_text,
+    to_jsonable,
+)
+
+
+class Color(enum.Enum):
+    RED = "red"
+    NAN = float("nan")
+    OBJ = (1, 2)
+
+
+@dataclasses.dataclass
+class Point:
+    x: Any
+    y: Any = None
+
+
+class Model(pydantic.BaseModel):
+    value: Any = None
+    pin: pydantic.SecretStr = pydantic.SecretStr("hunter2")
+
+
+class Plain:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+
+class BadEverything:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr exploded")
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"no {name}")
+
+
+class BadMapping(dict[str, Any]):
+    def items(self) -> Any:
+        raise RuntimeError("items exploded")
+
+
+def counting() -> Iterator[int]:
+    yield 1
+
+
+def cyclic_list(inner: Any) -> list[Any]:
+    value: list[Any] = [inner]
+    value.append(value)
+    return value
+
+
+def cyclic_dict(inner: Any) -> dict[str, Any]:
+    value: dict[str, Any] = {"inner": inner}
+    value["self"] = value
+    return value
+
+
+def cyclic_object(inner: Any) -> Plain:
+    value = Plain(inner)
+    value.me = value  # type: ignore[attr-defined]
+    return value
+
+
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**70, max_value=2**80),
+    st.floats(),
+    st.text(),
+    st.sampled_from(["\ud800", "a\udfffb", "sk-" + "A" * 30, "Bearer abcdefghijklmnopqrstuvwxyz"]),
+    st.binary(),
+    st.binary().map(bytearray),
+    st.datetimes(),
+    st.datetimes(timezones=st.just(dt.timezone(dt.timedelta(hours=5)))),
+    st.dates(),
+    st.times(),
+    st.timedeltas(),
+    st.uuids(),
+    st.decimals(),
+    st.sampled_from(list(Color)),
+    st.builds(BadRepr),
+    st.builds(BadEverything),
+    st.just(PurePosixPath("/tmp/x")),
+    st.builds(counting),
+    st.just(Point),  # a class, not an instance
+    st.floats().map(np.float64),
+    st.integers(min_value=-(2**31), max_value=2**31 - 1).map(np.int32),
+    st.lists(st.floats(), max_size=5).map(np.array),
+    st.just(np.array([[1, 2], [3, 4]], dtype=object)),
+)
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    hashable = st.one_of(st.integers(), st.text(max_size=5), st.floats(allow_nan=False))
+    return st.one_of(
+        st.lists(inner, max_size=5),
+        st.tuples(inner, inner),
+        st.sets(hashable, max_size=5),
+        st.frozensets(hashable, max_size=5),
+        st.dictionaries(
+            st.one_of(st.text(max_size=12), st.integers(), st.tuples(st.integers())), inner, max_size=5
+        ),
+        st.dictionaries(st.sampled_from(["api_key", "password", "max_tokens", "token"]), inner, max_size=3),
+        st.builds(Point, inner, inner),
+        st.builds(Model, value=inner),
+        st.builds(Plain, inner),
+        st.builds(cyclic_list, inner),
+        st.builds(cyclic_dict, inner),
+        st.builds(cyclic_object, inner),
+        st.builds(BadMapping, st.dictionaries(st.text(max_size=3), inner, max_size=2)),
+    )
+
+
+arbitrary = st.recursive(_leaves, _containers, max_leaves=30)
+
+
+def compact_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8"))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=arbitrary, max_bytes=st.integers(min_value=256, max_value=20_000))
+def test_encoder_never_raises_and_stays_within_the_cap(value: Any, max_bytes: int) -> None:
+    out = FieldEncoder(max_bytes, secrets=("my-project-key-123",)).encode(value)
+    assert compact_size(out) <= max_bytes
+    assert "sk-" + "A" * 30 not in json.dumps(out)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=arbitrary)
+def test_to_jsonable_never_raises_and_is_valid_json(value: Any) -> None:
+    out = to_jsonable(value)
+    text = json.dumps(out, allow_nan=False)
+    text.encode("utf-8")  # no lone surrogates either
+    assert json.loads(text) == json.loads(text)
+
+
+@settings(max_examples=100, deadline=None)
+@given(text=st.text(min_size=1), max_bytes=st.integers(min_value=256, max_value=5_000))
+def test_truncation_is_visible(text: str, max_bytes: int) -> None:
+    value = text * (max_bytes // len(text) + 2)
+    out = cap_size(value, max_bytes)
+    assert compact_size(out) <= max_bytes
+    assert isinstance(out, str) and "[lunatrace: truncated" in out
+
+
+def test_long_strings_are_shortened_keeping_the_structure() -> None:
+    value = {"question": "q", "context": "x" * 100_000}
+    out = FieldEncoder(4_000).encode(value)
+    assert out["question"] == "q"
+    assert out["context"].startswith("xxx") and "[lunatrace: truncated" in out["context"]
+    assert compact_size(out) <= 4_000
+
+
+def test_values_are_converted_faithfully() -> None:
+    when = dt.datetime(2026, 3, 4, 5, 6, 7, 8000, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    value = {
+        "when": when,
+        "naive": dt.datetime(2026, 1, 1),
+        "day": dt.date(2026, 1, 2),
+        "span": dt.timedelta(seconds=90),
+        "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "set": {3, 1, 2},
+        "bytes": b"caf\xc3\xa9",
+        "binary": b"\xff\x00",
+        "decimal": decimal.Decimal("1.5"),
+        "huge": decimal.Decimal("1e400"),
+        "color": Color.RED,
+        "nan_color": Color.NAN,
+        "tuple_color": Color.OBJ,
+        "point": Point(1, [2]),
+        "model": Model(value={"k": "v"}),
+        "plain": Plain(3),
+        "nan": float("nan"),
+        "inf": float("-inf"),
+        "bigint": 2**70,
+        "gen": counting(),
+        "np_scalar": np.float32(1.5),
+        "np_nan": np.float64("nan"),
+        "np_array": np.arange(3),
+    }
+    out = to_jsonable(value)
+    assert out == {
+        "when": "2026-03-04T03:06:07.008000Z",
+        "naive": "2026-01-01T00:00:00",
+        "day": "2026-01-02",
+        "span": 90.0,
+        "id": "12345678-1234-5678-1234-567812345678",
+        "set": [1, 2, 3],
+        "bytes": "café",
+        "binary": "base64:/wA=",
+        "decimal": 1.5,
+        "huge": "inf",
+        "color": "red",
+        "nan_color": "nan",
+        "tuple_color": "OBJ",
+        "point": {"x": 1, "y": [2]},
+        "model": {"value": {"k": "v"}, "pin": "**********"},
+        "plain": {"value": 3},
+        "nan": "nan",
+        "inf": "-inf",
+        "bigint": str(2**70),
+        "gen": "<generator>",
+        "np_scalar": 1.5,
+        "np_nan": "nan",
+        "np_array": [0, 1, 2],
+    }
+
+
+def test_generators_are_not_consumed() -> None:
+    gen = counting()
+    to_jsonable({"g": gen})
+    assert next(gen) == 1
+
+
+def test_cycles_and_depth_are_bounded() -> None:
+    loop: dict[str, Any] = {}
+    loop["me"] = loop
+    assert to_jsonable(loop) == {"me": "<cycle: dict>"}
+    deep: Any = "bottom"
+    for _ in range(500):
+        deep = [deep]
+    text = json.dumps(to_jsonable(deep))
+    assert "<max depth" in text and "bottom" not in text
+
+
+def test_shared_references_are_not_cycles() -> None:
+    shared = {"a": 1}
+    assert to_jsonable([shared, shared]) == [{"a": 1}, {"a": 1}]
+
+
+def test_unrepresentable_objects_degrade_to_a_marker() -> None:
+    assert to_jsonable(BadRepr()) == "<BadRepr>"
+    assert isinstance(to_jsonable(BadEverything()), str)
+    assert isinstance(to_jsonable(BadMapping(a=1)), str)
+
+
+# --- secrets ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "api_key",
+        "apiKey",
+        "openai_api_key",
+        "openaiApiKey",
+        "OPENAI_API_KEY",
+        "x-api-key",
+        "token",
+        "access_token",
+        "refresh_token",
+        "hf_token",
+        "secret",
+        "client_secret",
+        "password",
+        "Authorization",
+        "private_key",
+        "aws_secret_access_key",
+        "credentials",
+        "cookie",
+    ],
+)
+def test_secret_looking_keys_are_redacted(key: str) -> None:
+    assert is_secret_key(key)
+    assert to_jsonable({key: "value-123"}) == {key: REDACTED}
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "max_tokens",
+        "maxTokens",
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "max_new_tokens",
+        "max_completion_tokens",
+        "cached_tokens",
+        "reasoning_tokens",
+        "tokens",
+        "eos_token",
+        "pad_token",
+        "tokenizer",
+        "keyword",
+        "monkey",
+    ],
+)
+def test_counters_and_ordinary_keys_are_kept(key: str) -> None:
+    assert not is_secret_key(key)
+    assert to_jsonable({key: 7}) == {key: 7}
+
+
+def test_secrets_are_redacted_at_any_depth_and_in_any_container() -> None:
+    value = [
+        {"config": {"llm": {"openai_api_key": "abc", "temperature": 0}}},
+        Point(x={"password": "p"}, y=Model(value={"token": "t"})),
+        ("x", {"headers": {"Authorization": "Bearer zzz"}}),
+    ]
+    text = json.dumps(to_jsonable(value))
+    for secret in ('"abc"', '"p"', '"t"', "Bearer zzz"):
+        assert secret not in text
+    assert text.count(REDACTED) == 4
+    assert '"temperature": 0' in text
+
+
+def test_key_like_strings_and_configured_secrets_are_scrubbed_anywhere() -> None:
+    key = "sk-proj-" + "a1B2" * 10
+    project_key = "0b1e2f3a-1111-2222-3333-444455556666"
+    value = {
+        "note": f"my key is {key}!",
+        "header": "Authorization: Bearer abcdefghijklmnopqrstuvwxyz0123",
+        key: "as a key name",
+        "log": f"connecting with {project_key}",
+    }
+    out = to_jsonable(value, (project_key,))
+    text = json.dumps(out)
+    assert key not in text and project_key not in text and "abcdefghijklmnopqrstuvwxyz0123" not in text
+    assert out["note"] == f"my key is {REDACTED}!"
+    assert out["log"] == f"connecting with {REDACTED}"
+    assert scrub_text("sk-short") == "sk-short"  # too short to be a key
+
+
+# --- mask hook ----------------------------------------------------------------------
+
+
+def test_mask_hook_rewrites_the_field() -> None:
+    def mask(value: Any) -> Any:
+        return json.loads(json.dumps(value).replace("ada@example.com", "<email>"))
+
+    encoder = FieldEncoder(64_000, mask)
+    assert encoder.encode({"to": "ada@example.com"}) == {"to": "<email>"}
+    assert encoder.encode({"to": "ada@example.com"}, masked=False) == {"to": "ada@example.com"}
+
+
+def test_mask_output_is_still_scrubbed_and_capped() -> None:
+    encoder = FieldEncoder(300, lambda value: {"api_key": "leak", "big": "y" * 10_000})
+    out = encoder.encode("anything")
+    assert out["api_key"] == REDACTED
+    assert compact_size(out) <= 300
+
+
+def test_raising_mask_fails_closed_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    def mask(value: Any) -> Any:
+        raise ValueError("bug in the hook")
+
+    encoder = FieldEncoder(64_000, mask)
+    with caplog.at_level(logging.ERROR, logger="lunatrace"):
+        outputs = [encoder.encode({"email": f"user{i}@example.com"}) for i in range(5)]
+    assert outputs == [MASKED] * 5
+    records = [r for r in caplog.records if "mask hook" in r.getMessage()]
+    assert len(records) == 1
+    assert "ValueError" in records[0].getMessage()
+    assert "example.com" not in caplog.text
+
+
+def test_dumps_is_compact_and_refuses_nan() -> None:
+    assert dumps({"a": [1, "é"]}) == '{"a":[1,"é"]}'
+    with pytest.raises(ValueError):
+        dumps(float("nan"))
