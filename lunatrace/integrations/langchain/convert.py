@@ -1,0 +1,147 @@
+"""LangChain objects -> lunatrace payloads (messages, generations, documents).
+
+Converting messages and documents costs tens of microseconds per call, so the handler
+does not do it on the application's thread: it wraps the raw objects in :class:`Deferred`,
+which the core serializer turns into plain data on the background worker (it calls
+``model_dump()`` on objects that look like pydantic models). The result is the same as an
+eager conversion: OpenAI-format messages and flat document dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from lunatrace.core.messages import to_openai_message
+
+
+class Deferred:
+    """A value converted to plain data only when the serializer reaches it (off the hot path)."""
+
+    __slots__ = ("_convert", "_value")
+    # The core serializer treats objects with ``model_fields`` + ``model_dump()`` as
+    # pydantic models and uses the dump: that is the hook that runs ``_convert`` late.
+    model_fields: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, convert: Callable[[Any], Any], value: Any) -> None:
+        self._convert = convert
+        self._value = value
+
+    def model_dump(self) -> Any:
+        return self._convert(self._value)
+
+    def __repr__(self) -> str:
+        return f"Deferred({getattr(self._convert, '__name__', 'convert')})"
+
+
+def message_to_openai(message: Any) -> dict[str, Any]:
+    """One LangChain ``BaseMessage`` (or chunk) as an OpenAI chat message.
+
+    Covers every role (``ChatMessage`` keeps its own), multimodal content parts, AI
+    ``tool_calls`` with JSON-string arguments, ``tool_call_id`` and ``name``.
+    """
+    if isinstance(message, str | Mapping):
+        return to_openai_message(message)
+    if isinstance(message, Sequence) and len(message) == 2 and isinstance(message[0], str):
+        return to_openai_message({"role": message[0], "content": message[1]})  # ("human", "hi") tuples
+    kind = getattr(message, "type", None)
+    if kind is None:
+        return to_openai_message(message)
+    return to_openai_message(
+        {
+            "type": kind,
+            "role": getattr(message, "role", None),
+            "content": getattr(message, "content", None),
+            "tool_calls": getattr(message, "tool_calls", None),
+            "additional_kwargs": getattr(message, "additional_kwargs", None) or {},
+            "tool_call_id": getattr(message, "tool_call_id", None),
+            "name": getattr(message, "name", None),
+        }
+    )
+
+
+def messages_to_openai(messages: Any) -> list[dict[str, Any]]:
+    """A list of LangChain messages as OpenAI chat messages."""
+    if messages is None:
+        return []
+    if isinstance(messages, str | Mapping) or not isinstance(messages, Sequence):
+        return [message_to_openai(messages)]
+    return [message_to_openai(m) for m in messages]
+
+
+def prompt_batches_to_openai(batches: Sequence[Any]) -> Any:
+    """``on_chat_model_start``'s ``list[list[BaseMessage]]``: one list, or one per prompt."""
+    if len(batches) == 1:
+        return messages_to_openai(batches[0])
+    return [messages_to_openai(batch) for batch in batches]
+
+
+def _is_message(value: Any) -> bool:
+    if isinstance(value, tuple):  # ("human", "hi"), LangChain's message shorthand
+        return len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], str)
+    return hasattr(value, "content") and isinstance(getattr(value, "type", None), str)
+
+
+def chain_payload(value: Any, depth: int = 0) -> Any:
+    """A chain's input or output with LangChain messages (also inside graph state and
+    prompt values) in OpenAI format; everything else left to the core serializer."""
+    if _is_message(value):
+        return message_to_openai(value)
+    if type(value).__name__ == "Command" and hasattr(value, "update"):  # LangGraph node result
+        command = {"update": chain_payload(value.update, depth + 1), "goto": getattr(value, "goto", None)}
+        return {k: v for k, v in command.items() if v not in (None, (), [])}
+    to_messages = getattr(value, "to_messages", None)
+    if callable(to_messages) and not isinstance(value, Mapping):
+        return messages_to_openai(to_messages())  # ChatPromptValue
+    if depth < 3:
+        if isinstance(value, dict):
+            return {k: chain_payload(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, list | tuple) and any(_is_message(v) for v in value[:50]):
+            return [chain_payload(v, depth + 1) for v in value]
+    return value
+
+
+def _generation_to_openai(generation: Any) -> dict[str, Any]:
+    message = getattr(generation, "message", None)
+    if message is not None:
+        out = message_to_openai(message)
+        if out.get("role") != "assistant":
+            out["role"] = "assistant"
+        return out
+    return {"role": "assistant", "content": getattr(generation, "text", "")}
+
+
+def generations_to_openai(generations: Sequence[Sequence[Any]]) -> Any:
+    """The assistant message of a call, or every generation when there are several (n > 1)."""
+    flat = [g for batch in generations for g in batch]
+    if len(flat) == 1:
+        return _generation_to_openai(flat[0])
+    return [_generation_to_openai(g) for g in flat]
+
+
+def document_to_dict(document: Any) -> dict[str, Any]:
+    """A retrieved ``Document`` as ``{id?, title?, source?, content, metadata, score?}``."""
+    metadata = getattr(document, "metadata", None) or {}
+    out: dict[str, Any] = {}
+    doc_id = getattr(document, "id", None)
+    if doc_id:
+        out["id"] = str(doc_id)
+    for key in ("title", "source"):
+        if metadata.get(key):
+            out[key] = metadata[key]
+    out["content"] = getattr(document, "page_content", None)
+    if out["content"] is None:
+        out["content"] = str(document)
+    out["metadata"] = dict(metadata)
+    for key in ("score", "relevance_score", "similarity_score", "_score"):
+        score = metadata.get(key)
+        if isinstance(score, int | float) and not isinstance(score, bool):
+            out["score"] = score
+            break
+    return out
+
+
+def documents_to_dicts(documents: Any) -> list[dict[str, Any]]:
+    if not isinstance(documents, Sequence):
+        return [document_to_dict(documents)]
+    return [document_to_dict(d) for d in documents]

@@ -1,0 +1,583 @@
+"""The LangChain callback handler: LangChain's run lifecycle -> core ``Tracer`` calls.
+
+Why a *sync*, *inline* handler: an ``AsyncCallbackHandler`` costs milliseconds per invoke
+on the sync path, and a non-inline sync handler is hopped to a thread pool for every
+event under ``ainvoke``. Inline, the hooks run on the application's thread, so each does
+O(1) work: it reads the few fields it needs, wraps payloads for late conversion
+(:mod:`.convert`) and hands a raw event to the tracer. No serialization, no I/O.
+
+Runs are identified by LangChain's own ``run_id`` and parented by ``parent_run_id``
+only, so one handler can serve any number of threads, tasks and requests at once. The
+handler's own state (folded internal runs, unsampled traces, thread exchanges) is keyed
+by run id and dropped when the run ends; the core tracer keeps the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from lunatrace.api import Thread, get_tracer
+from lunatrace.core import context
+from lunatrace.core.tracer import FROM_CONTEXT
+from lunatrace.integrations.langchain import mapping
+from lunatrace.integrations.langchain.convert import (
+    Deferred,
+    chain_payload,
+    documents_to_dicts,
+    generations_to_openai,
+    message_to_openai,
+    prompt_batches_to_openai,
+)
+
+logger = logging.getLogger("lunatrace")
+
+_MISSING: Any = object()
+# Folded internal runs (``langsmith:hidden``) -> the parent their children get instead.
+# Shared by all handlers (run ids are unique) so the framework resolver can see it.
+HIDDEN: dict[str, Any] = {}
+_FOLDABLE = frozenset({"chain"})
+
+
+class CallbackHandler(BaseCallbackHandler):
+    """Trace LangChain / LangGraph runs into lunatrace.
+
+    Pass it per call (``config={"callbacks": [CallbackHandler()]}``) or install it for the
+    whole process with :func:`lunatrace.integrations.langchain.instrument`.
+
+    Options apply to the LangChain root runs the handler sees (children inherit them in
+    Lunary): ``user_id``/``user_props``, ``tags``, ``metadata``; ``thread`` (a
+    :class:`lunatrace.Thread` or a thread id) records each root's input and output as a
+    user and an assistant message of that conversation, with the run nested under the
+    user message; ``sample_rate`` keeps that fraction of whole traces; ``show_internal``
+    keeps the runs LangChain marks ``langsmith:hidden`` instead of folding them away.
+    A per-call ``metadata={"user_id": ..., "user_props": ...}`` overrides ``user_id``.
+    """
+
+    run_inline = True
+    raise_error = False
+
+    def __init__(
+        self,
+        *,
+        user_id: Any = None,
+        user_props: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        thread: Thread | str | None = None,
+        sample_rate: float = 1.0,
+        show_internal: bool = False,
+    ) -> None:
+        if not 0.0 <= float(sample_rate) <= 1.0:
+            raise ValueError("sample_rate must be between 0 and 1")
+        self.user_id = None if user_id is None else str(user_id)
+        self.user_props = dict(user_props) if user_props else None
+        self.tags = list(tags) if tags else None
+        self.metadata = dict(metadata) if metadata else None
+        self.thread = Thread(thread) if isinstance(thread, str) else thread
+        self.sample_rate = float(sample_rate)
+        self.show_internal = show_internal
+        self._unsampled: set[str] = set()
+        self._exchanges: dict[str, Thread] = {}  # root run id -> thread, when ``thread`` is set
+        self._warned: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"CallbackHandler(user_id={self.user_id!r}, sample_rate={self.sample_rate})"
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _failed(self, hook: str, exc: Exception) -> None:
+        """Log a hook failure (a warning once per hook, then debug); never re-raise."""
+        if hook not in self._warned:
+            self._warned.add(hook)
+            logger.warning(
+                "lunatrace: %s failed (%s: %s); the LangChain run is unaffected",
+                hook,
+                type(exc).__name__,
+                exc,
+            )
+        else:
+            logger.debug("lunatrace: %s failed again", hook, exc_info=exc)
+
+    def _parent(self, parent_run_id: UUID | None) -> Any:
+        """The lunatrace parent of a run: LangChain's parent, folded and nesting-aware."""
+        if parent_run_id is None:
+            return FROM_CONTEXT  # a LangChain root: nest under the enclosing lunatrace run
+        parent: Any = str(parent_run_id)
+        if HIDDEN:
+            parent = HIDDEN.get(parent, parent)
+        frame = context.current_frame()
+        if frame is not None and parent in frame.framework_runs:
+            # A decorated function was called inside the LangChain parent and this run
+            # started inside that function: it belongs to the function.
+            return frame.run_id
+        return parent
+
+    def _skipped(self, rid: str, parent_run_id: UUID | None, tags: Sequence[str] | None, folds: bool) -> bool:
+        """Whether to leave this run out: folded internal run, or a trace not sampled.
+
+        Only chains are folded: LangChain tags are inherited, so the model calls and tools
+        under a hidden chain carry the tag too, and they are the content worth seeing.
+        """
+        if self._unsampled and parent_run_id is not None and str(parent_run_id) in self._unsampled:
+            self._unsampled.add(rid)
+            return True
+        if parent_run_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            self._unsampled.add(rid)
+            return True
+        if folds and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
+            HIDDEN[rid] = self._parent(parent_run_id)
+            return True
+        return False
+
+    def _forget(self, rid: str) -> bool:
+        """Drop a left-out run's state on its end; ``True`` if it was left out."""
+        if HIDDEN and HIDDEN.pop(rid, _MISSING) is not _MISSING:
+            return True
+        if self._unsampled and rid in self._unsampled:
+            self._unsampled.discard(rid)
+            return True
+        return False
+
+    def _start(
+        self,
+        run_type: str,
+        name: str,
+        payload: Any,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        *,
+        params: Mapping[str, Any] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        rid = str(run_id)
+        if self._skipped(rid, parent_run_id, tags, run_type in _FOLDABLE):
+            return None
+        run_tags = mapping.user_tags(tags)
+        run_metadata = mapping.user_metadata(metadata)
+        if extra:
+            run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
+        attempt = mapping.retry_attempt(tags)
+        if attempt is not None:
+            run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
+        user_id = user_props = None
+        parent = self._parent(parent_run_id)
+        if parent_run_id is None:
+            if self.tags:
+                run_tags = list(dict.fromkeys([*self.tags, *(run_tags or ())]))
+            if self.metadata:
+                run_metadata = {**self.metadata, **(run_metadata or {})}
+            user_id, user_props = self._user(metadata)
+            if self.thread is not None:
+                parent = self._open_exchange(rid, payload, user_id, user_props)
+        get_tracer().start_run(
+            run_type,
+            name,
+            payload,
+            run_id=rid,
+            parent_run_id=parent,
+            params=params,
+            tags=run_tags,
+            metadata=run_metadata,
+            user_id=user_id,
+            user_props=user_props,
+        )
+        return rid
+
+    def _user(self, metadata: Mapping[str, Any] | None) -> tuple[Any, Any]:
+        if metadata:
+            user_id = metadata.get("user_id") or metadata.get("userId")
+            if user_id is not None:
+                return str(user_id), metadata.get("user_props") or metadata.get("userProps")
+        return self.user_id, self.user_props
+
+    def _open_exchange(self, rid: str, payload: Any, user_id: Any, user_props: Any) -> str:
+        thread = self.thread
+        assert thread is not None
+        self._exchanges[rid] = thread
+        return get_tracer().track_message(
+            thread.id,
+            "user",
+            _chat_text(payload),
+            thread_tags=thread.tags,
+            user_id=user_id if user_id is not None else thread.user_id,
+            user_props=user_props or thread.user_props,
+        )
+
+    def _close_exchange(self, rid: str, output: Any) -> None:
+        thread = self._exchanges.pop(rid, None)
+        if thread is not None and output is not None:
+            thread.track_message("assistant", _chat_text(output))
+
+    def _end(
+        self,
+        run_id: UUID,
+        output: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        payload: Any = None,
+    ) -> None:
+        rid = str(run_id)
+        if self._forget(rid):
+            return
+        get_tracer().end_run(rid, output, metadata=metadata, input=payload)
+        if self._exchanges:
+            self._close_exchange(rid, output)
+
+    def _error(self, run_id: UUID, error: BaseException) -> None:
+        rid = str(run_id)
+        if self._forget(rid):
+            return
+        if mapping.is_control_flow(error):
+            output = mapping.interrupt_payload(error)
+            get_tracer().end_run(
+                rid, output, metadata={"interrupted": True, "interruptType": type(error).__name__}
+            )
+        else:
+            get_tracer().error_run(rid, error)
+        if self._exchanges:
+            self._exchanges.pop(rid, None)
+
+    def _annotate(self, run_id: UUID, name: str, data: Any) -> None:
+        """Record an event on a run (on its shown ancestor when the run is folded)."""
+        target: Any = str(run_id)
+        if HIDDEN:
+            target = HIDDEN.get(target, target)
+        if isinstance(target, str):
+            get_tracer().custom_event(target, name, data)
+
+    # --- chains and agents -----------------------------------------------------------------
+
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or mapping.class_name(serialized) or "chain"
+            payload = None if kwargs.get("defers_inputs") else _deferred_payload(inputs, "input")
+            self._start(
+                mapping.chain_type(name, metadata), name, payload, run_id, parent_run_id, tags, metadata
+            )
+        except Exception as exc:  # noqa: BLE001 - never break the user's run
+            self._failed("on_chain_start", exc)
+
+    def on_chain_end(
+        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            inputs = kwargs.get("inputs")
+            self._end(
+                run_id,
+                _deferred_payload(outputs, "output"),
+                payload=None if inputs is None else _deferred_payload(inputs, "input"),
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_chain_end", exc)
+
+    def on_chain_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_chain_error", exc)
+
+    def on_agent_action(
+        self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            data = {"tool": getattr(action, "tool", None), "toolInput": getattr(action, "tool_input", None)}
+            self._annotate(run_id, "agent_action", data)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_agent_action", exc)
+
+    def on_agent_finish(
+        self, finish: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._annotate(run_id, "agent_finish", getattr(finish, "return_values", None))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_agent_finish", exc)
+
+    # --- models ------------------------------------------------------------------------------
+
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any] | None,
+        messages: list[list[Any]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._start_llm(
+                serialized,
+                Deferred(prompt_batches_to_openai, messages),
+                run_id,
+                parent_run_id,
+                tags,
+                metadata,
+                kwargs,
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_chat_model_start", exc)
+
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            if len(prompts) == 1:
+                payload: Any = [{"role": "user", "content": prompts[0]}]
+            else:
+                payload = [[{"role": "user", "content": p}] for p in prompts]
+            self._start_llm(serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_llm_start", exc)
+
+    def _start_llm(
+        self,
+        serialized: dict[str, Any] | None,
+        payload: Any,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
+        invocation_params = kwargs.get("invocation_params")
+        name, _ = mapping.model_name(serialized, metadata, invocation_params)
+        run_name = kwargs.get("name")
+        rid = self._start(
+            "llm",
+            name,
+            payload,
+            run_id,
+            parent_run_id,
+            tags,
+            metadata,
+            params=mapping.llm_params(invocation_params, metadata),
+            extra={"runName": run_name} if run_name else None,
+        )
+        if rid is not None:
+            get_tracer().update_run(rid, t0=time.perf_counter())
+
+    def on_llm_new_token(
+        self,
+        token: Any,
+        *,
+        chunk: Any = None,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            extra = get_tracer().run_extra(str(run_id))
+            if "ttft" not in extra and "t0" in extra:
+                extra["ttft"] = round((time.perf_counter() - extra["t0"]) * 1000.0, 2)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_llm_new_token", exc)
+
+    def on_llm_end(
+        self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            rid = str(run_id)
+            if self._forget(rid):
+                return
+            tracer = get_tracer()
+            extra = tracer.run_extra(rid)
+            metadata: dict[str, Any] = {}
+            if "ttft" in extra:
+                metadata["timeToFirstTokenMs"] = extra["ttft"]
+            model = mapping.response_model(response)
+            if model:
+                metadata["responseModel"] = model
+            tracer.end_run(
+                rid,
+                Deferred(generations_to_openai, getattr(response, "generations", None) or []),
+                usage=mapping.usage_of(response),
+                metadata=metadata,
+                model=model,
+            )
+            if self._exchanges:
+                self._close_exchange(rid, getattr(response, "generations", None))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_llm_end", exc)
+
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_llm_error", exc)
+
+    # --- tools -------------------------------------------------------------------------------
+
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any] | None,
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or mapping.class_name(serialized) or "tool"
+            call_id = kwargs.get("tool_call_id")
+            self._start(
+                "tool",
+                name,
+                inputs if inputs is not None else input_str,
+                run_id,
+                parent_run_id,
+                tags,
+                metadata,
+                extra={"toolCallId": call_id} if call_id else None,
+            )
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_tool_start", exc)
+
+    def on_tool_end(
+        self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            if getattr(output, "type", None) == "tool":  # a ToolMessage
+                content = getattr(output, "content", None)
+                if getattr(output, "status", None) == "error":
+                    rid = str(run_id)
+                    if not self._forget(rid):
+                        get_tracer().error_run(rid, content if isinstance(content, str) else repr(content))
+                    return
+                output = content
+            self._end(run_id, output)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_tool_end", exc)
+
+    def on_tool_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_tool_error", exc)
+
+    # --- retrievers --------------------------------------------------------------------------
+
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any] | None,
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            name = kwargs.get("name") or mapping.class_name(serialized) or "retriever"
+            self._start("retriever", name, query, run_id, parent_run_id, tags, metadata)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_retriever_start", exc)
+
+    def on_retriever_end(
+        self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._end(run_id, Deferred(documents_to_dicts, documents))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_retriever_end", exc)
+
+    def on_retriever_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_retriever_error", exc)
+
+    # --- events on a run -------------------------------------------------------------------
+
+    def on_custom_event(
+        self,
+        name: str,
+        data: Any,
+        *,
+        run_id: UUID,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._annotate(run_id, name, data)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_custom_event", exc)
+
+    def on_retry(
+        self, retry_state: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            outcome = getattr(retry_state, "outcome", None)
+            error = outcome.exception() if outcome is not None and outcome.failed else None
+            data = {"attempt": getattr(retry_state, "attempt_number", None)}
+            if error is not None:
+                data["error"] = f"{type(error).__name__}: {error}"
+            self._annotate(run_id, "retry", data)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("on_retry", exc)
+
+
+def _deferred_payload(value: Any, wrapper_key: str) -> Any:
+    """A chain payload without its ``{"input": ...}`` wrapper, converted on the worker."""
+    value = mapping.unwrap(value, wrapper_key)
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return Deferred(chain_payload, value)
+
+
+def _chat_text(value: Any) -> Any:
+    """The content of a chat exchange side: a string, a message's content, else the value."""
+    if isinstance(value, Mapping):
+        messages = value.get("messages")
+        if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
+            value = messages[-1]
+        elif len(value) == 1:
+            value = next(iter(value.values()))
+    if isinstance(value, Sequence) and not isinstance(value, str) and value:
+        first = value[0]
+        if isinstance(first, Sequence) and not isinstance(first, str) and first:
+            value = getattr(first[0], "message", value)  # LLM generations
+    if hasattr(value, "content") and hasattr(value, "type"):
+        return Deferred(lambda m: message_to_openai(m).get("content"), value)
+    return value

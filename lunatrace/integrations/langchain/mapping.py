@@ -1,0 +1,223 @@
+"""Where LangChain keeps each field a Lunary run needs (see docs/langchain.md).
+
+Every function here runs on the application's thread inside a callback, so each reads a
+handful of keys and never converts or copies payloads. Every argument may be ``None``
+or of an unexpected type: LangChain has changed callback arguments between releases
+(``serialized`` became ``None`` for most runnables), so nothing is assumed present.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lunatrace.core.usage import Usage, add_usage, usage_from_mapping
+
+HIDDEN_TAG = "langsmith:hidden"
+# Tags LangChain adds for its own bookkeeping; they would bury the user's tags.
+_INTERNAL_TAG_PREFIXES = ("seq:step:", "graph:step:", "map:key:", "langsmith:", "branch:", "parallel:")
+_RETRY_TAG = "retry:attempt:"
+# Metadata LangChain adds to every run; kept out of the run's metadata except for these.
+_KEPT_INTERNAL_METADATA = frozenset({"langgraph_node", "langgraph_step", "ls_provider"})
+_INTERNAL_METADATA_PREFIXES = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
+# Control-flow exceptions of LangGraph: an interrupt or a Command going to a parent graph.
+_CONTROL_FLOW = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
+
+# invocation_params key -> OpenAI parameter name. Only these are sent, so credentials
+# (api keys, headers, clients) in invocation params can never leak into ``params``.
+_PARAM_NAMES = {
+    "temperature": "temperature",
+    "max_tokens": "max_tokens",
+    "max_completion_tokens": "max_tokens",
+    "max_output_tokens": "max_tokens",
+    "max_tokens_to_sample": "max_tokens",
+    "num_predict": "max_tokens",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "stop": "stop",
+    "stop_sequences": "stop",
+    "seed": "seed",
+    "n": "n",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "logit_bias": "logit_bias",
+    "logprobs": "logprobs",
+    "top_logprobs": "top_logprobs",
+    "response_format": "response_format",
+    "tools": "tools",
+    "functions": "functions",
+    "tool_choice": "tool_choice",
+    "function_call": "function_call",
+    "parallel_tool_calls": "parallel_tool_calls",
+    "reasoning_effort": "reasoning_effort",
+}
+_LS_PARAMS = (("ls_temperature", "temperature"), ("ls_max_tokens", "max_tokens"), ("ls_stop", "stop"))
+
+
+def model_name(
+    serialized: Any, metadata: Mapping[str, Any] | None, invocation_params: Any
+) -> tuple[str, bool]:
+    """The model id of an llm run, and whether it is a real id (not the class name).
+
+    Order: ``ls_model_name``, invocation params ``model``/``model_name``/``model_id``,
+    the serialized constructor kwargs; the class name only as a last resort.
+    """
+    if metadata:
+        name = metadata.get("ls_model_name")
+        if name:
+            return str(name), True
+    for source in (invocation_params, _kwargs_of(serialized)):
+        if isinstance(source, Mapping):
+            for key in ("model", "model_name", "model_id", "deployment_name"):
+                value = source.get(key)
+                if value and isinstance(value, str):
+                    return value, True
+    return class_name(serialized) or "llm", False
+
+
+def _kwargs_of(serialized: Any) -> Any:
+    return serialized.get("kwargs") if isinstance(serialized, Mapping) else None
+
+
+def class_name(serialized: Any) -> str | None:
+    """The class behind a run, from ``serialized`` (``name``, else the last id part)."""
+    if not isinstance(serialized, Mapping):
+        return None
+    name = serialized.get("name")
+    if name:
+        return str(name)
+    ids = serialized.get("id")
+    if isinstance(ids, Sequence) and ids and not isinstance(ids, str):
+        return str(ids[-1])
+    return None
+
+
+def llm_params(invocation_params: Any, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Call parameters under OpenAI names; never anything outside the known list."""
+    params: dict[str, Any] = {}
+    if isinstance(invocation_params, Mapping):
+        for key, value in invocation_params.items():
+            target = _PARAM_NAMES.get(key)
+            if target is not None and value is not None and target not in params:
+                params[target] = value
+    if metadata:
+        for source, target in _LS_PARAMS:
+            if target not in params:
+                value = metadata.get(source)
+                if value is not None:
+                    params[target] = value
+    return params
+
+
+def usage_of(response: Any) -> Usage | None:
+    """Token usage of an ``LLMResult``.
+
+    ``message.usage_metadata`` of every generation first (normalised by LangChain across
+    providers and present when streaming), summed; else ``llm_output["token_usage"]``
+    or ``["usage"]``. ``None`` when nothing was reported.
+    """
+    total: Usage | None = None
+    for batch in getattr(response, "generations", None) or ():
+        for generation in batch:
+            message = getattr(generation, "message", None)
+            if message is not None:
+                total = add_usage(total, usage_from_mapping(getattr(message, "usage_metadata", None)))
+    if total is not None:
+        return total
+    llm_output = getattr(response, "llm_output", None)
+    if isinstance(llm_output, Mapping):
+        for key in ("token_usage", "usage"):
+            usage = usage_from_mapping(llm_output.get(key))
+            if usage is not None:
+                return usage
+    return None
+
+
+def response_model(response: Any) -> str | None:
+    """The exact model version a provider answered with, when it says."""
+    for batch in getattr(response, "generations", None) or ():
+        for generation in batch:
+            metadata = getattr(getattr(generation, "message", None), "response_metadata", None)
+            if isinstance(metadata, Mapping):
+                name = metadata.get("model_name") or metadata.get("model")
+                if name:
+                    return str(name)
+            break
+        break
+    llm_output = getattr(response, "llm_output", None)
+    if isinstance(llm_output, Mapping):
+        name = llm_output.get("model_name") or llm_output.get("model")
+        if name:
+            return str(name)
+    return None
+
+
+def chain_type(name: str | None, metadata: Mapping[str, Any] | None) -> str:
+    """``agent`` for agent roots, else ``chain``.
+
+    An agent is a ``create_agent`` graph root (``ls_integration`` says so and it is not a
+    node itself), a run named after its ``lc_agent_name``, or a classic ``AgentExecutor``.
+    """
+    if name == "AgentExecutor":
+        return "agent"
+    if metadata:
+        agent_name = metadata.get("lc_agent_name")
+        if agent_name and agent_name == name:
+            return "agent"
+        if metadata.get("ls_integration") == "langchain_create_agent" and "langgraph_node" not in metadata:
+            return "agent"
+    return "chain"
+
+
+def user_tags(tags: Sequence[str] | None) -> list[str] | None:
+    """The tags worth showing: LangChain's own step and key tags dropped."""
+    if not tags:
+        return None
+    kept = [t for t in tags if not t.startswith(_INTERNAL_TAG_PREFIXES)]
+    return kept or None
+
+
+def retry_attempt(tags: Sequence[str] | None) -> int | None:
+    """N from a ``retry:attempt:N`` tag (set by ``Runnable.with_retry`` on attempts >= 2)."""
+    for tag in tags or ():
+        if tag.startswith(_RETRY_TAG):
+            try:
+                return int(tag[len(_RETRY_TAG) :])
+            except ValueError:
+                return None
+    return None
+
+
+def user_metadata(metadata: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The run's metadata without LangChain's bookkeeping keys (graph node and step kept)."""
+    if not metadata:
+        return None
+    kept = {
+        k: v
+        for k, v in metadata.items()
+        if k in _KEPT_INTERNAL_METADATA or not k.startswith(_INTERNAL_METADATA_PREFIXES)
+    }
+    return kept or None
+
+
+def unwrap(value: Any, key: str) -> Any:
+    """``{"input": x}`` -> ``x`` (LangChain's single-key wrappers around chain payloads)."""
+    if type(value) is dict and len(value) == 1 and key in value:
+        return value[key]
+    return value
+
+
+def is_control_flow(error: BaseException) -> bool:
+    """Whether ``error`` is LangGraph control flow (interrupt, parent command), not a failure."""
+    return any(cls.__name__ in _CONTROL_FLOW for cls in type(error).__mro__)
+
+
+def interrupt_payload(error: BaseException) -> Any:
+    """What an interrupt carries (the ``interrupt()`` values), for the run's output."""
+    args = getattr(error, "args", ())
+    if not args:
+        return None
+    first = args[0]
+    if isinstance(first, Sequence) and not isinstance(first, str | bytes):
+        return [getattr(item, "value", item) for item in first]
+    return first
