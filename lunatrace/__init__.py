@@ -19,6 +19,7 @@ from lunatrace.api import (
 from lunatrace.core.config import Config, ConfigError
 from lunatrace.core.context import identify, metadata, tags
 from lunatrace.decorators import trace
+from lunatrace.notebook import show
 
 __all__ = [
     "Config",
@@ -34,6 +35,7 @@ __all__ = [
     "metadata",
     "open_thread",
     "parent",
+    "show",
     "shutdown",
     "tags",
     "trace",

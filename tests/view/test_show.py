@@ -1,0 +1,62 @@
+"""``lunatrace.show()`` in a terminal: reads the real local store, flushing first."""
+
+from __future__ import annotations
+
+import pytest
+
+import lunatrace
+
+
+@lunatrace.trace(type="agent", name="planner")
+def planner(goal: str) -> str:
+    return step(goal)
+
+
+@lunatrace.trace(name="step")
+def step(goal: str) -> str:
+    return goal[::-1]
+
+
+def test_show_latest_trace_prints_tree_and_returns_it(capsys: pytest.CaptureFixture[str]) -> None:
+    lunatrace.trace(name="older")(lambda: 1)()
+    planner("ship it")  # no flush: show() must flush by itself
+    trace = lunatrace.show()
+
+    assert trace is not None
+    assert [(r.name, depth) for r, depth in trace.walk()] == [("planner", 0), ("step", 1)]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"trace {trace.id}  ✓ success")
+    assert out[1].startswith("└─ agent planner  ✓ success")
+    assert out[2].startswith("   └─ chain step  ✓ success")
+    assert "<details" in trace._repr_html_()
+
+
+def test_show_by_id_prefix_and_silently(capsys: pytest.CaptureFixture[str]) -> None:
+    planner("a")
+    lunatrace.trace(name="newer")(lambda: 2)()
+    lunatrace.flush()
+    first = lunatrace.show(display=False)
+    assert first is not None and first.name == "newer"
+    capsys.readouterr()
+    older = next(t for t in _all_ids() if t != first.id)
+    trace = lunatrace.show(older[:8])
+    assert trace is not None and trace.id == older and trace.name == "planner"
+    assert "agent planner" in capsys.readouterr().out
+
+
+def _all_ids() -> list[str]:
+    from lunatrace.core.transport.store import EventStore
+
+    store = EventStore(lunatrace.get_tracer().config.store_path)
+    try:
+        return [s.trace_id for s in store.list_traces()]
+    finally:
+        store.close()
+
+
+def test_show_with_nothing_recorded_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    assert lunatrace.show() is None
+    err = capsys.readouterr().err
+    assert "no traces in" in err and "lunatrace demo" in err
+    assert lunatrace.show("0000") is None
+    assert "no trace '0000'" in capsys.readouterr().err
