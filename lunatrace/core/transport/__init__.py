@@ -54,7 +54,20 @@ class MemorySink:
     def shutdown(self, timeout: float | None = None) -> bool:
         return True
 
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return {"queued": len(self.events) + len(self.rejected), "failed": len(self.rejected)}
+
 
 def make_sink(config: Config, encoder: FieldEncoder) -> Sink:
-    """The sink for ``config``: the Lunary server when a key is set, else the local store."""
-    return MemorySink(encoder)
+    """The sink for ``config``: the Lunary server when a key is set, else the local store.
+
+    Both are a background :class:`~lunatrace.core.transport.worker.BatchWorker`; only the
+    destination of its batches differs. Imported here, not at the top, so that
+    ``import lunatrace`` does not pay for ``requests`` and ``sqlite3``.
+    """
+    from lunatrace.core.transport.destinations import ServerDestination, StoreDestination
+    from lunatrace.core.transport.worker import BatchWorker
+
+    destination = ServerDestination(config) if config.uses_server else StoreDestination(config)
+    return BatchWorker(config, encoder, destination)

@@ -1,0 +1,69 @@
+"""An event on its way out, and cutting a run of events into bounded batches."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from lunatrace.core.events import to_wire
+from lunatrace.core.serialize import FieldEncoder
+
+
+class Item:
+    """One event: the raw dict from the caller, then its wire form and JSON once encoded.
+
+    ``row`` is the store row id for events read back from the store.
+    """
+
+    __slots__ = ("body", "raw", "row", "wire")
+
+    def __init__(
+        self,
+        raw: dict[str, Any] | None = None,
+        wire: dict[str, Any] | None = None,
+        body: str | None = None,
+        row: int | None = None,
+    ) -> None:
+        self.raw = raw
+        self.wire = wire
+        self.body = body
+        self.row = row
+
+    @classmethod
+    def stored(cls, row: int, wire: dict[str, Any]) -> Item:
+        return cls(wire=wire, body=dumps(wire), row=row)
+
+    def encode(self, encoder: FieldEncoder) -> None:
+        """Fill ``wire`` and ``body`` from ``raw``; raises ``EventError`` for a bad event."""
+        if self.body is None and self.raw is not None:
+            self.wire = to_wire(self.raw, encoder)
+            self.body = dumps(self.wire)
+
+    @property
+    def size(self) -> int:
+        return len(self.body or "") + 1
+
+
+def dumps(wire: dict[str, Any]) -> str:
+    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False)
+
+
+def split_batches(items: Sequence[Item], max_events: int, max_bytes: int) -> Iterator[list[Item]]:
+    """Consecutive batches of at most ``max_events`` events and ``max_bytes`` of JSON
+    (a single larger event goes alone)."""
+    batch: list[Item] = []
+    size = 0
+    for item in items:
+        if batch and (len(batch) >= max_events or size + item.size > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(item)
+        size += item.size
+    if batch:
+        yield batch
+
+
+def as_pairs(items: Sequence[Item]) -> list[tuple[dict[str, Any], str]]:
+    """``(wire, json)`` pairs for the store (encoded items only)."""
+    return [(item.wire, item.body) for item in items if item.wire is not None and item.body is not None]

@@ -1,0 +1,195 @@
+"""Where the worker's batches go: a Lunary server (with the store as spool), or the store.
+
+The server destination keeps order across failures: once a batch had to be spooled it
+goes *offline*, and every newer batch is spooled behind it until the spool has been
+re-sent in full (probed every ``retry_timeout``, at most every 30 s). A new process with
+events left in the spool starts offline, so they go out first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from lunatrace.core.config import Config
+from lunatrace.core.transport.batch import Item, as_pairs, split_batches
+from lunatrace.core.transport.http import IngestClient
+from lunatrace.core.transport.sender import Counters, Sender
+from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError
+from lunatrace.core.transport.worker import Settle
+
+logger = logging.getLogger("lunatrace")
+
+SPOOL_LEASE = "spool"
+PROBE_CAP_S = 30.0
+
+
+class Spool:
+    """The store, opened on first use; a store that cannot be opened is reported once."""
+
+    def __init__(self, config: Config, counters: Counters, state: int) -> None:
+        self.path = config.store_path
+        self.counters = counters
+        self.state = state
+        self._store: EventStore | None = None
+        self._broken = False
+
+    def store(self) -> EventStore | None:
+        if self._store is None and not self._broken:
+            try:
+                self._store = EventStore(self.path)
+            except StoreError as exc:
+                self._broken = True
+                logger.error("lunatrace: %s; events that cannot be sent are lost", exc)
+        return self._store
+
+    def has_pending(self) -> bool:
+        if not self.path.exists():
+            return False
+        store = self.store()
+        return store is not None and store.count_pending(include_local=False) > 0
+
+    def write(self, items: list[Item]) -> None:
+        store = self.store()
+        try:
+            if store is None:
+                raise StoreError(f"the store {self.path} is unusable")
+            store.append_encoded(as_pairs(items), self.state)
+        except StoreError as exc:
+            self.counters.dropped += len(items)
+            logger.error("lunatrace: %d event(s) lost: %s", len(items), exc)
+            return
+        if self.state == SPOOLED:
+            self.counters.spooled += len(items)
+        else:
+            self.counters.stored += len(items)
+
+    def after_fork(self) -> None:
+        self._store = None  # a SQLite connection must not cross fork()
+
+
+class ServerDestination:
+    """Delivers to a Lunary server; spools what it cannot deliver and re-sends it later."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.stop = threading.Event()
+        self.client = IngestClient(config)
+        self.sender = Sender(config, self.client, self.counters, self.stop)
+        self.spool = Spool(config, self.counters, SPOOLED)
+        self.online = True
+        self._next_probe = 0.0
+        self._probe_interval = min(config.retry_timeout, PROBE_CAP_S)
+
+    def __repr__(self) -> str:
+        return f"ServerDestination({self.client!r})"
+
+    def start(self) -> None:
+        if self.spool.has_pending():
+            self.online = False
+
+    def deliver(self, items: list[Item], settle: Settle) -> None:
+        self.tick()
+        rest = items
+        if self.online:
+            deadline = time.monotonic() + self.config.retry_timeout
+            rest = self.sender.send(items, deadline=deadline, retry=False, on_settled=settle)
+            if rest:
+                self._go_offline()
+        if rest and settle(rest):
+            self.spool.write(rest)
+
+    def tick(self) -> None:
+        if not self.online and time.monotonic() >= self._next_probe:
+            self._resend_spool()
+
+    def keep(self, items: list[Item]) -> None:
+        self.spool.write(items)
+
+    def after_fork(self) -> None:
+        self.client.reset()
+        self.spool.after_fork()
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _go_offline(self) -> None:
+        self.online = False
+        self._next_probe = time.monotonic() + self._probe_interval
+
+    def _resend_spool(self) -> None:
+        """Re-send spooled events oldest first; back online once none are left."""
+        if self.sender.disabled is not None or self.stop.is_set():
+            return
+        store = self.spool.store()
+        if store is None:
+            self.online = True
+            return
+        owner = f"{os.getpid()}:{id(self)}"
+        lease_ttl = 2 * self.config.retry_timeout + 60
+        if not store.acquire_lease(SPOOL_LEASE, owner, lease_ttl):
+            self._go_offline()  # another process is re-sending it; try again later
+            return
+        try:
+            while not self.stop.is_set():
+                rows = store.pending(self.config.batch_max_events, include_local=False)
+                if not rows:
+                    self.online = True
+                    return
+                items = [Item.stored(row, wire) for row, wire in rows]
+                for batch in split_batches(items, self.config.batch_max_events, self.config.batch_max_bytes):
+                    deadline = time.monotonic() + self.config.retry_timeout
+                    rest = self.sender.send(
+                        batch,
+                        deadline=deadline,
+                        retry=True,
+                        on_settled=lambda part: store.mark_delivered([i.row for i in part if i.row]),
+                    )
+                    if rest:
+                        self._go_offline()
+                        return
+                store.acquire_lease(SPOOL_LEASE, owner, lease_ttl)
+        finally:
+            store.release_lease(SPOOL_LEASE, owner)
+
+
+class StoreDestination:
+    """The embedded default: every event goes to the local store, nothing to the network."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.counters = Counters()
+        self.stop = threading.Event()
+        self.spool = Spool(config, self.counters, LOCAL)
+        self._announced = False
+
+    def __repr__(self) -> str:
+        return f"StoreDestination({str(self.config.store_path)!r})"
+
+    def start(self) -> None:
+        if not self._announced:
+            self._announced = True
+            logger.info(
+                "lunatrace: no project key set, so traces are kept locally in %s; "
+                "list them with `lunatrace traces`, open one with `lunatrace show TRACE_ID`",
+                self.config.store_path,
+            )
+
+    def deliver(self, items: list[Item], settle: Settle) -> None:
+        if settle(items):
+            self.spool.write(items)
+
+    def tick(self) -> None:
+        """Nothing to retry: the store is written synchronously."""
+
+    def keep(self, items: list[Item]) -> None:
+        self.spool.write(items)
+
+    def after_fork(self) -> None:
+        self.spool.after_fork()
+
+    def close(self) -> None:
+        """The store connection closes with the process."""

@@ -1,0 +1,140 @@
+"""One ingestion request to a Lunary server, and what its answer means for delivery.
+
+This module knows the server's status codes (see the protocol notes) and nothing about
+batching or retrying: it turns every possible outcome — connection error, timeout,
+status, malformed body — into an :class:`Answer` whose ``kind`` the sender acts on.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from lunatrace._version import __version__
+from lunatrace.core.config import Config, mask_key
+
+USER_AGENT = f"lunatrace-py/{__version__}"
+DUPLICATE_START = "Run with this ID already exists in the database."
+EMPTY_BATCH = b'{"events":[]}'
+
+
+class Kind(enum.Enum):
+    OK = "ok"  # 200 with per-event results
+    RETRY = "retry"  # worth trying again later: network, 408, 429, 5xx, malformed answer
+    TOO_LARGE = "too_large"  # 413: split the batch
+    CONFIG = "config"  # 401/402/403/404: the key or URL is wrong; retrying cannot help
+    REFUSED = "refused"  # another 4xx: the server will never take this body
+
+
+@dataclass
+class Answer:
+    kind: Kind
+    status: int | None = None
+    results: list[dict[str, Any]] = field(default_factory=list)
+    retry_after: float | None = None
+    detail: str = ""
+
+
+def encode_batch(bodies: list[str]) -> bytes:
+    """The request body for already-encoded events: ``{"events":[...]}``."""
+    return ('{"events":[' + ",".join(bodies) + "]}").encode()
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class IngestClient:
+    """Posts batches to ``config.ingest_url`` over one keep-alive session."""
+
+    def __init__(self, config: Config) -> None:
+        self.url = config.ingest_url
+        self.timeout = config.http_timeout
+        self._key = config.project_key or ""
+        self._session = self._new_session()
+
+    def __repr__(self) -> str:
+        return f"IngestClient(url={self.url!r}, key={mask_key(self._key)!r})"
+
+    def _new_session(self) -> requests.Session:
+        session = requests.Session()
+        session.headers.update(
+            {
+                "Authorization": f"Bearer {self._key}",
+                "Content-Type": "application/json",
+                "User-Agent": USER_AGENT,
+            }
+        )
+        return session
+
+    def reset(self) -> None:
+        """A fresh session (after ``fork``: the parent's sockets must not be shared)."""
+        self._session = self._new_session()
+
+    def close(self) -> None:
+        self._session.close()
+
+    def post(self, body: bytes, timeout: float | None = None) -> Answer:
+        """Send one request; never raises."""
+        limit = self.timeout if timeout is None else max(0.05, min(self.timeout, timeout))
+        try:
+            response = self._session.post(self.url, data=body, timeout=(limit, limit))
+        except requests.RequestException as exc:
+            return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
+        except Exception as exc:  # noqa: BLE001 - a broken answer must not kill the worker
+            return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
+        return classify(response)
+
+
+def classify(response: requests.Response) -> Answer:
+    status = response.status_code
+    if 200 <= status < 300:
+        try:
+            payload = response.json()
+        except ValueError:
+            return Answer(Kind.RETRY, status, detail="the answer is not JSON")
+        results = payload.get("results") if isinstance(payload, dict) else None
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            return Answer(Kind.RETRY, status, detail="the answer has no results list")
+        return Answer(Kind.OK, status, results)
+    detail = _message(response)
+    if status in (408, 429) or status >= 500:
+        return Answer(
+            Kind.RETRY,
+            status,
+            retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            detail=detail,
+        )
+    if status == 413:
+        return Answer(Kind.TOO_LARGE, status, detail=detail)
+    if status in (401, 402, 403, 404):
+        return Answer(Kind.CONFIG, status, detail=detail)
+    return Answer(Kind.REFUSED, status, detail=detail)
+
+
+def _message(response: requests.Response) -> str:
+    text = response.text[:300]
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        return text.strip()
+    if isinstance(payload, dict) and isinstance(payload.get("message"), str):
+        return str(payload["message"])
+    return text.strip()

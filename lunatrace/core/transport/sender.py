@@ -1,0 +1,167 @@
+"""Delivering a batch to the server: retries, backoff, 413 splits, per-event results.
+
+Used by the background worker, by the spool drain and by ``lunatrace push``, so all three
+honour the same rules: one request at a time, a batch that must be retried is retried
+before anything newer, and whatever cannot be delivered is handed back to the caller
+(to be spooled) rather than dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from lunatrace.core.config import Config, mask_key
+from lunatrace.core.transport.batch import Item
+from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
+
+logger = logging.getLogger("lunatrace")
+
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 30.0
+MAX_FAILURE_LOGS = 20
+
+
+@dataclass
+class Counters:
+    """What happened to events, for ``lunatrace.stats()``. Updated by one thread at a time."""
+
+    sent: int = 0  # accepted by the server
+    retried: int = 0  # events re-sent after a failed attempt
+    spooled: int = 0  # written to the store to be re-sent later
+    stored: int = 0  # written to the store as the embedded default (no server)
+    dropped: int = 0  # lost: queue full, emitted after shutdown, or the store unusable
+    failed: int = 0  # refused: invalid event, or a per-event failure from the server
+
+    def reset(self) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, 0)
+
+
+def backoff(attempt: int, retry_after: float | None) -> float:
+    """Exponential backoff with jitter; a server's ``Retry-After`` wins when it is longer."""
+    base = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** (attempt - 1))
+    wait = random.uniform(base / 2, base)
+    return max(wait, retry_after) if retry_after is not None else wait
+
+
+class Sender:
+    """Sends batches through an :class:`IngestClient`, never raising."""
+
+    def __init__(
+        self, config: Config, client: IngestClient, counters: Counters, stop: threading.Event
+    ) -> None:
+        self.config = config
+        self.client = client
+        self.counters = counters
+        self.stop = stop
+        self.disabled: str | None = None  # why sending stopped for good (key or URL refused)
+        self._failure_logs = 0
+
+    def send(
+        self,
+        items: list[Item],
+        *,
+        deadline: float,
+        retry: bool,
+        on_settled: Callable[[list[Item]], object],
+    ) -> list[Item]:
+        """Deliver ``items`` in order; return those not delivered (empty on success).
+
+        Retries end at ``deadline`` (monotonic seconds) or when :attr:`stop` is set.
+        ``retry`` says the events may have reached the server before, so a duplicate
+        start counts as delivered. ``on_settled`` is called with each part the server has
+        answered for good (delivered, or refused in a way no retry can fix).
+        """
+        parts = [items]
+        attempt = 0
+        while parts:
+            part = parts[0]
+            if self.disabled is not None or self.stop.is_set():
+                return [item for p in parts for item in p]
+            timeout = deadline - time.monotonic()
+            answer = self.client.post(encode_batch([item.body or "" for item in part]), max(timeout, 0.05))
+            if answer.kind is Kind.OK:
+                parts.pop(0)
+                failures = self._read_results(answer, retry or attempt > 0)
+                self.counters.sent += len(part) - failures
+                on_settled(part)
+            elif answer.kind is Kind.TOO_LARGE and len(part) > 1:
+                half = len(part) // 2
+                parts[0:1] = [part[:half], part[half:]]
+            elif answer.kind is Kind.TOO_LARGE or answer.kind is Kind.REFUSED:
+                parts.pop(0)
+                self._refused(part, answer)
+                on_settled(part)
+            elif answer.kind is Kind.CONFIG:
+                self._disable(answer)
+            else:
+                attempt += 1
+                wait = backoff(attempt, answer.retry_after)
+                if time.monotonic() + wait > deadline:
+                    logger.warning(
+                        "lunatrace: the server at %s is unavailable (%s); %d event(s) kept for later",
+                        self.config.api_url,
+                        _describe(answer),
+                        sum(len(p) for p in parts),
+                    )
+                    return [item for p in parts for item in p]
+                logger.debug("lunatrace: %s; retrying in %.2f s", _describe(answer), wait)
+                self.counters.retried += len(part)
+                if self.stop.wait(wait):
+                    return [item for p in parts for item in p]
+        return []
+
+    def _read_results(self, answer: Answer, retry: bool) -> int:
+        """Log the events the server refused; return how many."""
+        failures = 0
+        for result in answer.results:
+            if result.get("success", True):
+                continue
+            error = str(result.get("error", "unknown error"))
+            if retry and error == DUPLICATE_START:
+                continue  # stored by an earlier attempt whose answer was lost
+            failures += 1
+            self._log_failure(
+                "lunatrace: the server refused the event for run %s: %s", result.get("id"), error
+            )
+        self.counters.failed += failures
+        return failures
+
+    def _refused(self, part: list[Item], answer: Answer) -> None:
+        self.counters.failed += len(part)
+        self._log_failure(
+            "lunatrace: the server refused %d event(s) for good (%s); they are not sent again",
+            len(part),
+            _describe(answer),
+        )
+
+    def _disable(self, answer: Answer) -> None:
+        problem = (
+            f"no ingestion endpoint at {self.config.ingest_url} (check api_url)"
+            if answer.status == 404
+            else f"project key {mask_key(self.config.project_key)} was refused"
+        )
+        self.disabled = f"{problem} ({_describe(answer)})"
+        logger.error(
+            "lunatrace: %s; sending stopped and events are kept in %s. Fix the configuration, "
+            "then run `lunatrace push`.",
+            self.disabled,
+            self.config.store_path,
+        )
+
+    def _log_failure(self, message: str, *args: object) -> None:
+        self._failure_logs += 1
+        if self._failure_logs <= MAX_FAILURE_LOGS:
+            logger.warning(message, *args)
+        elif self._failure_logs == MAX_FAILURE_LOGS + 1:
+            logger.warning("lunatrace: more refused events; see lunatrace.stats() for the count")
+
+
+def _describe(answer: Answer) -> str:
+    status = f"HTTP {answer.status}" if answer.status is not None else "no answer"
+    return f"{status}: {answer.detail}" if answer.detail else status

@@ -1,0 +1,285 @@
+"""The background worker: a bounded queue on the caller's side, batching on its own thread.
+
+``emit`` is the hot path: a length check and a ``deque.append`` (atomic under the GIL),
+no lock, no I/O, no serialization; a full queue drops and counts. One daemon thread,
+started on the first event, turns raw events into wire JSON and hands batches (capped by
+count and bytes, sent at least every ``flush_interval``) to a :class:`Destination`, one
+batch at a time and in order.
+
+``flush`` puts a marker in the queue and waits for the worker to reach it, so it covers
+exactly the events emitted before the call. ``shutdown`` flushes within its bound, tells
+the destination to stop retrying (it then keeps what is left, e.g. in the spool), and if
+the worker is stuck (a hung request) takes over the batch in flight and the rest of the
+queue itself, so the exit never waits longer than asked and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import asdict
+from typing import Any, Protocol
+
+from lunatrace.core.config import Config
+from lunatrace.core.events import EventError
+from lunatrace.core.serialize import FieldEncoder
+from lunatrace.core.transport.batch import Item
+from lunatrace.core.transport.sender import Counters
+
+logger = logging.getLogger("lunatrace")
+
+DROP_WARNING_INTERVAL_S = 60.0
+TAKEOVER_GRACE_S = 0.5
+
+
+class Destination(Protocol):
+    """Where the worker's batches go (a Lunary server, or the local store)."""
+
+    counters: Counters
+    stop: threading.Event
+
+    def start(self) -> None:
+        """Called on the worker thread before the first batch (e.g. resend the spool)."""
+
+    def deliver(self, items: list[Item], settle: Settle) -> None:
+        """Deliver or keep ``items``; call ``settle(part)`` before acting on a part for good.
+
+        ``settle`` returns ``False`` when the worker was taken over at shutdown: the part
+        is already kept elsewhere and must be left alone.
+        """
+
+    def tick(self) -> None:
+        """Called on the worker thread at least every flush interval."""
+
+    def keep(self, items: list[Item]) -> None:
+        """Keep undelivered items for later (called by the thread shutting down)."""
+
+    def after_fork(self) -> None:
+        """Drop resources a forked child must not share with its parent."""
+
+    def close(self) -> None:
+        """Release resources; the worker has stopped."""
+
+
+class Settle(Protocol):
+    def __call__(self, items: list[Item]) -> bool: ...
+
+
+class _Marker:
+    """A flush request travelling through the queue."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
+_WORKERS: weakref.WeakSet[BatchWorker] = weakref.WeakSet()
+
+
+class BatchWorker:
+    """A :class:`~lunatrace.core.transport.Sink` that batches events for a destination."""
+
+    def __init__(self, config: Config, encoder: FieldEncoder, destination: Destination) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.destination = destination
+        self.counters = destination.counters
+        self._max_queue = config.queue_size
+        self._batch_events = config.batch_max_events
+        self._batch_bytes = config.batch_max_bytes
+        self._init_state()
+        _WORKERS.add(self)
+
+    def _init_state(self) -> None:
+        self._queue: deque[dict[str, Any] | _Marker] = deque()
+        self._wake = threading.Event()
+        self._start_lock = threading.Lock()
+        self._handoff = threading.Lock()  # guards _inflight/_abandoned against a takeover
+        self._inflight: dict[int, Item] = {}
+        self._abandoned = False
+        self._closed = False
+        self._taken = 0
+        self._last_drop_warning = 0.0
+        self._thread: threading.Thread | None = None
+
+    def __repr__(self) -> str:
+        return f"BatchWorker(destination={self.destination!r})"
+
+    # --- caller's side ------------------------------------------------------------------
+
+    def emit(self, event: dict[str, Any]) -> None:
+        """Queue one raw event; never blocks, never raises."""
+        if self._thread is None:
+            self._ensure_started()
+        queue = self._queue
+        if self._closed or len(queue) >= self._max_queue:
+            self._drop()
+            return
+        queue.append(event)
+        if len(queue) >= self._batch_events:
+            self._wake.set()
+
+    def _drop(self) -> None:
+        self.counters.dropped += 1
+        now = time.monotonic()
+        if now - self._last_drop_warning >= DROP_WARNING_INTERVAL_S:
+            self._last_drop_warning = now
+            reason = "lunatrace is shut down" if self._closed else f"the queue is full ({self._max_queue})"
+            logger.warning(
+                "lunatrace: dropping events because %s; %d dropped so far", reason, self.counters.dropped
+            )
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._thread is not None or self._closed:
+                return
+            thread = threading.Thread(target=self._run, name="lunatrace-worker", daemon=True)
+            self._thread = thread
+            thread.start()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything emitted before the call is delivered or kept."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return not self._queue
+        marker = _Marker()
+        self._queue.append(marker)
+        self._wake.set()
+        return marker.done.wait(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush within ``timeout``, then keep whatever is left; later events are dropped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        flushed = self.flush(timeout)
+        with self._start_lock:
+            self._closed = True
+        self.destination.stop.set()
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            remaining = TAKEOVER_GRACE_S if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining + TAKEOVER_GRACE_S)
+            if thread.is_alive():
+                self._take_over()
+        else:
+            self._take_over()
+        self.destination.close()
+        return flushed
+
+    def _take_over(self) -> None:
+        """Keep the worker's batch in flight and the rest of the queue, from this thread."""
+        with self._handoff:
+            self._abandoned = True
+            items = list(self._inflight.values())
+            self._inflight.clear()
+            while self._queue:
+                raw = self._queue.popleft()
+                if isinstance(raw, _Marker):
+                    raw.done.set()
+                else:
+                    items.append(Item(raw))
+        encoded = [item for item in items if self._encode(item)]
+        if encoded:
+            self.destination.keep(encoded)
+
+    def stats(self) -> dict[str, int]:
+        """Event counts: queued (ever accepted), sent, retried, spooled, stored, dropped, failed."""
+        queued = self._taken + sum(1 for e in list(self._queue) if not isinstance(e, _Marker))
+        return {"queued": queued, **asdict(self.counters)}
+
+    # --- worker thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.destination.start()
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("lunatrace: could not resend kept events (%s)", exc)
+        interval = self.config.flush_interval
+        while True:
+            self._wake.wait(interval)
+            self._wake.clear()
+            try:
+                if not self._drain():
+                    return
+                self.destination.tick()
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
+                logger.warning("lunatrace: delivery error (%s: %s)", type(exc).__name__, exc)
+            if self._closed and not self._queue:
+                return
+
+    def _drain(self) -> bool:
+        """Batch and hand off everything queued; ``False`` once taken over."""
+        batch: list[Item] = []
+        size = 0
+        while True:
+            with self._handoff:
+                if self._abandoned:
+                    return False
+                try:
+                    raw = self._queue.popleft()
+                except IndexError:
+                    break
+                if isinstance(raw, _Marker):
+                    item = None
+                else:
+                    self._taken += 1
+                    item = Item(raw)
+                    self._inflight[id(item)] = item
+            if item is None:
+                self._send(batch)
+                batch, size = [], 0
+                raw.done.set()  # type: ignore[union-attr]
+                continue
+            if not self._encode(item):
+                with self._handoff:
+                    self._inflight.pop(id(item), None)
+                continue
+            if batch and (len(batch) >= self._batch_events or size + item.size > self._batch_bytes):
+                self._send(batch)
+                batch, size = [], 0
+            batch.append(item)
+            size += item.size
+        self._send(batch)
+        return True
+
+    def _encode(self, item: Item) -> bool:
+        try:
+            item.encode(self.encoder)
+            return True
+        except (EventError, ValueError, TypeError, KeyError) as exc:
+            self.counters.failed += 1
+            logger.warning("lunatrace: invalid event not sent (%s)", exc)
+            return False
+
+    def _send(self, batch: list[Item]) -> None:
+        if batch:
+            self.destination.deliver(batch, self._settle)
+
+    def _settle(self, items: list[Item]) -> bool:
+        with self._handoff:
+            if self._abandoned:
+                return False
+            for item in items:
+                self._inflight.pop(id(item), None)
+            return True
+
+    def _after_fork_in_child(self) -> None:
+        """The child starts empty: the parent still owns (and delivers) what it queued."""
+        self._init_state()
+        self.counters.reset()
+        self.destination.stop.clear()
+        self.destination.after_fork()
+
+
+def _after_fork() -> None:
+    for worker in list(_WORKERS):
+        worker._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
