@@ -15,6 +15,7 @@ from lunatrace.api import (
     open_thread,
     parent,
     shutdown,
+    stats,
 )
 from lunatrace.core.config import Config, ConfigError
 from lunatrace.core.context import identify, metadata, tags
@@ -37,6 +38,7 @@ __all__ = [
     "parent",
     "show",
     "shutdown",
+    "stats",
     "tags",
     "trace",
 ]

@@ -103,6 +103,12 @@ def shutdown(timeout: float | None = None) -> bool:
     return tracer.shutdown(tracer.config.exit_timeout if timeout is None else timeout)
 
 
+def stats() -> dict[str, int]:
+    """Event counts of the current sink: queued, sent, retried, spooled, stored, dropped, failed."""
+    sink_stats = getattr(get_tracer().sink, "stats", None)
+    return dict(sink_stats()) if callable(sink_stats) else {}
+
+
 def _flush_at_exit() -> None:
     tracer = _tracer
     if tracer is not None:
