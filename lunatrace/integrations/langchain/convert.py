@@ -27,6 +27,11 @@ class Deferred:
         self._convert = convert
         self._value = value
 
+    @property
+    def value(self) -> Any:
+        """The raw value, not converted."""
+        return self._value
+
     def model_dump(self) -> Any:
         return self._convert(self._value)
 
@@ -82,21 +87,26 @@ def _is_message(value: Any) -> bool:
     return hasattr(value, "content") and isinstance(getattr(value, "type", None), str)
 
 
+def _is_command(value: Any) -> bool:
+    """A LangGraph ``Command`` (what create_agent's nodes return)."""
+    return type(value).__name__ == "Command" and hasattr(value, "update")
+
+
 def chain_payload(value: Any, depth: int = 0) -> Any:
     """A chain's input or output with LangChain messages (also inside graph state and
     prompt values) in OpenAI format; everything else left to the core serializer."""
     if _is_message(value):
         return message_to_openai(value)
-    if type(value).__name__ == "Command" and hasattr(value, "update"):  # LangGraph node result
+    if _is_command(value):
         command = {"update": chain_payload(value.update, depth + 1), "goto": getattr(value, "goto", None)}
         return {k: v for k, v in command.items() if v not in (None, (), [])}
     to_messages = getattr(value, "to_messages", None)
     if callable(to_messages) and not isinstance(value, Mapping):
         return messages_to_openai(to_messages())  # ChatPromptValue
-    if depth < 3:
+    if depth < 6:
         if isinstance(value, dict):
             return {k: chain_payload(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple) and any(_is_message(v) for v in value[:50]):
+        if isinstance(value, list | tuple) and any(_is_message(v) or _is_command(v) for v in value[:50]):
             return [chain_payload(v, depth + 1) for v in value]
     return value
 

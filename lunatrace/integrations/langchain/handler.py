@@ -269,7 +269,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = kwargs.get("name") or mapping.class_name(serialized) or "chain"
-            payload = None if kwargs.get("defers_inputs") else _deferred_payload(inputs, "input")
+            payload = None if _deferred_inputs(inputs, kwargs) else _deferred_payload(inputs, "input")
             self._start(
                 mapping.chain_type(name, metadata), name, payload, run_id, parent_run_id, tags, metadata
             )
@@ -558,6 +558,15 @@ class CallbackHandler(BaseCallbackHandler):
             self._failed("on_retry", exc)
 
 
+def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
+    """Whether LangChain will send this chain's real inputs only with its end (streaming).
+
+    Streaming chains start with the placeholder ``{"input": ""}``; depending on the
+    release, ``defers_inputs`` is then ``True`` or present but ``False``.
+    """
+    return bool(kwargs.get("defers_inputs")) or ("defers_inputs" in kwargs and inputs == {"input": ""})
+
+
 def _deferred_payload(value: Any, wrapper_key: str) -> Any:
     """A chain payload without its ``{"input": ...}`` wrapper, converted on the worker."""
     value = mapping.unwrap(value, wrapper_key)
@@ -568,6 +577,8 @@ def _deferred_payload(value: Any, wrapper_key: str) -> Any:
 
 def _chat_text(value: Any) -> Any:
     """The content of a chat exchange side: a string, a message's content, else the value."""
+    if isinstance(value, Deferred):
+        value = value.value
     if isinstance(value, Mapping):
         messages = value.get("messages")
         if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
