@@ -34,11 +34,11 @@ ICONS = {
 INDENT_PX = 18
 
 STYLE = """
-.lt-trace{--lt-ok:#1f9d55;--lt-err:#d64541;--lt-run:#c98a0b;--lt-line:rgba(127,127,127,.28);
- --lt-soft:rgba(127,127,127,.09);--lt-bar:rgba(70,130,220,.75);--lt-muted:rgba(127,127,127,.95);
- font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:inherit;max-width:100%;
+.lt-trace,.lt-vars{--lt-ok:#1f9d55;--lt-err:#d64541;--lt-run:#c98a0b;--lt-line:rgba(127,127,127,.28);
+ --lt-soft:rgba(127,127,127,.09);--lt-bar:rgba(70,130,220,.75);--lt-muted:rgba(127,127,127,.95)}
+.lt-trace{font:13px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;color:inherit;max-width:100%;
  border:1px solid var(--lt-line);border-radius:8px;padding:10px 12px;box-sizing:border-box}
-@media (prefers-color-scheme:dark){.lt-trace{--lt-ok:#3fcf7f;--lt-err:#ff6b66;--lt-run:#f0b43c;
+@media (prefers-color-scheme:dark){.lt-trace,.lt-vars{--lt-ok:#3fcf7f;--lt-err:#ff6b66;--lt-run:#f0b43c;
  --lt-bar:rgba(110,165,255,.8)}}
 .lt-trace *{box-sizing:border-box}
 .lt-head{display:flex;flex-wrap:wrap;gap:4px 14px;align-items:baseline;margin-bottom:8px}

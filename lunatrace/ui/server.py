@@ -1,0 +1,158 @@
+"""The local viewer's HTTP server: read-only, stdlib only, loopback by default.
+
+Traces hold untrusted text, so beyond escaping every value the server sends a
+Content-Security-Policy that forbids all scripts: even a rendering bug could not run a
+traced prompt's ``<script>``. Requests whose ``Host`` header does not name the loopback
+address are refused when bound to loopback, so a web page cannot reach the viewer by
+DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from lunatrace.core.transport.store import EventStore, StoreError
+from lunatrace.ui.pages import PAGE_SIZE, ListQuery, list_page, not_found_page, trace_page
+from lunatrace.view.load import TraceNotFound, load_trace
+
+logger = logging.getLogger("lunatrace")
+
+CSP = (
+    "default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; img-src data:; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+_TRACE_PATH = re.compile(r"^/trace/([^/]+)$")
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class ViewerServer(ThreadingHTTPServer):
+    """Serves the pages for one store file."""
+
+    daemon_threads = True
+
+    allow_reuse_port = False  # a second viewer on the same port must fail, not share it
+
+    def __init__(self, address: tuple[str, int], store_path: Path) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, ViewerHandler)
+        try:
+            self.store = EventStore(Path(store_path))
+        except StoreError:
+            super().server_close()
+            raise
+
+    @property
+    def host(self) -> str:
+        host = self.server_address[0]
+        return host.decode() if isinstance(host, bytes) else str(host)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.server_address[1]}/"
+
+    def server_close(self) -> None:
+        super().server_close()
+        store: EventStore | None = getattr(self, "store", None)  # absent if binding failed
+        if store is not None:
+            store.close()
+
+
+class ViewerHandler(BaseHTTPRequestHandler):
+    server: ViewerServer
+    server_version = "lunatrace-ui"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        logger.debug("lunatrace ui: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._respond(head_only=False)
+
+    def do_HEAD(self) -> None:
+        self._respond(head_only=True)
+
+    def _refuse(self) -> None:
+        self._send(
+            HTTPStatus.METHOD_NOT_ALLOWED, "The viewer is read-only.", "text/plain", {"Allow": "GET, HEAD"}
+        )
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
+
+    def _host_allowed(self) -> bool:
+        if not is_loopback(self.server.host):
+            return True
+        host = self.headers.get("Host", "")
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        return is_loopback(name.lower())
+
+    def _respond(self, head_only: bool) -> None:
+        if not self._host_allowed():
+            self._send(HTTPStatus.FORBIDDEN, "Unexpected Host header.", "text/plain", head_only=head_only)
+            return
+        url = urlsplit(self.path)
+        try:
+            status, body = self._route(url.path, parse_qs(url.query))
+        except StoreError as exc:
+            status, body = HTTPStatus.INTERNAL_SERVER_ERROR, not_found_page(str(exc))
+        self._send(status, body, "text/html; charset=utf-8", head_only=head_only)
+
+    def _route(self, path: str, params: dict[str, list[str]]) -> tuple[HTTPStatus, str]:
+        store = self.server.store
+        if path in ("/", "/traces"):
+            query = ListQuery.parse(params)
+            filters = query.filters
+            total = store.count_traces(**filters)
+            summaries = store.list_traces(limit=PAGE_SIZE, offset=(query.page - 1) * PAGE_SIZE, **filters)
+            store_total = total if not query.filtered else store.count_traces()
+            return HTTPStatus.OK, list_page(summaries, total, query, store.path, store_total)
+        match = _TRACE_PATH.match(path)
+        if match:
+            try:
+                trace = load_trace(store, unquote(match.group(1)))
+            except TraceNotFound as exc:
+                return HTTPStatus.NOT_FOUND, not_found_page(str(exc))
+            return HTTPStatus.OK, trace_page(trace)
+        return HTTPStatus.NOT_FOUND, not_found_page(f"No page at {path}.")
+
+    def _send(
+        self,
+        status: HTTPStatus,
+        body: str,
+        content_type: str,
+        extra: dict[str, str] | None = None,
+        head_only: bool = False,
+    ) -> None:
+        data = body.encode("utf-8")
+        self.send_response(status)
+        for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if not head_only:
+            self.wfile.write(data)
+
+
+def make_server(store_path: Path, host: str = "127.0.0.1", port: int = 8765) -> ViewerServer:
+    """Bind the viewer (``port=0``: any free port). Raises ``OSError`` if the port is taken."""
+    return ViewerServer((host, port), store_path)
