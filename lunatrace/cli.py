@@ -18,7 +18,9 @@ from lunatrace._version import __version__
 from lunatrace.core.config import ConfigError
 
 # name -> one-line help. The module is lunatrace.commands.<name with - as _>.
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "ui": "browse the local store's traces in a web browser (read-only, this machine only)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
