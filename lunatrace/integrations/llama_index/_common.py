@@ -1,0 +1,140 @@
+"""What both LlamaIndex paths share: failure logging, one stack per exception, and the
+watchdog that closes streams nobody finishes reading.
+
+LlamaIndex swallows exceptions raised by instrumentation handlers without a word, and
+lets those of legacy handlers reach the user's query; either way our handlers catch
+everything themselves and log each kind of failure once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from lunatrace.api import get_tracer
+from lunatrace.core.events import error_payload
+
+logger = logging.getLogger("lunatrace")
+
+DEFAULT_STREAM_TIMEOUT_S = 300.0
+_THREAD_NAME = "lunatrace-llamaindex-streams"
+_REPORTED_ATTR = "_lunatrace_error_reported"
+_logged: set[str] = set()
+
+
+def log_failure(where: str, exc: BaseException) -> None:
+    """Log a failure of our own handler code, once per place and exception type."""
+    kind = f"{where}:{type(exc).__name__}"
+    if kind in _logged:
+        return
+    _logged.add(kind)
+    logger.warning(
+        "lunatrace: LlamaIndex %s failed (%s: %s); the application is unaffected, tracing continues",
+        where,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+
+
+def report_error(run_id: str, exc: BaseException) -> None:
+    """End ``run_id`` as an error; only the first run to report ``exc`` carries its stack.
+
+    One failure unwinds through every enclosing span (each one is dropped with the same
+    exception object), so the innermost shown run gets message and stack and its
+    ancestors the message only. The mark is an attribute on the exception, as
+    LlamaIndex's own callback manager does (``event_added``), because exceptions cannot
+    be weakly referenced.
+    """
+    tracer = get_tracer()
+    if getattr(exc, _REPORTED_ATTR, False):
+        tracer.error_run(run_id, error_payload_message(exc))
+        return
+    tracer.error_run(run_id, exc)
+    try:
+        setattr(exc, _REPORTED_ATTR, True)
+    except Exception:  # noqa: BLE001 - an exception type without __dict__: stack repeats
+        pass
+
+
+def safely(where: str, convert: Callable[[Any], Any], value: Any) -> Any:
+    """``convert(value)``, or ``None`` (logged once) if the payload defeats the conversion."""
+    try:
+        return convert(value)
+    except Exception as exc:  # noqa: BLE001
+        log_failure(where, exc)
+        return None
+
+
+def error_payload_message(exc: BaseException) -> str:
+    return error_payload(exc)["message"]
+
+
+class StreamWatch:
+    """Calls ``on_timeout`` for streams not finished within their deadline.
+
+    One daemon thread, started when the first stream is watched and idle (exited) when
+    none is left, so an application that never streams never gets the thread.
+    Registering and cancelling are O(1) dictionary operations on the caller's thread.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[float, Callable[[], None]]] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._next_key = 0
+        self._waiting_until = 0.0
+
+    def watch(self, timeout_s: float, on_timeout: Callable[[], None]) -> int:
+        with self._lock:
+            self._next_key += 1
+            key = self._next_key
+            deadline = time.monotonic() + timeout_s
+            self._items[key] = (deadline, on_timeout)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name=_THREAD_NAME, daemon=True)
+                self._thread.start()
+            elif deadline < self._waiting_until:
+                self._wake.notify()
+        return key
+
+    def cancel(self, key: int) -> None:
+        self._items.pop(key, None)
+
+    @property
+    def pending(self) -> int:
+        return len(self._items)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._items:
+                    self._thread = None
+                    return
+                now = time.monotonic()
+                due = [k for k, (deadline, _) in self._items.items() if deadline <= now]
+                expired = [self._items.pop(k)[1] for k in due]
+                if not expired:
+                    self._waiting_until = min(deadline for deadline, _ in self._items.values())
+                    self._wake.wait(max(0.01, self._waiting_until - now))
+                    continue
+            for on_timeout in expired:
+                try:
+                    on_timeout()
+                except Exception as exc:  # noqa: BLE001
+                    log_failure("stream timeout", exc)
+
+
+def option_stream_timeout(options: dict[str, Any]) -> float:
+    """Read the ``stream_timeout`` option (seconds, > 0); unknown options are an error."""
+    unknown = set(options) - {"stream_timeout"}
+    if unknown:
+        raise TypeError(f"unknown LlamaIndex integration option(s): {', '.join(sorted(unknown))}")
+    value = float(options.get("stream_timeout", DEFAULT_STREAM_TIMEOUT_S))
+    if not value > 0:
+        raise ValueError("stream_timeout must be a positive number of seconds")
+    return value
