@@ -1,0 +1,258 @@
+"""The Tracer facade: ordering under concurrency, sampling, state lifetime, secrets."""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from typing import Any
+
+import pytest
+
+import lunatrace
+from lunatrace import api
+from lunatrace.core.config import Config
+from lunatrace.core.serialize import REDACTED, FieldEncoder
+from lunatrace.core.tracer import Tracer
+from lunatrace.core.transport import MemorySink
+from tests.support.fake_lunary import FakeLunary
+from tests.support.trees import assert_valid_tree, by_name, children, end_of
+from tests.support.wire import assert_wire_event
+
+
+def install(**settings: Any) -> MemorySink:
+    """A tracer with ``settings`` whose wire events land in the returned sink."""
+    config = Config.resolve(**settings)
+    encoder = FieldEncoder(config.max_field_bytes, config.mask, secrets=(config.project_key or "",))
+    sink = MemorySink(encoder)
+    api._tracer = Tracer(config, sink, encoder)
+    return sink
+
+
+@lunatrace.trace(name="leaf", type="tool")
+def leaf(worker: int, step: int) -> int:
+    return worker * 100 + step
+
+
+@lunatrace.trace(name="middle")
+def middle(worker: int) -> int:
+    return sum(leaf(worker, step) for step in range(3))
+
+
+@lunatrace.trace(name="top", type="agent")
+def top(worker: int, barrier: threading.Barrier) -> int:
+    barrier.wait()
+    return middle(worker) + middle(worker)
+
+
+def run_fifty_threads() -> None:
+    workers = 50
+    barrier = threading.Barrier(workers)
+    results: dict[int, int] = {}
+
+    def run(worker: int) -> None:
+        results[worker] = top(worker, barrier)
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == {n: 2 * (3 * n * 100 + 3) for n in range(workers)}
+
+
+def assert_fifty_valid_trees(events: list[dict[str, Any]]) -> None:
+    assert len(events) == 50 * (1 + 2 + 6) * 2
+    assert_valid_tree(events)  # start before end, parents first, timestamps non-decreasing
+    for event in events:
+        assert_wire_event(event)
+    for root in by_name(events, "top"):
+        worker = root["input"]["worker"]
+        mids = children(events, root["runId"])
+        assert [m["input"] for m in mids] == [{"worker": worker}] * 2
+        for mid in mids:
+            leaves = children(events, mid["runId"])
+            assert [leaf_["input"] for leaf_ in leaves] == [{"worker": worker, "step": s} for s in range(3)]
+
+
+def test_fifty_threads_keep_every_tree_valid_and_ordered(memory_sink: MemorySink) -> None:
+    run_fifty_threads()
+    assert_fifty_valid_trees(memory_sink.events)
+    assert lunatrace.get_tracer().open_runs == 0
+
+
+def test_fifty_threads_through_the_real_delivery(traced_to_server: FakeLunary) -> None:
+    run_fifty_threads()
+    assert lunatrace.flush(20)
+    assert_fifty_valid_trees(traced_to_server.events)
+    assert traced_to_server.orphans == [] and traced_to_server.unmatched == []
+
+
+def test_unknown_parent_falls_back_to_the_enclosing_run_or_root(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    stranger = str(uuid.uuid4())  # a framework run we never saw start
+    orphan = tracer.start_run("llm", "gpt-4", "hi", parent_run_id=stranger)
+
+    @lunatrace.trace(name="enclosing")
+    def enclosing() -> str:
+        return tracer.start_run("llm", "gpt-4", "hi", parent_run_id=stranger)
+
+    adopted = enclosing()
+    starts = {e["runId"]: e for e in memory_sink.events if e["event"] == "start"}
+    assert "parentRunId" not in starts[orphan]
+    assert starts[adopted]["parentRunId"] == by_name(memory_sink.events, "enclosing")[0]["runId"]
+
+
+def test_explicit_known_parent_wins_over_context(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    other = tracer.start_run("chain", "other", None)
+
+    @lunatrace.trace(name="ctx")
+    def ctx() -> str:
+        return tracer.start_run("tool", "t", None, parent_run_id=other)
+
+    child = ctx()
+    start = next(e for e in memory_sink.events if e["runId"] == child)
+    assert start["parentRunId"] == other
+
+
+def test_a_run_ends_once_and_its_state_is_forgotten(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("chain", "once", None)
+    assert tracer.is_open(rid) and tracer.open_runs == 1
+    assert tracer.end_run(rid, "a") is True
+    assert tracer.end_run(rid, "b") is False
+    assert tracer.error_run(rid, RuntimeError("late")) is False
+    assert not tracer.is_open(rid) and tracer.open_runs == 0
+    assert tracer.run_type(rid) == "chain" and tracer.is_known(rid)
+    assert [e["event"] for e in memory_sink.events] == ["start", "end"]
+
+
+def test_custom_events_and_scratch_state(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("chain", "c", None)
+    tracer.update_run(rid, first_token_ms=12)
+    assert tracer.run_extra(rid) == {"first_token_ms": 12}
+    tracer.custom_event(rid, "retrieved", {"docs": 2})
+    tracer.end_run(rid, "done", metadata={"k": "v"})
+    assert tracer.run_extra(rid) == {}
+    end = end_of(memory_sink.events, rid)
+    assert end["metadata"]["k"] == "v"
+    (custom,) = json.loads(end["metadata"]["customEvents"])
+    assert custom["name"] == "retrieved" and custom["data"] == {"docs": 2}
+
+
+def test_disabled_tracer_emits_nothing_but_returns_ids() -> None:
+    sink = install(enabled=False)
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("chain", "x", None)
+    assert uuid.UUID(rid)
+    assert tracer.end_run(rid, "y") is False
+    mid = lunatrace.open_thread().track_message("user", "hi")
+    assert uuid.UUID(mid)
+    assert leaf(1, 2) == 102
+    assert sink.events == []
+
+
+# --- sampling ------------------------------------------------------------------------
+
+
+def test_sample_rate_zero_drops_whole_traces() -> None:
+    sink = install(sample_rate=0.0)
+    for worker in range(5):
+        assert middle(worker) == worker * 300 + 3
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("agent", "manual", None)
+    child = tracer.start_run("llm", "gpt-4", "hi", parent_run_id=rid)
+    assert tracer.end_run(child, "x") is True
+    assert tracer.error_run(rid, "failed") is True
+    assert sink.events == []
+    assert tracer.open_runs == 0
+
+
+def test_sample_rate_one_keeps_everything() -> None:
+    sink = install(sample_rate=1.0)
+    for worker in range(5):
+        middle(worker)
+    assert len(by_name(sink.events, "middle")) == 5 and len(by_name(sink.events, "leaf")) == 15
+
+
+def test_partial_sampling_keeps_or_drops_whole_trees() -> None:
+    random.seed(1234)
+    sink = install(sample_rate=0.5)
+    for worker in range(200):
+        middle(worker)
+    kept = by_name(sink.events, "middle")
+    assert 60 < len(kept) < 140
+    assert_valid_tree(sink.events)
+    for root in kept:
+        assert len(children(sink.events, root["runId"])) == 3
+    assert len(by_name(sink.events, "leaf")) == 3 * len(kept)
+
+
+# --- abandoned runs -------------------------------------------------------------------
+
+
+def test_close_abandoned_ends_only_stale_runs(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    stale = tracer.start_run("chain", "never-ends", None)
+    done = tracer.start_run("chain", "ends", None)
+    tracer.end_run(done, "ok")
+    assert tracer.close_abandoned(3600) == 0
+    assert tracer.close_abandoned(0) == 1
+    assert tracer.open_runs == 0
+    error = end_of(memory_sink.events, stale)
+    assert error["event"] == "error"
+    assert error["error"]["message"] == "run abandoned: no end after 0 s"
+    assert_valid_tree(memory_sink.events)
+    assert tracer.close_abandoned(0) == 0
+
+
+def test_the_periodic_sweep_runs_on_start(memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lunatrace.core import tracer as tracer_module
+
+    tracer = lunatrace.get_tracer()
+    stale = tracer.start_run("chain", "forgotten", None)
+    monkeypatch.setattr(tracer_module, "ABANDONED_AFTER_S", 0.0)
+    tracer._last_sweep -= 61  # a minute has passed since the last sweep
+    tracer.start_run("chain", "next", None)
+    assert end_of(memory_sink.events, stale)["event"] == "error"
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def test_secrets_never_reach_the_server(traced_to_server: FakeLunary) -> None:
+    key = traced_to_server.key
+    provider_key = "sk-proj-" + "Zx9" * 12
+    tracer = lunatrace.get_tracer()
+
+    @lunatrace.trace(name="call-llm")
+    def call_llm(config: dict[str, Any]) -> str:
+        rid = tracer.start_run(
+            "llm",
+            "gpt-4",
+            [{"role": "user", "content": f"my key is {provider_key}"}],
+            params={"api_key": provider_key, "max_tokens": 64, "temperature": 0},
+            metadata={"auth": {"Authorization": f"Bearer {key}"}, "prompt_tokens": 3},
+        )
+        tracer.end_run(rid, {"content": "ok", "token": "abc123"}, usage={"prompt": 3, "completion": 1})
+        return str(lunatrace.current_run_id())
+
+    with lunatrace.tags([f"k:{key}"]), lunatrace.identify(key):
+        root = call_llm({"llm": {"openai_api_key": provider_key, "model_kwargs": {"secret": "s3"}}})
+    assert lunatrace.feedback(root, comment=f"the key was {key}")
+    lunatrace.open_thread(user_id=key).track_message("user", f"{provider_key} and {key}")
+    assert lunatrace.flush(10)
+    events = traced_to_server.events
+    text = json.dumps(events)
+    assert key not in text
+    assert provider_key not in text
+    assert "abc123" not in text and '"s3"' not in text
+    llm = by_name(events, "gpt-4")[0]
+    assert llm["params"] == {"api_key": REDACTED, "max_tokens": 64, "temperature": 0}
+    assert llm["metadata"]["prompt_tokens"] == 3  # counters are not secrets
+    assert end_of(events, llm["runId"])["tokensUsage"] == {"prompt": 3, "completion": 1}
+    assert_valid_tree(events)
+    assert [e["event"] for e in events if e["event"] not in ("start", "end")] == ["feedback", "chat"]
