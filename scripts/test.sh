@@ -10,6 +10,18 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e '.[dev]'
 
+# The viewer's browser tests drive Debian's Chromium (never a downloaded browser build).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
+    echo "== installing chromium (browser tests)"
+    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    echo "ERROR: /usr/bin/chromium is missing and cannot be installed here (needs root and apt-get)." >&2
+    echo "       Install Debian's chromium package (apt-get install chromium), then re-run." >&2
+    exit 1
+  fi
+fi
+
 echo "== ruff"
 .venv/bin/ruff check lunatrace tests benchmarks
 echo "== mypy"
