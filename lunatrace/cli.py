@@ -19,6 +19,10 @@ from lunatrace.core.config import ConfigError
 
 # name -> one-line help. The module is lunatrace.commands.<name with - as _>.
 COMMANDS: dict[str, str] = {
+    "traces": "list recent traces in the local store",
+    "show": "print one trace from the local store as a run tree",
+    "push": "upload stored, undelivered events to the configured Lunary server",
+    "doctor": "check the configuration, the server connection and the local store",
     "ui": "browse the local store's traces in a web browser (read-only, this machine only)",
 }
 

@@ -432,6 +432,15 @@ class EventStore:
         }
 
 
+def open_existing(path: Path) -> EventStore:
+    """The store at ``path`` for reading; :class:`StoreError` if there is none yet (reading
+    must not leave an empty store behind)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise StoreError(f"no lunatrace store at {path} yet: run traced code first")
+    return EventStore(path)
+
+
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 

@@ -1,0 +1,47 @@
+"""``lunatrace push``: upload the store's undelivered events to the configured server."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lunatrace.core.config import Config, mask_key
+from lunatrace.core.transport.store import StoreError, open_existing
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dry-run", action="store_true", help="only say what would be uploaded")
+    parser.add_argument("--store", type=Path, default=None, help="store file (default: the configured store)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from lunatrace.core.transport.push import push
+
+    config = Config.resolve()
+    path = args.store or config.store_path
+    if not Path(path).expanduser().is_file():
+        print(f"Nothing to push: no store at {path}.")
+        return 0
+    try:
+        report = push(config, open_existing(path), dry_run=args.dry_run)
+    except StoreError as exc:
+        print(f"lunatrace push: {exc}", file=sys.stderr)
+        return 1
+    target = f"{config.ingest_url} (key {mask_key(config.project_key)})"
+    if args.dry_run:
+        print(f"Would push {report.pending} event(s) in about {report.batches} request(s) to {target}.")
+        return 0
+    if report.pending == 0:
+        print(f"Nothing to push: every event in {path} is delivered.")
+        return 0
+    refused = f", {report.failed} refused by the server" if report.failed else ""
+    print(f"Pushed {report.sent} event(s) in {report.batches} request(s) to {target}{refused}.")
+    if report.problem:
+        print(
+            f"lunatrace push: stopped: {report.problem}; {report.remaining} event(s) still pending "
+            "(run `lunatrace push` again)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
