@@ -218,7 +218,7 @@ def test_hidden_runs_are_folded_and_children_reparented(events_of: Any) -> None:
     assert_valid_tree(events)
     (root,) = children(events, None)
     assert not by_name(events, "plumbing")
-    llm = [e for e in events if e["event"] == "start" and e["type"] == "llm"][0]
+    llm = next(e for e in events if e["event"] == "start" and e["type"] == "llm")
     assert llm["parentRunId"] == root["runId"]  # the hidden chain's child moved up
     assert "langsmith:hidden" not in llm.get("tags", [])
 
@@ -237,7 +237,7 @@ def test_agent_tool_calls_arguments_are_json_strings(events_of: Any) -> None:
     agent = two_tool_agent(tool_call_message("get_weather", {"city": "São Paulo"}, "c1"), "ok")
     agent.invoke({"messages": [("human", "?")]}, config={"callbacks": [CallbackHandler()]})
     events = events_of()
-    llm = [e for e in events if e["event"] == "start" and e["type"] == "llm"][0]
+    llm = next(e for e in events if e["event"] == "start" and e["type"] == "llm")
     out = end_of(events, llm["runId"])["output"]
     arguments = out["tool_calls"][0]["function"]["arguments"]
     assert isinstance(arguments, str) and json.loads(arguments) == {"city": "São Paulo"}

@@ -1,0 +1,245 @@
+"""One handler under concurrency, process-wide instrumentation, nesting with @trace,
+no leftover state, and hooks that never raise."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda
+
+import lunatrace
+from lunatrace.core.transport import MemorySink
+from lunatrace.integrations.langchain import CallbackHandler, instrument, instrumented_handler, uninstrument
+from lunatrace.integrations.langchain.handler import HIDDEN
+from tests.integrations.lc_fakes import events_of
+from tests.support.trees import assert_valid_tree, by_name, children, end_of
+
+__all__ = ["events_of"]
+
+PROMPT = ChatPromptTemplate.from_messages([("human", "Echo {n}")])
+
+
+def echo_chain() -> Any:
+    """prompt | model | parser whose answer names the request, so trees can be checked."""
+
+    def answer(messages: Any) -> str:
+        return f"answer {messages.to_messages()[-1].content.split()[-1]}"
+
+    model = FakeListChatModel(responses=["unused"])
+    return PROMPT | RunnableLambda(answer, name="route") | model.bind() | StrOutputParser()
+
+
+@pytest.fixture
+def no_instrumentation() -> Iterator[None]:
+    uninstrument()
+    yield
+    uninstrument()
+
+
+def assert_request_trees(events: list[dict[str, Any]], count: int) -> None:
+    """``count`` roots, each with exactly its own 4 children, inputs and outputs matching."""
+    assert_valid_tree(events)
+    roots = children(events, None)
+    assert len(roots) == count
+    seen = set()
+    for root in roots:
+        n = root["input"]["n"]
+        kids = children(events, root["runId"])
+        assert [k["name"] for k in kids] == [
+            "ChatPromptTemplate",
+            "route",
+            "FakeListChatModel",
+            "StrOutputParser",
+        ]
+        assert end_of(events, kids[1]["runId"])["output"] == f"answer {n}"
+        assert end_of(events, kids[0]["runId"])["output"] == [{"role": "user", "content": f"Echo {n}"}]
+        seen.add(n)
+    assert seen == set(range(count))
+
+
+async def test_fifty_concurrent_ainvokes_through_one_handler(events_of: Any) -> None:
+    handler = CallbackHandler()
+    chain = PROMPT | RunnableLambda(_slow_echo, name="route")
+
+    async def one(n: int) -> Any:
+        return await chain.ainvoke({"n": n}, config={"callbacks": [handler]})
+
+    results = await asyncio.gather(*(one(n) for n in range(50)))
+    assert results == [f"answer {n}" for n in range(50)]
+    events = events_of()
+    assert_valid_tree(events)
+    roots = children(events, None)
+    assert len(roots) == 50
+    for root in roots:
+        n = root["input"]["n"]
+        prompt, route = children(events, root["runId"])
+        assert end_of(events, prompt["runId"])["output"] == [{"role": "user", "content": f"Echo {n}"}]
+        assert end_of(events, route["runId"])["output"] == f"answer {n}"
+        assert end_of(events, root["runId"])["output"] == f"answer {n}"
+    assert lunatrace.get_tracer().open_runs == 0
+    assert not handler._unsampled and not handler._exchanges and not HIDDEN
+
+
+async def _slow_echo(messages: Any) -> str:
+    await asyncio.sleep(0.01)  # let the 50 requests interleave
+    return f"answer {messages.to_messages()[-1].content.split()[-1]}"
+
+
+def test_thread_pool_batch_and_threads_through_one_handler(events_of: Any) -> None:
+    handler = CallbackHandler()
+    chain = echo_chain()
+    outputs = chain.batch(
+        [{"n": n} for n in range(10)], config={"callbacks": [handler], "max_concurrency": 4}
+    )
+    assert len(outputs) == 10
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda n: chain.invoke({"n": n}, config={"callbacks": [handler]}), range(10, 30)))
+    events = events_of()
+    assert_request_trees(events, 30)
+    assert lunatrace.get_tracer().open_runs == 0
+
+
+def test_no_growth_over_ten_thousand_invokes(memory_sink: MemorySink) -> None:
+    handler = CallbackHandler()
+    chain = PROMPT | RunnableLambda(lambda m: "x", name="route")
+    tracer = lunatrace.get_tracer()
+    for n in range(10_000):
+        chain.invoke({"n": n}, config={"callbacks": [handler]})
+        if n == 100:
+            memory_sink.events.clear()
+    assert tracer.open_runs == 0
+    assert not handler._unsampled and not handler._exchanges and not HIDDEN and not handler._warned
+    assert len(memory_sink.events) == (10_000 - 101) * 6
+
+
+def test_instrument_traces_without_callbacks(events_of: Any, no_instrumentation: None) -> None:
+    handler = instrument(user_id="global-user")
+    assert instrument() is handler and instrumented_handler() is handler  # idempotent
+    echo_chain().invoke({"n": 0})
+    # Also passed explicitly: still one set of events (LangChain keeps one lunatrace handler).
+    echo_chain().invoke({"n": 1}, config={"callbacks": [handler]})
+    # A different explicit handler wins over the process-wide one: its options apply.
+    echo_chain().invoke({"n": 2}, config={"callbacks": [CallbackHandler(user_id="explicit")]})
+    uninstrument()
+    echo_chain().invoke({"n": 3})
+    events = events_of()
+    assert_request_trees(events, 3)
+    assert [r["userId"] for r in children(events, None)] == ["global-user", "global-user", "explicit"]
+
+
+def test_instrument_reaches_other_threads_and_event_loops(events_of: Any, no_instrumentation: None) -> None:
+    instrument()
+    chain = echo_chain()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pool.submit(chain.invoke, {"n": 0}).result()
+        pool.submit(lambda: asyncio.run(chain.ainvoke({"n": 1}))).result()
+    assert_request_trees(events_of(), 2)
+
+
+def test_trace_inside_runnable_lambda_nests_under_it(events_of: Any) -> None:
+    @lunatrace.trace(name="helper")
+    def helper(x: int) -> int:
+        return x * 2
+
+    @lunatrace.trace(name="async_helper")
+    async def async_helper(x: int) -> int:
+        return x + 1
+
+    async def both(x: int) -> int:
+        return await async_helper(helper(x))
+
+    chain = RunnableLambda(lambda x: x, name="first") | RunnableLambda(both, name="step")
+    assert asyncio.run(chain.ainvoke(3, config={"callbacks": [CallbackHandler()]})) == 7
+    sync_chain = RunnableLambda(lambda x: x, name="first") | RunnableLambda(helper, name="step")
+    assert sync_chain.invoke(3, config={"callbacks": [CallbackHandler()]}) == 6
+    events = events_of()
+    assert_valid_tree(events)
+    async_step, sync_step = by_name(events, "step")
+    assert [c["name"] for c in children(events, async_step["runId"])] == ["helper", "async_helper"]
+    assert [c["name"] for c in children(events, sync_step["runId"])] == ["helper"]
+
+
+def test_chain_inside_trace_nests_under_it(events_of: Any) -> None:
+    chain = echo_chain()
+
+    @lunatrace.trace(name="handle_request")
+    def handle(n: int) -> str:
+        return str(chain.invoke({"n": n}, config={"callbacks": [CallbackHandler()]}))
+
+    @lunatrace.trace(name="inner_fn")
+    def inner(x: Any) -> Any:
+        return chain.invoke({"n": 7}, config={"callbacks": [CallbackHandler()]})
+
+    assert handle(0) == "unused"
+    # A chain called from a decorated function inside a LangChain run nests under the function.
+    outer = RunnableLambda(lambda x: inner(x), name="outer_step")
+    outer.invoke(1, config={"callbacks": [CallbackHandler()]})
+    events = events_of()
+    assert_valid_tree(events)
+    request = by_name(events, "handle_request")[0]
+    (sequence,) = children(events, request["runId"])
+    assert sequence["name"] == "RunnableSequence"
+    assert len(children(events, sequence["runId"])) == 4
+    step = by_name(events, "outer_step")[0]
+    (fn,) = children(events, step["runId"])
+    assert fn["name"] == "inner_fn"
+    (nested,) = children(events, fn["runId"])
+    assert nested["name"] == "RunnableSequence"
+    assert end_of(events, children(events, nested["runId"])[1]["runId"])["output"] == "answer 7"
+
+
+def test_chain_inside_thread_message_parent(events_of: Any) -> None:
+    thread = lunatrace.open_thread()
+    message_id = thread.track_message("user", "hello")
+    with lunatrace.parent(message_id):
+        echo_chain().invoke({"n": 0}, config={"callbacks": [CallbackHandler()]})
+    events = events_of()
+    (root,) = by_name(events, "RunnableSequence")
+    assert root["parentRunId"] == message_id
+    assert_valid_tree(events, allow_parents=[thread.id, message_id])
+
+
+def test_handler_below_the_root_makes_roots(events_of: Any) -> None:
+    model = FakeListChatModel(responses=["x"]).with_config(callbacks=[CallbackHandler()])
+    chain = PROMPT | model
+    chain.invoke({"n": 1})
+    events = events_of()
+    assert_valid_tree(events)
+    (root,) = children(events, None)
+    assert root["type"] == "llm"
+
+
+def test_hooks_never_raise_on_garbage(events_of: Any, caplog: pytest.LogCaptureFixture) -> None:
+    handler = CallbackHandler()
+    rid = uuid.uuid4()
+    calls = [
+        lambda: handler.on_chain_start(None, None, run_id=rid),
+        lambda: handler.on_chat_model_start(None, [[object()]], run_id=uuid.uuid4(), invocation_params=5),
+        lambda: handler.on_llm_start({"kwargs": 3}, ["p", "q"], run_id=uuid.uuid4(), metadata={}),
+        lambda: handler.on_llm_new_token(None, run_id=uuid.uuid4()),  # type: ignore[arg-type]
+        lambda: handler.on_llm_end(object(), run_id=uuid.uuid4()),
+        lambda: handler.on_llm_end(None, run_id=rid),
+        lambda: handler.on_tool_start(None, None, run_id=uuid.uuid4(), inputs=None),  # type: ignore[arg-type]
+        lambda: handler.on_tool_end(object(), run_id=uuid.uuid4()),
+        lambda: handler.on_retriever_end([object()], run_id=uuid.uuid4()),
+        lambda: handler.on_custom_event("x", {"a": 1}, run_id=uuid.uuid4()),
+        lambda: handler.on_retry(object(), run_id=uuid.uuid4()),
+        lambda: handler.on_chain_error("not an exception", run_id=uuid.uuid4()),  # type: ignore[arg-type]
+        lambda: handler.on_chain_start({}, {}, run_id="not-a-uuid"),  # type: ignore[arg-type]
+        lambda: handler.on_chain_end({}, run_id="not-a-uuid"),  # type: ignore[arg-type]
+    ]
+    with caplog.at_level(logging.DEBUG, logger="lunatrace"):
+        for call in calls:
+            call()
+    events = events_of()
+    # The well-formed parts still produced events; nothing escaped.
+    assert any(e.get("runId") == str(rid) for e in events)
