@@ -26,7 +26,7 @@ from llama_index.core.llms import CustomLLM, MockLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 TEXTS = ("Cats sleep most of the day.", "Dogs bark at the mailman.", "Birds sing at dawn.")
 
@@ -48,7 +48,7 @@ def build_index() -> VectorStoreIndex:
 class ScriptedLLM(CustomLLM):
     """Replays ``script`` one text per call; raises ``fail_with`` instead when set."""
 
-    script: list[str] = []
+    script: list[str] = Field(default_factory=list)
     temperature: float = 0.3
     max_tokens: int = 64
     _calls: int = PrivateAttr(default=0)
@@ -87,7 +87,7 @@ class ScriptedLLM(CustomLLM):
 
 
 REACT_SCRIPT = [
-    "Thought: I need the weather tool.\nAction: get_weather\nAction Input: {\"city\": \"Paris\"}",
+    'Thought: I need the weather tool.\nAction: get_weather\nAction Input: {"city": "Paris"}',
     "Thought: I can answer without using any more tools.\nAnswer: It is sunny in Paris.",
 ]
 
@@ -126,3 +126,37 @@ def tool_calling_script() -> Any:
 
 def tool_calling_llm() -> MockFunctionCallingLLM:
     return MockFunctionCallingLLM(response_generator=tool_calling_script())
+
+
+# --- reading what the server stored ------------------------------------------------------
+
+
+def delivered(server: Any, allow_parents: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Flush lunatrace, then the events the fake Lunary stored, checked to form valid trees."""
+    import lunatrace
+    from tests.support.trees import assert_valid_tree
+
+    assert lunatrace.flush(10), "events not delivered in time"
+    events = list(server.events)
+    assert not server.unmatched, f"ends without a stored start: {server.unmatched}"
+    assert_valid_tree(events, allow_parents=allow_parents)
+    return events
+
+
+def starts_of(events: Sequence[dict[str, Any]], run_type: str | None = None) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == "start" and (run_type is None or e["type"] == run_type)]
+
+
+def shape(events: Sequence[dict[str, Any]], parent: str | None = None) -> list[Any]:
+    """The run tree under ``parent`` as nested ``(type, name, [children])`` tuples, in start order."""
+    return [
+        (e["type"], e.get("name"), shape(events, e["runId"]))
+        for e in events
+        if e["event"] == "start" and e.get("parentRunId") == parent
+    ]
+
+
+def finish(events: Sequence[dict[str, Any]], run_id: str) -> dict[str, Any]:
+    from tests.support.trees import end_of
+
+    return end_of(events, run_id)
