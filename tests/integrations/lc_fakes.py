@@ -125,3 +125,23 @@ def received(server: FakeLunary) -> list[dict[str, Any]]:
 def events_of(traced_to_server: FakeLunary) -> Any:
     """Call ``events_of()`` to get what the fake Lunary server received so far."""
     return lambda: received(traced_to_server)
+
+
+def _version(package: str) -> tuple[int, ...]:
+    from importlib.metadata import version
+
+    return tuple(int(part) for part in version(package).split(".")[:3] if part.isdigit())
+
+
+# create_agent marks its root with ``lc_agent_name`` since langchain 1.2.4; before that a
+# create_agent root cannot be told from any other graph and is traced as a chain.
+AGENT_ROOT_TYPE = "agent" if _version("langchain") >= (1, 2, 4) else "chain"
+
+
+def tool_call_id(events: list[dict[str, Any]], run: dict[str, Any]) -> Any:
+    """A tool run's call id: on its start (newer LangChain) or merged in on its end (older)."""
+    ends = [e for e in events if e.get("runId") == run["runId"] and e["event"] in ("end", "error")]
+    for event in (run, *ends):
+        if "toolCallId" in event.get("metadata", {}):
+            return event["metadata"]["toolCallId"]
+    return None

@@ -28,6 +28,7 @@ from tests.integrations.lc_fakes import (
     FakeToolChatModel,
     TinyRetriever,
     events_of,
+    tool_call_id,
     tool_call_message,
 )
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
@@ -405,7 +406,7 @@ def test_tool_error_and_tool_message_error_status(events_of: Any) -> None:
     hard, soft_run = children(events, None)
     assert hard["name"] == "explode" and hard["type"] == "tool" and hard["input"] == {"city": "Oslo"}
     assert end_of(events, hard["runId"])["error"]["message"] == "ValueError: no data for Oslo"
-    assert soft_run["metadata"]["toolCallId"] == "call_7"
+    assert tool_call_id(events, soft_run) == "call_7"
     soft_end = end_of(events, soft_run["runId"])
     assert soft_end["event"] == "error"
     assert soft_end["error"]["message"] == "soft failure on Rome"
@@ -424,7 +425,7 @@ def test_tool_output_from_tool_message(events_of: Any) -> None:
     assert msg.content == "22C in Paris"
     events = events_of()
     (run,) = children(events, None)
-    assert run["name"] == "get_weather" and run["metadata"]["toolCallId"] == "call_1"
+    assert run["name"] == "get_weather" and tool_call_id(events, run) == "call_1"
     assert end_of(events, run["runId"])["output"] == "22C in Paris"
 
 

@@ -43,6 +43,7 @@ _MISSING: Any = object()
 # Shared by all handlers (run ids are unique) so the framework resolver can see it.
 HIDDEN: dict[str, Any] = {}
 _FOLDABLE = frozenset({"chain"})
+_STREAM_PLACEHOLDER = {"input": ""}
 
 
 class CallbackHandler(BaseCallbackHandler):
@@ -472,15 +473,20 @@ class CallbackHandler(BaseCallbackHandler):
         self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
+            metadata = None
             if getattr(output, "type", None) == "tool":  # a ToolMessage
                 content = getattr(output, "content", None)
+                call_id = getattr(output, "tool_call_id", None)
+                # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
+                metadata = {"toolCallId": call_id} if call_id else None
                 if getattr(output, "status", None) == "error":
                     rid = str(run_id)
                     if not self._forget(rid):
-                        get_tracer().error_run(rid, content if isinstance(content, str) else repr(content))
+                        message = content if isinstance(content, str) else repr(content)
+                        get_tracer().error_run(rid, message, metadata=metadata)
                     return
                 output = content
-            self._end(run_id, output)
+            self._end(run_id, output, metadata=metadata)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_end", exc)
 
@@ -562,9 +568,10 @@ def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
     """Whether LangChain will send this chain's real inputs only with its end (streaming).
 
     Streaming chains start with the placeholder ``{"input": ""}``; depending on the
-    release, ``defers_inputs`` is then ``True`` or present but ``False``.
+    release, ``defers_inputs`` is then ``True``, ``False`` or absent, so the placeholder
+    itself is the signal.
     """
-    return bool(kwargs.get("defers_inputs")) or ("defers_inputs" in kwargs and inputs == {"input": ""})
+    return bool(kwargs.get("defers_inputs")) or inputs == _STREAM_PLACEHOLDER
 
 
 def _deferred_payload(value: Any, wrapper_key: str) -> Any:
