@@ -19,6 +19,7 @@ from lunatrace.core.config import ConfigError
 
 # name -> one-line help. The module is lunatrace.commands.<name with - as _>.
 COMMANDS: dict[str, str] = {
+    "demo": "run the offline demo (LangChain, LangGraph, LlamaIndex, a thread) and print its traces",
     "traces": "list recent traces in the local store",
     "show": "print one trace from the local store as a run tree",
     "push": "upload stored, undelivered events to the configured Lunary server",
