@@ -256,3 +256,48 @@ def test_secrets_never_reach_the_server(traced_to_server: FakeLunary) -> None:
     assert end_of(events, llm["runId"])["tokensUsage"] == {"prompt": 3, "completion": 1}
     assert_valid_tree(events)
     assert [e["event"] for e in events if e["event"] not in ("start", "end")] == ["feedback", "chat"]
+
+
+# --- mask hook ----------------------------------------------------------------------------
+
+
+def test_mask_hook_covers_input_output_messages_and_metadata() -> None:
+    def mask(value: Any) -> Any:
+        return json.loads(json.dumps(value).replace("ada@example.com", "<email>"))
+
+    sink = install(mask=mask)
+    tracer = lunatrace.get_tracer()
+    email = "ada@example.com"
+    rid = tracer.start_run(
+        "chain", "c", {"to": email}, params={"cc": email}, metadata={"owner": email, "n": {"x": email}}
+    )
+    tracer.end_run(rid, f"sent to {email}", metadata={"by": email})
+    lunatrace.open_thread().track_message("user", f"I am {email}")
+    start, end, chat = sink.events
+    assert start["input"] == {"to": "<email>"}
+    assert start["metadata"] == {"owner": "<email>", "n": '{"x":"<email>"}'}
+    assert start["params"] == {"cc": email}  # params are not user content
+    assert end["output"] == "sent to <email>" and end["metadata"] == {"by": "<email>"}
+    assert chat["message"]["content"] == "I am <email>"
+
+
+def test_a_raising_mask_hook_masks_everything_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
+    def mask(value: Any) -> Any:
+        raise RuntimeError("hook bug")
+
+    sink = install(mask=mask)
+    with caplog.at_level("ERROR", logger="lunatrace"):
+        for n in range(3):
+            assert leaf(n, n) == 101 * n  # the app is unaffected
+        lunatrace.open_thread().track_message("user", "private text")
+        rid = lunatrace.get_tracer().start_run("chain", "m", None, metadata={"email": "ada@example.com"})
+    assert next(e for e in sink.events if e["runId"] == rid)["metadata"] == {
+        "metadata": "[lunatrace: masked]"
+    }
+    starts = [e for e in sink.events if e["event"] == "start" and e["runId"] != rid]
+    ends = [e for e in sink.events if e["event"] == "end"]
+    assert [s["input"] for s in starts] == ["[lunatrace: masked]"] * 3
+    assert [e["output"] for e in ends] == ["[lunatrace: masked]"] * 3
+    assert next(e for e in sink.events if e["event"] == "chat")["message"] == "[lunatrace: masked]"
+    assert "private text" not in json.dumps(sink.events) and "ada@" not in json.dumps(sink.events)
+    assert len([r for r in caplog.records if "mask hook" in r.getMessage()]) == 1
