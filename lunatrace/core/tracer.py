@@ -80,6 +80,7 @@ class Tracer:
         self._state_lock = threading.Lock()
         self._runs: dict[str, RunState] = {}
         self._recent: OrderedDict[str, str] = OrderedDict()  # ended run id -> type
+        self._ended_sampled: OrderedDict[str, bool] = OrderedDict()  # ended run -> was sent
         self._last_sweep = time.monotonic()
         self.errors = 0
 
@@ -122,7 +123,7 @@ class Tracer:
             return False
         with self._state_lock:
             if rid not in self._runs and rid not in self._recent:
-                self._recent[rid] = run_type
+                self._remember(rid, run_type)
         return True
 
     def resolve_parent(self, parent_run_id: Any) -> str | None:
@@ -198,6 +199,11 @@ class Tracer:
         if parent_state is not None:
             root, sampled = parent_state.root_id, parent_state.sampled
             parent_state.children += 1
+        elif parent is not None and parent in self._ended_sampled:
+            # A late child (a task outliving its caller) follows its parent's decision:
+            # sent, it would otherwise point at a parent the server never saw, or dropped,
+            # leave a sent trace incomplete.
+            root, sampled = parent, self._ended_sampled[parent]
         else:
             root = rid
             rate = self.config.sample_rate
@@ -242,10 +248,17 @@ class Tracer:
         with self._state_lock:
             state = self._runs.pop(run_id, None)
             if state is not None:
-                self._recent[run_id] = state.run_type
-                if len(self._recent) > RECENT_RUNS:
-                    self._recent.popitem(last=False)
+                self._remember(run_id, state.run_type)
+                self._ended_sampled[run_id] = state.sampled
+                while len(self._ended_sampled) > RECENT_RUNS:
+                    self._ended_sampled.popitem(last=False)
         return state
+
+    def _remember(self, run_id: str, run_type: str) -> None:
+        """Record an id as a known parent (bounded: the oldest are forgotten). Caller holds the lock."""
+        self._recent[run_id] = run_type
+        while len(self._recent) > RECENT_RUNS:
+            self._recent.popitem(last=False)
 
     def end_run(
         self,
@@ -375,7 +388,7 @@ class Tracer:
             if user_id is None and user is not None:
                 user_id, user_props = user.user_id, user_props or user.props
             with self._state_lock:
-                self._recent[mid] = "chat"
+                self._remember(mid, "chat")
             self._emit(
                 build(
                     "chat",
