@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
@@ -189,6 +190,44 @@ def test_partial_sampling_keeps_or_drops_whole_trees() -> None:
     for root in kept:
         assert len(children(sink.events, root["runId"])) == 3
     assert len(by_name(sink.events, "leaf")) == 3 * len(kept)
+
+
+async def test_late_children_follow_their_ended_parents_sampling() -> None:
+    random.seed(99)
+    sink = install(sample_rate=0.5)
+    background: list[asyncio.Task[int]] = []
+
+    @lunatrace.trace(name="request")
+    async def request(n: int) -> None:
+        # fire and forget: the task outlives this run, and starts after it ended
+        background.append(asyncio.get_running_loop().create_task(later(n)))
+
+    @lunatrace.trace(name="later")
+    async def later(n: int) -> int:
+        await asyncio.sleep(0)
+        return n
+
+    for n in range(100):
+        await request(n)
+    await asyncio.gather(*background)
+    requests = by_name(sink.events, "request")
+    assert 20 < len(requests) < 80
+    assert_valid_tree(sink.events)  # no child points at a request that was never sent
+    late = by_name(sink.events, "later")
+    assert {e["parentRunId"] for e in late} == {r["runId"] for r in requests}
+
+
+def test_known_ids_are_bounded(memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lunatrace.core import tracer as tracer_module
+
+    monkeypatch.setattr(tracer_module, "RECENT_RUNS", 10)
+    tracer = lunatrace.get_tracer()
+    thread = lunatrace.open_thread()
+    for n in range(50):
+        thread.track_message("user", str(n))
+        tracer.end_run(tracer.start_run("chain", "r", None), "ok")
+    assert len(tracer._recent) == 10
+    assert tracer.open_runs == 0
 
 
 # --- abandoned runs -------------------------------------------------------------------
