@@ -101,13 +101,22 @@ _CAMEL = {
 
 
 def error_payload(exc: BaseException) -> dict[str, str]:
-    """Message and full stack taken from the exception itself, not from ``sys.exc_info``."""
-    message = str(exc) or type(exc).__name__
+    """Message and full stack taken from the exception itself, not from ``sys.exc_info``.
+
+    An exception whose ``__str__`` raises still gets its error event: losing it would
+    leave the run 'started' forever.
+    """
+    name = type(exc).__name__
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001
+        text = ""
+    message = f"{name}: {text}" if text else name
     try:
         stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     except Exception:  # noqa: BLE001
-        stack = f"{type(exc).__name__}: {message}"
-    return {"message": f"{type(exc).__name__}: {message}" if str(exc) else message, "stack": stack}
+        stack = message
+    return {"message": message, "stack": stack}
 
 
 def flatten_metadata(metadata: Any, encoder: FieldEncoder) -> dict[str, Any]:
