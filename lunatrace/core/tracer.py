@@ -346,6 +346,8 @@ class Tracer:
     ) -> bool:
         """Attach user feedback to a run, in this process or any other."""
         try:
+            if not self.config.enabled:
+                return False
             if thumb is not None and thumb not in THUMBS:
                 raise ValueError("thumb must be 'up' or 'down'")
             body = {**(extra or {})}
