@@ -338,3 +338,18 @@ def test_any_payload_makes_a_valid_event(
     for key in ("input", "output", "params", "userProps", "message"):
         if key in wire:
             assert len(json.dumps(wire[key], separators=(",", ":"), ensure_ascii=False).encode()) <= 4_096
+
+
+def test_an_exception_with_a_broken_str_still_ends_its_run(memory_sink: MemorySink) -> None:
+    class Opaque(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    tracer = lunatrace.get_tracer()
+    rid = tracer.start_run("tool", "t", None)
+    assert tracer.error_run(rid, Opaque())
+    error = one(memory_sink, "error", rid)
+    assert error["error"]["message"] == "Opaque"
+    assert "Opaque" in error["error"]["stack"]
+    bare = events.error_payload(ValueError())
+    assert bare["message"] == "ValueError" and bare["stack"].startswith("ValueError")

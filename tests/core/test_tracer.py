@@ -153,6 +153,7 @@ def test_disabled_tracer_emits_nothing_but_returns_ids() -> None:
     mid = lunatrace.open_thread().track_message("user", "hi")
     assert uuid.UUID(mid)
     assert leaf(1, 2) == 102
+    assert lunatrace.feedback(rid, thumb="up") is False
     assert sink.events == []
 
 
