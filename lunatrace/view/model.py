@@ -80,6 +80,9 @@ class Run:
     has_start: bool = False
     synthetic: bool = False
 
+    def __repr__(self) -> str:
+        return f"Run({self.type} {self.name!r} {self.status}, id={self.id!r}, children={len(self.children)})"
+
     @property
     def duration_ms(self) -> int | None:
         if self.start_ms is None or self.end_ms is None:
@@ -127,6 +130,9 @@ class Trace:
     id: str
     roots: list[Run]
     runs: dict[str, Run]
+
+    def __repr__(self) -> str:
+        return f"Trace(id={self.id!r}, name={self.name!r}, status={self.status!r}, runs={len(self.runs)})"
 
     @property
     def root(self) -> Run | None:

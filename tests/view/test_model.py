@@ -266,3 +266,10 @@ def test_parse_timestamp_and_durations() -> None:
         "1.25s",
         "2m05s",
     ]
+
+
+def test_reprs_are_short(agent_events: list[dict[str, Any]]) -> None:
+    trace = build_trace(agent_events)
+    assert repr(trace) == f"Trace(id={trace.id!r}, name='weather-agent', status='success', runs=4)"
+    assert trace.root is not None
+    assert repr(trace.root) == f"Run(agent 'weather-agent' success, id={trace.id!r}, children=3)"
