@@ -8,10 +8,12 @@ everything themselves and log each kind of failure once.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from lunatrace.api import get_tracer
@@ -127,6 +129,133 @@ class StreamWatch:
                     on_timeout()
                 except Exception as exc:  # noqa: BLE001
                     log_failure("stream timeout", exc)
+
+
+@dataclass(slots=True, eq=False)
+class Relay:
+    """Runs whose answer streams out after they returned: ended when the stream is read."""
+
+    anchor: Any  # what is made current while the stream is read (a span id, an event id)
+    runs: list[Any] = field(default_factory=list)
+    watch_key: int | None = None
+    done: bool = False
+
+
+RelayDone = Callable[[Relay, "str | None", "BaseException | None"], None]
+
+
+class StreamRelays:
+    """Defers the end of query/chat runs whose result is a streaming response.
+
+    LlamaIndex returns ``StreamingResponse`` at once and calls the LLM lazily, when the
+    application iterates ``response_gen``, outside every span or event. The relay
+    replaces ``response_gen`` with a transparent generator that makes ``anchor`` current
+    (``activate``/``deactivate``) around each step, so the LLM run nests under the
+    run that produced the stream, and calls ``on_done`` with the whole text at the end
+    (or the exception; ``None`` text when the stream was abandoned past the timeout).
+    """
+
+    def __init__(
+        self,
+        watch: StreamWatch,
+        activate: Callable[[Any], Any],
+        deactivate: Callable[[Any], None],
+        on_done: RelayDone,
+    ) -> None:
+        self._watch = watch
+        self._activate = activate
+        self._deactivate = deactivate
+        self._on_done = on_done
+        self._relays: dict[int, Relay] = {}
+
+    def defer(self, result: Any, anchor: Any, run: Any, timeout_s: float) -> Relay | None:
+        """Attach ``run`` to the stream of ``result``; ``None`` if ``result`` does not stream.
+
+        The first run deferred on a stream gives the relay its ``anchor``.
+        """
+        try:
+            gen: Any = getattr(result, "response_gen", None)
+        except Exception:  # noqa: BLE001 - an object that refuses attribute reads does not stream
+            return None
+        is_sync = inspect.isgenerator(gen)
+        if not (is_sync or inspect.isasyncgen(gen)):
+            return None
+        relay = self._relays.get(id(gen))
+        if relay is None:
+            relay = Relay(anchor)
+            wrapped = self._relay(gen, relay) if is_sync else self._arelay(gen, relay)
+            try:
+                result.response_gen = wrapped
+            except Exception:  # noqa: BLE001 - a frozen response: the caller ends the run now
+                return None
+            self._relays[id(wrapped)] = relay
+            relay.watch_key = self._watch.watch(timeout_s, lambda: self.finish(relay, None))
+        relay.runs.append(run)
+        return relay
+
+    def _relay(self, gen: Iterator[Any], relay: Relay) -> Iterator[Any]:
+        parts: list[str] = []
+        try:
+            while True:
+                token = self._activate(relay.anchor)
+                try:
+                    item = next(gen)
+                except StopIteration:
+                    break
+                finally:
+                    self._deactivate(token)
+                if isinstance(item, str):
+                    parts.append(item)
+                yield item
+        except GeneratorExit:
+            close = getattr(gen, "close", None)
+            if close is not None:
+                close()
+            self.finish(relay, "".join(parts))
+            raise
+        except BaseException as exc:
+            self.finish(relay, None, exc)
+            raise
+        self.finish(relay, "".join(parts))
+
+    async def _arelay(self, gen: AsyncIterator[Any], relay: Relay) -> AsyncIterator[Any]:
+        parts: list[str] = []
+        try:
+            while True:
+                token = self._activate(relay.anchor)
+                try:
+                    item = await gen.__anext__()
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self._deactivate(token)
+                if isinstance(item, str):
+                    parts.append(item)
+                yield item
+        except GeneratorExit:
+            aclose = getattr(gen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            self.finish(relay, "".join(parts))
+            raise
+        except BaseException as exc:
+            self.finish(relay, None, exc)
+            raise
+        self.finish(relay, "".join(parts))
+
+    def finish(self, relay: Relay, text: str | None, exc: BaseException | None = None) -> None:
+        try:
+            if relay.done:
+                return
+            relay.done = True
+            if relay.watch_key is not None:
+                self._watch.cancel(relay.watch_key)
+            for key, value in list(self._relays.items()):
+                if value is relay:
+                    del self._relays[key]
+            self._on_done(relay, text, exc)
+        except Exception as failure:  # noqa: BLE001 - runs inside the application's iteration
+            log_failure("streamed answer", failure)
 
 
 def option_stream_timeout(options: dict[str, Any]) -> float:

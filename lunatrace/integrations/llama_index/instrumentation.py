@@ -22,7 +22,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import PrivateAttr
@@ -32,6 +32,8 @@ from lunatrace.core import context
 from lunatrace.core.events import new_run_id
 from lunatrace.integrations.llama_index import mapping
 from lunatrace.integrations.llama_index._common import (
+    Relay,
+    StreamRelays,
     StreamWatch,
     log_failure,
     option_stream_timeout,
@@ -142,16 +144,6 @@ class _Span:
     own: bool  # False: an inner layer (alias) of ``run``
 
 
-@dataclass(slots=True, eq=False)
-class _Relay:
-    """Chain runs whose answer streams out after their spans exited."""
-
-    span_id: str
-    runs: list[_Run] = field(default_factory=list)
-    watch_key: int | None = None
-    done: bool = False
-
-
 def _first_argument(arguments: Mapping[str, Any]) -> Any:
     for name, value in arguments.items():
         if name == "args":
@@ -173,8 +165,8 @@ class Recorder:
         self.stream_timeout = stream_timeout
         self.spans: dict[str, _Span] = {}
         self.pending: dict[tuple[int, int], _Run] = {}
-        self.relays: dict[int, _Relay] = {}
         self.watch = StreamWatch()
+        self.relays = StreamRelays(self.watch, active_span_id.set, active_span_id.reset, self._stream_done)
         self.active = False
 
     # --- tree ---------------------------------------------------------------------
@@ -283,6 +275,13 @@ class Recorder:
         if entry is None or entry.run is None or not entry.own:
             return
         run = entry.run
+        try:
+            self._finish(entry, span_id, run, result)
+        except Exception:
+            get_tracer().end_run(run.run_id)  # keep the tree valid; ignored if already ended
+            raise
+
+    def _finish(self, entry: _Span, span_id: str, run: _Run, result: Any) -> None:
         if run.kind == LLM:
             self._exit_llm(entry, run, result)
             return
@@ -413,95 +412,27 @@ class Recorder:
     def _defer_to_stream(self, entry: _Span, span_id: str, run: _Run, result: Any) -> bool:
         """Keep a chain run open until its streamed answer is read; ``True`` if deferred.
 
-        LlamaIndex calls the LLM lazily, when ``response_gen`` is iterated, outside
-        every span; the relay makes the innermost deferred span active while it reads,
-        so the LLM run nests under it, and ends the runs with the full answer.
+        The innermost deferred span stays in the table (the relay makes it active while
+        the stream is read, so the lazy LLM call finds it as its parent).
         """
-        gen = getattr(result, "response_gen", None)
-        if not (inspect.isgenerator(gen) or inspect.isasyncgen(gen)):
-            return False
-        relay = self.relays.get(id(gen))
+        relay = self.relays.defer(result, span_id, run, self.stream_timeout)
         if relay is None:
-            relay = _Relay(span_id)
-            relay_gen = self._relay(gen, relay) if inspect.isgenerator(gen) else self._arelay(gen, relay)
-            try:
-                result.response_gen = relay_gen
-            except Exception:  # noqa: BLE001 - a frozen response: end the run now
-                return False
-            self.relays[id(relay_gen)] = relay
+            return False
+        if relay.anchor == span_id:
             self.spans[span_id] = entry
-            relay.watch_key = self.watch.watch(self.stream_timeout, lambda: self._finish_relay(relay, None))
-        relay.runs.append(run)
         return True
 
-    def _relay(self, gen: Any, relay: _Relay) -> Any:
-        parts: list[str] = []
-        try:
-            while True:
-                token = active_span_id.set(relay.span_id)
-                try:
-                    item = next(gen)
-                except StopIteration:
-                    break
-                finally:
-                    active_span_id.reset(token)
-                if isinstance(item, str):
-                    parts.append(item)
-                yield item
-        except GeneratorExit:
-            gen.close()
-            self._finish_relay(relay, "".join(parts))
-            raise
-        except BaseException as exc:
-            self._finish_relay(relay, None, exc)
-            raise
-        self._finish_relay(relay, "".join(parts))
-
-    async def _arelay(self, gen: Any, relay: _Relay) -> Any:
-        parts: list[str] = []
-        try:
-            while True:
-                token = active_span_id.set(relay.span_id)
-                try:
-                    item = await gen.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    active_span_id.reset(token)
-                if isinstance(item, str):
-                    parts.append(item)
-                yield item
-        except GeneratorExit:
-            await gen.aclose()
-            self._finish_relay(relay, "".join(parts))
-            raise
-        except BaseException as exc:
-            self._finish_relay(relay, None, exc)
-            raise
-        self._finish_relay(relay, "".join(parts))
-
-    def _finish_relay(self, relay: _Relay, text: str | None, exc: BaseException | None = None) -> None:
-        try:
-            if relay.done:
-                return
-            relay.done = True
-            if relay.watch_key is not None:
-                self.watch.cancel(relay.watch_key)
-            for key, value in list(self.relays.items()):
-                if value is relay:
-                    del self.relays[key]
-            self.spans.pop(relay.span_id, None)
-            tracer = get_tracer()
-            for run in relay.runs:
-                run.ended = True
-                if exc is not None:
-                    report_error(run.run_id, exc)
-                elif text is None:
-                    tracer.end_run(run.run_id, None, metadata={"streamAbandoned": True})
-                else:
-                    tracer.end_run(run.run_id, text)
-        except Exception as failure:  # noqa: BLE001 - runs inside the user's iteration
-            log_failure("streamed answer", failure)
+    def _stream_done(self, relay: Relay, text: str | None, exc: BaseException | None) -> None:
+        self.spans.pop(relay.anchor, None)
+        tracer = get_tracer()
+        for run in relay.runs:
+            run.ended = True
+            if exc is not None:
+                report_error(run.run_id, exc)
+            elif text is None:
+                tracer.end_run(run.run_id, None, metadata={"streamAbandoned": True})
+            else:
+                tracer.end_run(run.run_id, text)
 
 
 class LunatraceSpanHandler(BaseSpanHandler[BaseSpan]):

@@ -39,6 +39,8 @@ from lunatrace.core import context
 from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.llama_index import instrumentation, mapping
 from lunatrace.integrations.llama_index._common import (
+    Relay,
+    StreamRelays,
     StreamWatch,
     log_failure,
     option_stream_timeout,
@@ -58,6 +60,9 @@ _SHOWN = {
     "agent_step": ("agent", "agent_step"),
 }
 _open_llm: ContextVar[str | None] = ContextVar("lunatrace_llama_index_open_llm", default=None)
+# The event whose streamed answer is being read: the parent of the LLM event it triggers.
+_reading: ContextVar[str | None] = ContextVar("lunatrace_llama_index_reading", default=None)
+_ROOT = "root"
 
 
 @dataclass(slots=True, eq=False)
@@ -89,6 +94,7 @@ class CallbackHandler(BaseCallbackHandler):
         super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
         self._events: dict[str, _Event] = {}
         self._watch = StreamWatch()
+        self._relays = StreamRelays(self._watch, _reading.set, _reading.reset, self._stream_done)
         _handlers.add(self)
         context.register_framework_resolver(_current_run)
 
@@ -152,6 +158,8 @@ class CallbackHandler(BaseCallbackHandler):
             if enclosing is not None and isinstance(payload.get("exception"), BaseException):
                 enclosing.failure = payload["exception"]
             return
+        if not parent_id or parent_id == _ROOT:
+            parent_id = _reading.get() or parent_id
         shown = _SHOWN.get(event_type)
         if shown is None:
             self._events[event_id] = _Event(parent_id, None)
@@ -198,9 +206,24 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _end(self, event_id: str, payload: Mapping[str, Any]) -> None:
         entry = self._events.pop(event_id, None)
-        if entry is None or entry.run is None or not entry.own or entry.run.ended:
+        if entry is None or not entry.own:
             return
         run = entry.run
+        if run is None:  # folded; a failure inside it still concerns the enclosing run
+            failed = payload.get("exception")
+            enclosing = self._shown(entry.parent)
+            if isinstance(failed, BaseException) and enclosing is not None:
+                enclosing.failure = failed
+            return
+        if run.ended:
+            return
+        try:
+            self._finish(entry, run, event_id, payload)
+        except Exception:
+            get_tracer().end_run(run.run_id)  # keep the tree valid; ignored if already ended
+            raise
+
+    def _finish(self, entry: _Event, run: _Run, event_id: str, payload: Mapping[str, Any]) -> None:
         run.ended = True
         if run.watch_key is not None:
             self._watch.cancel(run.watch_key)
@@ -230,7 +253,26 @@ class CallbackHandler(BaseCallbackHandler):
                 input=payload.get("chunks"),
             )
         else:
+            response = payload.get("response")
+            relay = self._relays.defer(response, event_id, run, self._stream_timeout) if response else None
+            if relay is not None:
+                run.ended = False
+                if relay.anchor == event_id:
+                    self._events[event_id] = entry
+                return
             tracer.end_run(run.run_id, safely(f"{run.event_type} output", _OUTPUTS[run.event_type], payload))
+
+    def _stream_done(self, relay: Relay, text: str | None, exc: BaseException | None) -> None:
+        self._events.pop(relay.anchor, None)
+        tracer = get_tracer()
+        for run in relay.runs:
+            run.ended = True
+            if exc is not None:
+                report_error(run.run_id, exc)
+            elif text is None:
+                tracer.end_run(run.run_id, None, metadata={"streamAbandoned": True})
+            else:
+                tracer.end_run(run.run_id, text)
 
     def _abandon(self, event_id: str) -> None:
         entry = self._events.pop(event_id, None)
