@@ -116,12 +116,12 @@ def to_openai_message(message: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"role": role, "content": content_of(message.get("content"))}
     if out["content"] is None and role != "assistant":
         out["content"] = ""
-    calls = message.get("tool_calls") or (message.get("additional_kwargs") or {}).get("tool_calls")
-    if calls:
+    extra = message.get("additional_kwargs")
+    extra = extra if isinstance(extra, Mapping) else {}
+    calls = message.get("tool_calls") or extra.get("tool_calls")
+    if calls and isinstance(calls, Sequence) and not isinstance(calls, str | bytes | bytearray):
         out["tool_calls"] = [tool_call(c) for c in calls]
-    function_call = (message.get("additional_kwargs") or {}).get("function_call") or message.get(
-        "function_call"
-    )
+    function_call = extra.get("function_call") or message.get("function_call")
     if function_call and isinstance(function_call, Mapping):
         out["function_call"] = {
             "name": str(function_call.get("name", "")),
