@@ -6,6 +6,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lunatrace.core.messages import (
     arguments_json,
@@ -155,3 +157,38 @@ def test_message_lists_strings_and_objects() -> None:
 
     assert to_openai_message(Msg()) == {"role": "assistant", "content": "from an object"}
     assert to_openai_message(42) == {"role": "user", "content": "42"}
+
+
+_json_like = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+_message_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "role": _json_like,
+        "type": st.one_of(st.sampled_from(["human", "ai", "tool", "chat", "system"]), _json_like),
+        "content": _json_like,
+        "tool_calls": _json_like,
+        "additional_kwargs": _json_like,
+        "function_call": _json_like,
+        "tool_call_id": _json_like,
+        "name": _json_like,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(st.one_of(_message_like, _json_like), max_size=4))
+def test_any_message_shape_normalises_without_raising(messages: list[Any]) -> None:
+    out = to_openai_messages(messages)
+    assert len(out) == len(messages)
+    for message in out:
+        assert isinstance(message["role"], str) and message["role"]
+        for call in message.get("tool_calls", []):
+            assert isinstance(call["function"]["arguments"], str)
+            json.dumps(call)
+        json.dumps(message, allow_nan=False)
