@@ -47,15 +47,18 @@ def _int(value: Any) -> int | None:
         return None
     try:
         number = int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # None, "n/a", NaN, infinity
         return None
     return number if number >= 0 else None
 
 
 def _get(source: Any, key: str) -> Any:
-    if isinstance(source, Mapping):
-        return source.get(key)
-    return getattr(source, key, None)
+    try:
+        if isinstance(source, Mapping):
+            return source.get(key)
+        return getattr(source, key, None)
+    except Exception:  # noqa: BLE001 - a provider object with odd attribute access
+        return None
 
 
 def usage_from_mapping(source: Any) -> Usage | None:
