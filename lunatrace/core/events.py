@@ -153,7 +153,7 @@ def _tokens(usage: Any) -> dict[str, int] | None:
             continue
         try:
             number = int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             continue
         if number >= 0:
             out[key] = number
