@@ -311,7 +311,9 @@ _payload = st.recursive(
             "tags": st.lists(_payload, max_size=4),
             "metadata": st.dictionaries(st.text(max_size=10), _payload, max_size=5),
             "tokens_usage": st.dictionaries(
-                st.sampled_from(["prompt", "completion", "promptCached"]), _payload, max_size=3
+                st.sampled_from(["prompt", "completion", "promptCached"]),
+                st.one_of(_payload, st.sampled_from([float("inf"), float("nan"), -3, "7"])),
+                max_size=3,
             ),
             "user_id": _payload.filter(lambda v: v is not None),
             "user_props": _payload,

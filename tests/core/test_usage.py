@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lunatrace.core import usage
 from lunatrace.core.usage import add_usage, count_tokens, encoding_name_for_model, usage_from_mapping
@@ -209,3 +211,45 @@ def test_the_black_hole_really_hangs_tiktoken(tmp_path: Path, black_hole: str) -
             capture_output=True,
             timeout=3,
         )
+
+
+_values = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.floats(),
+        st.sampled_from([float("inf"), float("-inf"), float("nan"), "12", "n/a"]),
+        st.text(max_size=6),
+    ),
+    lambda inner: st.dictionaries(
+        st.sampled_from(
+            [
+                "prompt_tokens",
+                "completion_tokens",
+                "input_tokens",
+                "output_tokens",
+                "cached_tokens",
+                "prompt_tokens_details",
+                "input_token_details",
+                "cache_read",
+                "content",
+                "role",
+            ]
+        ),
+        inner,
+        max_size=4,
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(source=_values)
+def test_usage_from_anything_is_none_or_non_negative_ints(source: Any) -> None:
+    result = usage_from_mapping(source)
+    if result is not None:
+        assert set(result) <= {"prompt", "completion", "promptCached"}
+        assert all(type(v) is int and v >= 0 for v in result.values())
+    count, exact = count_tokens([source, source], None)
+    assert type(count) is int and count >= 0 and isinstance(exact, bool)
