@@ -15,6 +15,7 @@ import base64
 import dataclasses
 import datetime as _dt
 import enum
+import functools
 import json
 import logging
 import math
@@ -63,6 +64,12 @@ def is_secret_key(key: Any) -> bool:
     """
     if not isinstance(key, str) or not key:
         return False
+    return _is_secret_name(key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_secret_name(key: str) -> bool:
+    """The check behind :func:`is_secret_key`, cached: the same few keys recur in every event."""
     norm = _CAMEL_BOUNDARY.sub("_", key).lower().replace("-", "_").replace(" ", "_")
     if _NOT_SECRET_TOKENS.search(norm):
         return False
