@@ -49,20 +49,12 @@ def message_to_openai(message: Any) -> dict[str, Any]:
         return to_openai_message(message)
     if isinstance(message, Sequence) and len(message) == 2 and isinstance(message[0], str):
         return to_openai_message({"role": message[0], "content": message[1]})  # ("human", "hi") tuples
-    kind = getattr(message, "type", None)
-    if kind is None:
+    # Message fields live in the pydantic instance dict; reading it directly avoids
+    # pydantic's slow ``__getattr__`` for the fields a message class does not have.
+    fields = getattr(message, "__dict__", None)
+    if not isinstance(fields, Mapping) or not isinstance(fields.get("type"), str):
         return to_openai_message(message)
-    return to_openai_message(
-        {
-            "type": kind,
-            "role": getattr(message, "role", None),
-            "content": getattr(message, "content", None),
-            "tool_calls": getattr(message, "tool_calls", None),
-            "additional_kwargs": getattr(message, "additional_kwargs", None) or {},
-            "tool_call_id": getattr(message, "tool_call_id", None),
-            "name": getattr(message, "name", None),
-        }
-    )
+    return to_openai_message(fields)
 
 
 def messages_to_openai(messages: Any) -> list[dict[str, Any]]:
