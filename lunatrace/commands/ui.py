@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "can read your traces",
             file=sys.stderr,
         )
-    print(f"lunatrace viewer on {server.url} (store: {server.store.path}); Ctrl+C to stop", flush=True)
+    print(f"lunatrace viewer on {server.url} (store: {server.store_path}); Ctrl+C to stop", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

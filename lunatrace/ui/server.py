@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from lunatrace.core.transport.store import EventStore, StoreError
+from lunatrace.core.transport.store import EventStore, StoreError, open_existing
 from lunatrace.ui.pages import PAGE_SIZE, ListQuery, list_page, not_found_page, trace_page
 from lunatrace.view.load import TraceNotFound, load_trace
 
@@ -54,11 +55,21 @@ class ViewerServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ViewerHandler)
+        self.store_path = Path(store_path).expanduser()
+        self._store: EventStore | None = None
+        self._store_lock = threading.Lock()
         try:
-            self.store = EventStore(Path(store_path))
+            self.store()
         except StoreError:
             super().server_close()
             raise
+
+    def store(self) -> EventStore | None:
+        """The store, opened once it exists (``None`` before: the viewer never creates it)."""
+        with self._store_lock:
+            if self._store is None and self.store_path.is_file():
+                self._store = open_existing(self.store_path)
+            return self._store
 
     @property
     def host(self) -> str:
@@ -72,7 +83,7 @@ class ViewerServer(ThreadingHTTPServer):
 
     def server_close(self) -> None:
         super().server_close()
-        store: EventStore | None = getattr(self, "store", None)  # absent if binding failed
+        store: EventStore | None = getattr(self, "_store", None)  # absent if binding failed
         if store is not None:
             store.close()
 
@@ -117,7 +128,11 @@ class ViewerHandler(BaseHTTPRequestHandler):
         self._send(status, body, "text/html; charset=utf-8", head_only=head_only)
 
     def _route(self, path: str, params: dict[str, list[str]]) -> tuple[HTTPStatus, str]:
-        store = self.server.store
+        store = self.server.store()
+        if store is None:
+            if path in ("/", "/traces"):
+                return HTTPStatus.OK, list_page([], 0, ListQuery(), self.server.store_path, 0)
+            return HTTPStatus.NOT_FOUND, not_found_page(f"No store at {self.server.store_path} yet.")
         if path in ("/", "/traces"):
             query = ListQuery.parse(params)
             filters = query.filters

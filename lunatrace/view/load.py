@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lunatrace.core.transport.store import EventStore
+from lunatrace.core.transport.store import EventStore, open_existing
 from lunatrace.view.model import Trace, build_trace
 
 
@@ -28,8 +28,12 @@ def resolve_trace_id(store: EventStore, trace_id: str | None) -> str:
 
 
 def load_trace(store: EventStore | Path, trace_id: str | None = None) -> Trace:
-    """The trace ``trace_id`` (default: the latest) from a store or a store file."""
-    opened = store if isinstance(store, EventStore) else EventStore(store)
+    """The trace ``trace_id`` (default: the latest) from a store or a store file.
+
+    Raises :class:`TraceNotFound`, or ``StoreError`` when the file is not a store (a
+    missing file is not created: reading must not leave an empty store behind).
+    """
+    opened = store if isinstance(store, EventStore) else open_existing(store)
     try:
         full_id = resolve_trace_id(opened, trace_id)
         return build_trace(opened.trace_events(full_id), full_id)

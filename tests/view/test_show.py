@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import lunatrace
+from lunatrace.core.transport.store import EventStore
 
 
 @lunatrace.trace(type="agent", name="planner")
@@ -45,8 +46,6 @@ def test_show_by_id_prefix_and_silently(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def _all_ids() -> list[str]:
-    from lunatrace.core.transport.store import EventStore
-
     store = EventStore(lunatrace.get_tracer().config.store_path)
     try:
         return [s.trace_id for s in store.list_traces()]
@@ -55,8 +54,14 @@ def _all_ids() -> list[str]:
 
 
 def test_show_with_nothing_recorded_explains(capsys: pytest.CaptureFixture[str]) -> None:
+    path = lunatrace.get_tracer().config.store_path
+    assert lunatrace.show() is None
+    assert f"no lunatrace store at {path} yet" in capsys.readouterr().err
+    assert not path.exists()  # showing never creates a store
+
+    EventStore(path).close()
     assert lunatrace.show() is None
     err = capsys.readouterr().err
-    assert "no traces in" in err and "lunatrace demo" in err
+    assert f"no traces in {path} yet" in err and "lunatrace demo" in err
     assert lunatrace.show("0000") is None
     assert "no trace '0000'" in capsys.readouterr().err

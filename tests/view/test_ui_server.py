@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import lunatrace
+from lunatrace.core.transport.store import EventStore
 from lunatrace.ui.server import CSP, ViewerServer, make_server
 
 
@@ -155,6 +156,18 @@ def test_empty_store_explains_how_to_record(serve: Callable[[], ViewerServer]) -
     assert 'id="empty-state"' in body
     assert "No traces yet" in body and "lunatrace demo" in body and "@lunatrace.trace" in body
     assert str(store_path()) in body
+    assert not store_path().exists()  # the viewer never creates a store
+    assert get(server, "/trace/abc")[0] == 404
+
+
+def test_store_created_after_start_is_picked_up(serve: Callable[[], ViewerServer]) -> None:
+    server = serve()
+    assert 'id="empty-state"' in get(server, "/")[2]
+    EventStore(store_path()).close()  # an existing but empty store: still the empty state
+    assert 'id="empty-state"' in get(server, "/")[2]
+    record_traces()
+    body = get(server, "/")[2]
+    assert 'id="empty-state"' not in body and len(rows(body)) == 3
 
 
 def _cli(*args: str, env_store: Path) -> subprocess.CompletedProcess[str]:
