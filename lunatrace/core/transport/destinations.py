@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from lunatrace.core.config import Config
 from lunatrace.core.transport.batch import Item, as_pairs, split_batches
@@ -24,6 +25,16 @@ logger = logging.getLogger("lunatrace")
 
 SPOOL_LEASE = "spool"
 PROBE_CAP_S = 30.0
+
+
+def row_marker(store: EventStore) -> Callable[[list[Item]], bool]:
+    """A sender callback marking the store rows of delivered items as delivered."""
+
+    def mark(items: list[Item]) -> bool:
+        store.mark_delivered([item.row for item in items if item.row is not None])
+        return True
+
+    return mark
 
 
 class Spool:
@@ -146,7 +157,7 @@ class ServerDestination:
                         batch,
                         deadline=deadline,
                         retry=True,
-                        on_settled=lambda part: store.mark_delivered([i.row for i in part if i.row]),
+                        on_settled=row_marker(store),
                     )
                     if rest:
                         self._go_offline()

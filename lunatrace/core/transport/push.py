@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from lunatrace.core.config import Config, ConfigError
 from lunatrace.core.transport.batch import Item, split_batches
-from lunatrace.core.transport.destinations import SPOOL_LEASE
+from lunatrace.core.transport.destinations import SPOOL_LEASE, row_marker
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.sender import Counters, Sender
 from lunatrace.core.transport.store import EventStore, StoreError
@@ -62,7 +62,7 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
                     batch,
                     deadline=time.monotonic() + config.retry_timeout,
                     retry=True,
-                    on_settled=lambda part: store.mark_delivered([i.row for i in part if i.row is not None]),
+                    on_settled=row_marker(store),
                 )
                 if rest:
                     report.problem = sender.disabled or f"the server at {config.api_url} is unavailable"

@@ -68,14 +68,16 @@ class Sender:
         *,
         deadline: float,
         retry: bool,
-        on_settled: Callable[[list[Item]], object],
+        on_settled: Callable[[list[Item]], bool],
     ) -> list[Item]:
         """Deliver ``items`` in order; return those not delivered (empty on success).
 
         Retries end at ``deadline`` (monotonic seconds) or when :attr:`stop` is set.
         ``retry`` says the events may have reached the server before, so a duplicate
         start counts as delivered. ``on_settled`` is called with each part the server has
-        answered for good (delivered, or refused in a way no retry can fix).
+        answered for good (delivered, or refused in a way no retry can fix); it returns
+        ``False`` if the part was meanwhile kept elsewhere (a shutdown took it over), and
+        the part is then not counted as sent.
         """
         parts = [items]
         attempt = 0
@@ -88,8 +90,8 @@ class Sender:
             if answer.kind is Kind.OK:
                 parts.pop(0)
                 failures = self._read_results(answer, retry or attempt > 0)
-                self.counters.sent += len(part) - failures
-                on_settled(part)
+                if on_settled(part):
+                    self.counters.sent += len(part) - failures
             elif answer.kind is Kind.TOO_LARGE and len(part) > 1:
                 half = len(part) // 2
                 parts[0:1] = [part[:half], part[half:]]

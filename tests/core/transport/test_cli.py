@@ -166,6 +166,23 @@ def test_with_no_key_traces_land_in_the_store_and_the_commands_show_them(
     assert tree.index("chain offline-0") < tree.index("llm gpt-4o")
 
 
+def test_two_traced_programs_writing_the_store_at_once_lose_nothing(tmp_path: Path, store_path: Path) -> None:
+    script = tmp_path / "traced.py"
+    script.write_text(PROGRAM)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LUNATRACE_BATCH_MAX_EVENTS": "10"}
+    programs = [
+        subprocess.Popen([sys.executable, str(script), "300", label], env=env, stderr=subprocess.PIPE)
+        for label in ("a", "b")
+    ]
+    for program in programs:
+        _, err = program.communicate(timeout=60)
+        assert program.returncode == 0, err
+    store = EventStore(store_path)
+    assert store.count_traces(status="success") == 600
+    assert store.stats()["events"] == 2400
+    assert all(trace.llm_calls == 1 and trace.tokens == 8 for trace in store.list_traces(limit=600))
+
+
 def test_show_full_prints_long_values_in_full(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import lunatrace
 

@@ -220,6 +220,11 @@ def test_a_full_queue_drops_and_counts_without_blocking(lunary_server: FakeLunar
     stats = lunatrace.stats()
     assert stats["dropped"] > 0
     assert stats["queued"] + stats["dropped"] == 600
+    sink = lunatrace.get_tracer().sink
+    lunatrace.shutdown(timeout=0.5)
+    final = sink.stats()  # type: ignore[attr-defined]
+    assert final["sent"] + final["spooled"] == stats["queued"]  # every accepted event accounted for
+    assert len(lunary_server.events) + len(spooled(spool)) >= final["sent"] + final["spooled"]
 
 
 def test_events_after_shutdown_are_dropped(lunary_server: FakeLunary, spool: Path) -> None:
