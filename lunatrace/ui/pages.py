@@ -22,7 +22,8 @@ FILTERS = ("name", "type", "status", "user", "tag")
 
 PAGE_STYLE = """
 :root{color-scheme:light dark}
-body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;background:#fff;color:#1d1f23}
+@media (prefers-color-scheme:dark){body{background:#16181c;color:#e4e6ea}}
 header.lt-top{display:flex;gap:16px;align-items:baseline;padding:10px 20px;
  border-bottom:1px solid rgba(127,127,127,.28)}
 header.lt-top a{color:inherit;text-decoration:none;font-weight:700;font-size:16px}

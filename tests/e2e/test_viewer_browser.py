@@ -162,3 +162,33 @@ def test_empty_store_shows_how_to_record_a_first_trace(viewer: Callable[[], str]
     expect(empty).to_contain_text("lunatrace demo")
     expect(empty).to_contain_text(str(lunatrace.get_tracer().config.store_path))
     expect(page.locator("table.lt-list")).to_have_count(0)
+
+
+# WCAG contrast ratio between an element's text colour and the page background.
+CONTRAST = """(selector) => {
+  const rgb = (c) => c.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = (c) => {
+    const [r, g, b] = rgb(c).map((v) => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+    });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+  };
+  const fg = getComputedStyle(document.querySelector(selector)).color;
+  const bg = getComputedStyle(document.body).backgroundColor;
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x);
+  return (a + 0.05) / (b + 0.05);
+}"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_readable_in_light_and_dark(scheme: str, viewer: Callable[[], str], page: Page) -> None:
+    record()
+    url = viewer()
+    page.emulate_media(color_scheme=scheme)
+    page.goto(url)
+    page.locator("table.lt-list tbody tr").nth(1).get_by_role("link").click()
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert (background == "rgb(255, 255, 255)") == (scheme == "light")
+    for selector, minimum in ((".lt-name", 7.0), (".lt-title", 7.0), (".lt-status.lt-error", 3.0)):
+        assert page.evaluate(CONTRAST, selector) >= minimum, (scheme, selector)
