@@ -16,6 +16,7 @@ import dataclasses
 import datetime as _dt
 import enum
 import functools
+import itertools
 import json
 import logging
 import math
@@ -139,12 +140,13 @@ class _Encoder:
         try:
             if isinstance(value, Mapping):
                 return self._mapping(value, depth)
-            items = list(value)
+            total = len(value)
+            items = list(itertools.islice(value, MAX_ITEMS))  # never copy a huge container
             if isinstance(value, set | frozenset):
-                items = sorted(items, key=repr)
-            out = [self.convert(v, depth + 1) for v in items[:MAX_ITEMS]]
-            if len(items) > MAX_ITEMS:
-                out.append(f"<{len(items) - MAX_ITEMS} more items>")
+                items = sorted(items, key=_safe_repr)  # a stable order for sets
+            out = [self.convert(v, depth + 1) for v in items]
+            if total > MAX_ITEMS:
+                out.append(f"<{total - MAX_ITEMS} more items>")
             return out
         finally:
             self._active.discard(marker)
