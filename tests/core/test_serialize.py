@@ -393,3 +393,23 @@ def test_dumps_is_compact_and_refuses_nan() -> None:
     assert dumps({"a": [1, "é"]}) == '{"a":[1,"é"]}'
     with pytest.raises(ValueError):
         dumps(float("nan"))
+
+
+def test_huge_containers_are_cut_with_a_count() -> None:
+    out = to_jsonable(list(range(5_000)))
+    assert out[:3] == [0, 1, 2] and len(out) == 2_001 and out[-1] == "<3000 more items>"
+    members = to_jsonable({BadReprKey(1), BadReprKey(2)})  # sorting by repr must not fail
+    assert sorted(members, key=lambda m: m["n"]) == [{"n": 1}, {"n": 2}]
+    big = to_jsonable({f"k{i}": i for i in range(3_000)})
+    assert len(big) == 2_001 and big["<truncated>"] == "1000 more keys"
+
+
+class BadReprKey:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+    def __hash__(self) -> int:
+        return self.n
