@@ -28,3 +28,14 @@ echo "== mypy"
 .venv/bin/mypy
 echo "== pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+
+# LangChain: the integration's tests again, against the OLDEST releases of the supported
+# range (pyproject's "langchain" extra), in a venv of their own.
+LANGCHAIN_OLDEST=("langchain-core==1.0.0" "langchain==1.0.0" "langgraph==1.0.0")
+echo "== pytest (LangChain integration, oldest supported: ${LANGCHAIN_OLDEST[*]})"
+if [ ! -x .venv-oldest/bin/python ]; then
+  "$PYTHON" -m venv .venv-oldest
+fi
+.venv-oldest/bin/python -m pip install -q --upgrade pip
+.venv-oldest/bin/python -m pip install -q -e . pytest pytest-asyncio pytest-timeout "${LANGCHAIN_OLDEST[@]}"
+.venv-oldest/bin/python -m pytest -q -p no:cacheprovider tests/integrations/test_langchain_*.py

@@ -1,0 +1,222 @@
+"""What lunatrace's LangChain handler costs per invoke, against a no-op handler.
+
+Chain: ``ChatPromptTemplate(system + human) | FakeListChatModel | StrOutputParser`` (4 runs,
+8 hooks per invoke). Configurations, measured in interleaved rounds so that machine noise
+hits all of them alike:
+
+* ``none``: no handler (the baseline);
+* ``noop``: a handler that does nothing (overrides ``on_chat_model_start``, inline);
+* ``lunatrace``: :class:`lunatrace.integrations.langchain.CallbackHandler`, delivering to a
+  fake Lunary server running in a *separate process* (so the server's own CPU is not
+  counted, only the SDK's);
+* ``lunary``: the official ``lunary`` SDK's handler against the same server, when the
+  ``lunary`` package is installed.
+
+Two clocks per configuration, on ``invoke`` and on ``ainvoke``:
+
+* calling thread: ``time.thread_time()`` of the thread that invokes (for ``ainvoke``, the
+  event loop's thread, where inline hooks run): what the application waits for;
+* whole process: ``time.process_time()`` around the invokes *and* draining the SDK's
+  queue (``lunatrace.flush()``; for ``lunary``, its consumer's ``send_batch``): the full cost.
+
+The figure of merit is ``(handler's added cost) / (no-op handler's added cost)``.
+
+Run: ``.venv/bin/python benchmarks/langchain_overhead.py [--invokes 1000] [--rounds 5]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_SCRIPT = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tests.support.fake_lunary import FakeLunary
+server = FakeLunary(key=sys.argv[2]).start()
+print(server.url, flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def start_server(key: str) -> tuple[subprocess.Popen[str], str]:
+    """A fake Lunary server in a child process; returns the process and its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_SCRIPT, str(ROOT), key],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    url = proc.stdout.readline().strip()
+    if not url:
+        raise RuntimeError("the fake Lunary server did not start")
+    return proc, url
+
+
+def build_chain() -> Any:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    prompt = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "Say {word}")])
+    return prompt | FakeListChatModel(responses=["hello world", "second answer"]) | StrOutputParser()
+
+
+def noop_handler() -> Any:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class NoOp(BaseCallbackHandler):
+        run_inline = True
+
+        def on_chat_model_start(self, *args: Any, **kwargs: Any) -> None:
+            pass
+
+    return NoOp()
+
+
+class Config:
+    """One configuration: the callbacks to pass and how to drain its queue."""
+
+    def __init__(self, name: str, callbacks: list[Any], drain: Callable[[], None]) -> None:
+        self.name = name
+        self.callbacks = callbacks
+        self.drain = drain
+
+
+def make_configs(url: str, key: str) -> list[Config]:
+    import lunatrace
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    lunatrace.configure(project_key=key, api_url=url, store_path=Path(os.environ["BENCH_TMP"]) / "spool.db")
+
+    def drain_lunatrace() -> None:
+        if not lunatrace.flush(60):
+            raise RuntimeError("lunatrace.flush timed out")
+
+    configs = [
+        Config("none", [], lambda: None),
+        Config("noop", [noop_handler()], lambda: None),
+        Config("lunatrace", [CallbackHandler()], drain_lunatrace),
+    ]
+    try:
+        os.environ["LUNARY_PUBLIC_KEY"] = key
+        os.environ["LUNARY_API_URL"] = url
+        import lunary
+        from lunary import LunaryCallbackHandler
+    except ImportError:
+        print("lunary not installed: measuring lunatrace only (pip install lunary to compare)")
+        return configs
+
+    def drain_lunary() -> None:
+        queue = lunary.queue
+        while queue.events:
+            queue.consumer.send_batch()
+
+    configs.append(Config("lunary", [LunaryCallbackHandler(app_id=key, api_url=url)], drain_lunary))
+    return configs
+
+
+def measure_invoke(chain: Any, config: Config, invokes: int) -> tuple[float, float]:
+    """µs per invoke on the calling thread, and for the whole process including the drain."""
+    run_config: Any = {"callbacks": config.callbacks}
+    gc.collect()
+    thread0, process0 = time.thread_time(), time.process_time()
+    for _ in range(invokes):
+        chain.invoke({"word": "hi"}, config=run_config)
+    thread1 = time.thread_time()
+    config.drain()
+    process1 = time.process_time()
+    return (thread1 - thread0) / invokes * 1e6, (process1 - process0) / invokes * 1e6
+
+
+def measure_ainvoke(chain: Any, config: Config, invokes: int) -> tuple[float, float]:
+    run_config: Any = {"callbacks": config.callbacks}
+
+    async def body() -> tuple[float, float]:
+        gc.collect()
+        thread0, process0 = time.thread_time(), time.process_time()
+        for _ in range(invokes):
+            await chain.ainvoke({"word": "hi"}, config=run_config)
+        thread1 = time.thread_time()
+        config.drain()
+        process1 = time.process_time()
+        return (thread1 - thread0) / invokes * 1e6, (process1 - process0) / invokes * 1e6
+
+    return asyncio.run(body())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--invokes", type=int, default=1000, help="invokes per configuration per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=100)
+    args = parser.parse_args()
+
+    import tempfile
+
+    key = str(uuid.uuid4())
+    proc, url = start_server(key)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            os.environ["BENCH_TMP"] = tmp
+            run(url, key, args.invokes, args.rounds, args.warmup)
+    finally:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(timeout=10)
+
+
+def run(url: str, key: str, invokes: int, rounds: int, warmup: int) -> None:
+    chain = build_chain()
+    configs = make_configs(url, key)
+    paths = {"invoke": measure_invoke, "ainvoke": measure_ainvoke}
+    results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for path, measure in paths.items():
+        for config in configs:
+            measure(chain, config, warmup)
+    for round_index in range(rounds):
+        for path, measure in paths.items():
+            for config in configs:
+                results.setdefault((path, config.name), []).append(measure(chain, config, invokes))
+        print(f"round {round_index + 1}/{rounds} done", file=sys.stderr)
+
+    print(f"\n{invokes} invokes x {rounds} rounds per configuration; medians in µs per invoke")
+    print(f"{'path':8} {'handler':10} {'thread µs':>10} {'added':>8} {'process µs':>11} {'added':>8}")
+    for path in paths:
+        base_thread, base_process = medians(results[(path, "none")])
+        added: dict[str, tuple[float, float]] = {}
+        for config in configs:
+            thread, process = medians(results[(path, config.name)])
+            added[config.name] = (thread - base_thread, process - base_process)
+            print(
+                f"{path:8} {config.name:10} {thread:10.1f} {added[config.name][0]:+8.1f}"
+                f" {process:11.1f} {added[config.name][1]:+8.1f}"
+            )
+        noop_thread, noop_process = added["noop"]
+        for name in ("lunatrace", "lunary"):
+            if name in added:
+                print(
+                    f"{path:8} {name:10} ratio vs no-op: calling thread {added[name][0] / noop_thread:.2f}, "
+                    f"whole process {added[name][1] / noop_process:.2f}"
+                )
+
+
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+if __name__ == "__main__":
+    main()
