@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from lunatrace.api import get_tracer
 from lunatrace.core import context
+from lunatrace.core.events import new_run_id
+from lunatrace.core.tracer import Tracer
 
+logger = logging.getLogger("lunatrace")
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_YIELDED = 1_000
 
@@ -43,21 +47,29 @@ class _Run:
     """Start/end bookkeeping shared by the four wrapper kinds."""
 
     def __init__(self, options: _Options, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.tracer = get_tracer()
-        self.run_id = self.tracer.start_run(
-            options.run_type,
-            options.name,
-            options.capture(args, kwargs) if options.capture_input else None,
-            tags=options.tags,
-            metadata=options.metadata,
-        )
         self.options = options
+        self.tracer: Tracer | None = None
+        self.run_id = new_run_id()
+        try:
+            tracer = get_tracer()
+            self.run_id = tracer.start_run(
+                options.run_type,
+                options.name,
+                options.capture(args, kwargs) if options.capture_input else None,
+                tags=options.tags,
+                metadata=options.metadata,
+            )
+            self.tracer = tracer
+        except Exception as exc:  # noqa: BLE001 - the traced call must run regardless
+            logger.warning("lunatrace: %s is not traced (%s: %s)", options.name, type(exc).__name__, exc)
 
     def end(self, output: Any) -> None:
-        self.tracer.end_run(self.run_id, output if self.options.capture_output else None)
+        if self.tracer is not None:
+            self.tracer.end_run(self.run_id, output if self.options.capture_output else None)
 
     def fail(self, exc: BaseException) -> None:
-        self.tracer.error_run(self.run_id, exc)
+        if self.tracer is not None:
+            self.tracer.error_run(self.run_id, exc)
 
 
 class _Options:
