@@ -361,3 +361,18 @@ def test_a_broken_sink_never_reaches_user_code() -> None:
         assert api._tracer.errors > 0
     finally:
         api._tracer = None
+
+
+def test_a_tracer_that_cannot_be_built_never_reaches_user_code(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(config: Config) -> Tracer:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(api, "_new_tracer", broken)  # fault injection: the environment is broken
+    with caplog.at_level("WARNING", logger="lunatrace"):
+        assert root(3) == 14
+        assert list(numbers(2)) == [0, 2]
+        with pytest.raises(Boom, match="own error"):
+            lunatrace.trace(name="raiser")(lambda: (_ for _ in ()).throw(Boom("own error")))()
+    assert "root-step is not traced (OSError: read-only file system)" in caplog.text
