@@ -46,20 +46,30 @@ def build_index() -> VectorStoreIndex:
 
 
 class ScriptedLLM(CustomLLM):
-    """Replays ``script`` one text per call; raises ``fail_with`` instead when set."""
+    """Replays ``script`` one text per call; raises ``fail_with`` instead when set (when
+    streaming, after ``fail_after_words`` words). Completions report ``raw`` and
+    ``additional_kwargs`` as a provider integration would."""
 
     script: list[str] = Field(default_factory=list)
     temperature: float = 0.3
     max_tokens: int = 64
     _calls: int = PrivateAttr(default=0)
     fail_with: Any = None
+    fail_after_words: int | None = None
+    raw: Any = Field(
+        default_factory=lambda: {
+            "usage": {"prompt_tokens": 11, "completion_tokens": 7},
+            "model": "scripted-1-2026",
+        }
+    )
+    extra: dict[str, Any] = Field(default_factory=dict)
 
     @property
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(model_name="scripted-1", num_output=self.max_tokens)
 
     def _next(self) -> str:
-        if self.fail_with is not None:
+        if self.fail_with is not None and self.fail_after_words is None:
             raise self.fail_with
         text = self.script[min(self._calls, len(self.script) - 1)]
         self._calls += 1
@@ -67,10 +77,7 @@ class ScriptedLLM(CustomLLM):
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return CompletionResponse(
-            text=self._next(),
-            raw={"usage": {"prompt_tokens": 11, "completion_tokens": 7}, "model": "scripted-1-2026"},
-        )
+        return CompletionResponse(text=self._next(), raw=self.raw, additional_kwargs=self.extra)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
@@ -78,7 +85,9 @@ class ScriptedLLM(CustomLLM):
 
         def gen() -> Iterator[CompletionResponse]:
             sent = ""
-            for word in text.split(" "):
+            for index, word in enumerate(text.split(" ")):
+                if index == self.fail_after_words:
+                    raise self.fail_with
                 delta = word if not sent else " " + word
                 sent += delta
                 yield CompletionResponse(text=sent, delta=delta)
