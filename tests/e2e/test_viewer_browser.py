@@ -141,6 +141,7 @@ def test_script_in_a_prompt_is_shown_as_text_and_never_runs(viewer: Callable[[],
     page.on("console", lambda message: violations.append(message.text))
     page.goto(url)
     page.locator("table.lt-list tbody tr").first.get_by_role("link").click()
+    expect(page.locator("details.lt-run")).to_have_count(3)
     for summary in page.locator("details.lt-run > summary").all():
         summary.click()
 
@@ -188,6 +189,8 @@ def test_readable_in_light_and_dark(scheme: str, viewer: Callable[[], str], page
     page.emulate_media(color_scheme=scheme)
     page.goto(url)
     page.locator("table.lt-list tbody tr").nth(1).get_by_role("link").click()
+    expect(page).to_have_title("lunatrace · failing-job")
+    expect(page.locator(".lt-status.lt-error").first).to_be_visible()
     background = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert (background == "rgb(255, 255, 255)") == (scheme == "light")
     for selector, minimum in ((".lt-name", 7.0), (".lt-title", 7.0), (".lt-status.lt-error", 3.0)):
