@@ -53,7 +53,7 @@ CREATE INDEX IF NOT EXISTS events_trace ON events(trace_id, id);
 CREATE INDEX IF NOT EXISTS events_state ON events(state, id);
 CREATE TABLE IF NOT EXISTS traces (
     trace_id TEXT PRIMARY KEY,
-    seq INTEGER NOT NULL,
+    seq INTEGER NOT NULL,  -- row id of the trace's first event: the order of arrival
     name TEXT,
     type TEXT,
     status TEXT NOT NULL DEFAULT 'started',
@@ -132,6 +132,81 @@ def _status(event: str | None) -> str | None:
     return {"start": "started", "end": "success", "error": "error"}.get(event or "")
 
 
+@dataclass
+class _TraceDelta:
+    """What one appended batch changes in a trace's summary, applied in a few statements."""
+
+    seq: int
+    first_ms: int | None
+    root: tuple[Any, ...] | None = None  # name, type, started_ms, user_id, tags of the root start
+    thread: tuple[Any, ...] | None = None  # user_id, last message time of a thread
+    end: tuple[str | None, int | None] | None = None  # status, ended_ms of the root
+    llm_calls: int = 0
+    tokens: int = 0
+    errors: int = 0
+
+    def add(self, event: dict[str, Any], is_root: bool, ts: int | None, tokens: int) -> None:
+        kind = event.get("event")
+        if kind == "start" and is_root:
+            tags = json.dumps([str(t) for t in event.get("tags") or []])
+            self.root = (event.get("name"), event.get("type"), ts, event.get("userId"), tags)
+        elif kind == "chat" and not is_root:
+            self.thread = (event.get("userId"), ts)
+        elif kind in ("end", "error") and is_root:
+            self.end = (_status(kind), ts)
+        if kind == "start" and event.get("type") == "llm":
+            self.llm_calls += 1
+        if kind == "error":
+            self.errors += 1
+        self.tokens += tokens
+
+    def apply(self, db: sqlite3.Connection, trace: str) -> None:
+        """One upsert: root fields replace, a thread fills gaps, an end sets the status."""
+        name, run_type, started, user, tags = self.root or (None, None, self.first_ms, None, "[]")
+        status, ended = self.end or ("started", None)
+        if self.thread is not None and self.root is None:
+            name, run_type, user = "thread", "thread", self.thread[0]
+            status, ended = "success", self.thread[1]
+        db.execute(
+            _UPSERT_TRACE,
+            {
+                "trace": trace,
+                "seq": self.seq,
+                "name": name,
+                "type": run_type,
+                "status": status,
+                "started": started,
+                "ended": ended,
+                "llm": self.llm_calls,
+                "tokens": self.tokens,
+                "errors": self.errors,
+                "user": user,
+                "tags": tags,
+                "has_root": self.root is not None,
+                "has_end": self.end is not None or self.thread is not None,
+            },
+        )
+
+
+_UPSERT_TRACE = """
+INSERT INTO traces (trace_id, seq, name, type, status, started_ms, ended_ms, llm_calls, tokens, errors,
+                    user_id, tags)
+VALUES (:trace, :seq, :name, :type, :status, :started, :ended, :llm, :tokens, :errors, :user, :tags)
+ON CONFLICT(trace_id) DO UPDATE SET
+    name = CASE WHEN :has_root THEN excluded.name ELSE COALESCE(traces.name, excluded.name) END,
+    type = CASE WHEN :has_root THEN excluded.type ELSE COALESCE(traces.type, excluded.type) END,
+    user_id = CASE WHEN :has_root THEN excluded.user_id ELSE COALESCE(traces.user_id, excluded.user_id) END,
+    started_ms = CASE WHEN :has_root THEN excluded.started_ms
+                      ELSE COALESCE(traces.started_ms, excluded.started_ms) END,
+    tags = CASE WHEN :has_root THEN excluded.tags ELSE traces.tags END,
+    status = CASE WHEN :has_end THEN excluded.status ELSE traces.status END,
+    ended_ms = CASE WHEN :has_end THEN excluded.ended_ms ELSE traces.ended_ms END,
+    llm_calls = traces.llm_calls + excluded.llm_calls,
+    tokens = traces.tokens + excluded.tokens,
+    errors = traces.errors + excluded.errors
+"""
+
+
 class EventStore:
     """A SQLite event store. Thread-safe (one connection behind a lock); multi-process safe."""
 
@@ -199,8 +274,12 @@ class EventStore:
     def _insert(
         self, db: sqlite3.Connection, items: Sequence[tuple[dict[str, Any], str]], state: int
     ) -> None:
+        """Insert a batch with one ``executemany``, then update each touched trace once."""
         traces: dict[str, str] = {}  # run id -> trace id, for runs seen in this batch
-        for event, body in items:
+        deltas: dict[str, _TraceDelta] = {}
+        rows: list[tuple[Any, ...]] = []
+        next_id = int(db.execute("SELECT COALESCE(MAX(id), 0) + 1 FROM events").fetchone()[0])
+        for index, (event, body) in enumerate(items):
             rid = str(event.get("runId", ""))
             parent = event.get("parentRunId")
             kind = event.get("event")
@@ -208,15 +287,15 @@ class EventStore:
                 # A run belongs to its parent's trace; a thread message to its thread's.
                 known = traces.get(str(parent)) or self._trace_of(db, str(parent))
                 trace = known or (str(parent) if kind == "chat" else rid)
+            elif kind == "start":
+                trace = rid  # a root
             else:
                 trace = traces.get(rid) or self._trace_of(db, rid) or rid
             traces[rid] = trace
             ts = parse_timestamp(event.get("timestamp"))
             tokens = event_tokens(event)
             tags = event.get("tags")
-            db.execute(
-                "INSERT INTO events (run_id, parent_run_id, trace_id, type, name, event, status, ts_ms,"
-                " tokens, user_id, tags, state, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows.append(
                 (
                     rid,
                     parent,
@@ -231,58 +310,25 @@ class EventStore:
                     json.dumps(tags) if tags else None,
                     state,
                     body,
-                ),
+                )
             )
-            self._summarise(db, trace, rid, event, ts, tokens)
+            if kind in ("start", "end", "error", "chat"):
+                delta = deltas.get(trace)
+                if delta is None:
+                    delta = deltas[trace] = _TraceDelta(seq=next_id + index, first_ms=ts)
+                delta.add(event, rid == trace, ts, tokens)
+        db.executemany(
+            "INSERT INTO events (run_id, parent_run_id, trace_id, type, name, event, status, ts_ms,"
+            " tokens, user_id, tags, state, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
+        for trace, delta in deltas.items():
+            delta.apply(db, trace)
 
     @staticmethod
     def _trace_of(db: sqlite3.Connection, run_id: str) -> str | None:
         row = db.execute("SELECT trace_id FROM events WHERE run_id = ? LIMIT 1", (run_id,)).fetchone()
         return str(row[0]) if row else None
-
-    @staticmethod
-    def _summarise(
-        db: sqlite3.Connection, trace: str, rid: str, event: dict[str, Any], ts: int | None, tokens: int
-    ) -> None:
-        kind = event.get("event")
-        if kind not in ("start", "end", "error", "chat"):
-            return
-        is_root = rid == trace
-        db.execute(
-            "INSERT INTO traces (trace_id, seq, started_ms) VALUES (?, (SELECT COALESCE(MAX(seq), 0) + 1"
-            " FROM traces), ?) ON CONFLICT(trace_id) DO NOTHING",
-            (trace, ts),
-        )
-        if kind == "start" and is_root:
-            db.execute(
-                "UPDATE traces SET name = ?, type = ?, started_ms = ?, user_id = ?, tags = ?"
-                " WHERE trace_id = ?",
-                (
-                    event.get("name"),
-                    event.get("type"),
-                    ts,
-                    event.get("userId"),
-                    json.dumps([str(t) for t in event.get("tags") or []]),
-                    trace,
-                ),
-            )
-        elif kind == "chat" and not is_root:
-            db.execute(
-                "UPDATE traces SET type = COALESCE(type, 'thread'), name = COALESCE(name, 'thread'),"
-                " user_id = COALESCE(user_id, ?), ended_ms = ?, status = 'success' WHERE trace_id = ?",
-                (event.get("userId"), ts, trace),
-            )
-        elif kind in ("end", "error") and is_root:
-            db.execute(
-                "UPDATE traces SET status = ?, ended_ms = ? WHERE trace_id = ?",
-                (_status(kind), ts, trace),
-            )
-        if kind == "start" and event.get("type") == "llm":
-            db.execute("UPDATE traces SET llm_calls = llm_calls + 1 WHERE trace_id = ?", (trace,))
-        if tokens:
-            db.execute("UPDATE traces SET tokens = tokens + ? WHERE trace_id = ?", (tokens, trace))
-        if kind == "error":
-            db.execute("UPDATE traces SET errors = errors + 1 WHERE trace_id = ?", (trace,))
 
     # --- delivery state ---------------------------------------------------------------
 
