@@ -150,13 +150,16 @@ def _next_steps(traces: list[Trace], uses_server: bool, stream: TextIO) -> None:
     if uses_server:
         lines.append("  your Lunary dashboard: the traces, threads and feedback are there now")
     lines += [
-        f"  lunatrace show {first[:8]}   one trace as a tree (no id: the latest)",
-        "  lunatrace ui               every trace in your browser, at http://127.0.0.1:8765/",
-        "  lunatrace.show()           the same view inline in a notebook: see notebooks/*.ipynb",
+        f"  lunatrace show {first}",
+        "      one trace as a tree (--full for inputs and outputs; no id: the latest trace)",
+        "  lunatrace ui",
+        "      every trace in your browser, at http://127.0.0.1:8765/",
+        "  lunatrace.show()",
+        "      the same view inline in a notebook: see notebooks/*.ipynb",
     ]
     if not uses_server:
         lines += [
             "  Lunary: set LUNARY_PUBLIC_KEY (and LUNARY_API_URL for a self-hosted server) and run",
-            "          again, or upload what is stored here with: lunatrace push",
+            "      again, or upload what is stored here with: lunatrace push",
         ]
     print("\n".join(lines), file=stream)

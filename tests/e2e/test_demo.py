@@ -69,10 +69,19 @@ def test_demo_runs_offline_into_the_store_and_prints_trees(tmp_path: Path) -> No
         assert all(s.status == "success" for s in store.list_traces(limit=50))
         agent = next(s for s in store.list_traces(limit=50) if s.name == "travel_agent")
         assert agent.llm_calls == 2 and agent.tokens > 0
-        assert f"lunatrace show {agent.trace_id[:8]}" in out  # a command that works, with a real id
+        assert f"lunatrace show {agent.trace_id}\n" in out  # a command that works, with a real id
         assert_valid_tree(store.trace_events(agent.trace_id))
     finally:
         store.close()
+    shown = subprocess.run(
+        [sys.executable, "-m", "lunatrace.cli", "show", agent.trace_id],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "LUNATRACE_STORE": str(store_path)},
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[1].startswith("└─ agent travel_agent  ✓ success")
 
 
 def test_demo_with_a_key_sends_everything_to_the_server(lunary_server: FakeLunary, tmp_path: Path) -> None:
