@@ -325,3 +325,20 @@ def test_unknown_option_is_refused() -> None:
     with pytest.raises(TypeError, match="stream_timout"):
         instrument(stream_timout=3)
     assert not is_active()
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_query_inside_a_langchain_tool_nests_under_it(traced_to_server: Any) -> None:
+    from langchain_core.tools import tool
+
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    @tool
+    def ask_docs(question: str) -> str:
+        """Answer from the documents."""
+        return str(INDEX.as_query_engine().query(question))
+
+    ask_docs.invoke({"question": "What do cats do?"}, config={"callbacks": [CallbackHandler()]})
+
+    events = delivered(traced_to_server)
+    assert shape(events) == [("tool", "ask_docs", QUERY_TREE)]

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lunatrace.api import get_tracer
+from lunatrace.core import context
 from lunatrace.core.events import error_payload
 
 logger = logging.getLogger("lunatrace")
@@ -60,6 +61,25 @@ def report_error(run_id: str, exc: BaseException) -> None:
         setattr(exc, _REPORTED_ATTR, True)
     except Exception:  # noqa: BLE001 - an exception type without __dict__: stack repeats
         pass
+
+
+def parent_run(framework_parent: str | None) -> str | None:
+    """The parent of a new LlamaIndex run whose nearest shown LlamaIndex ancestor is
+    ``framework_parent`` (``None``: it is a LlamaIndex root).
+
+    A root nests under whatever is current: a ``@lunatrace.trace`` function, a thread
+    message, a LangChain tool (core asks every framework resolver). Below a LlamaIndex
+    run, the LlamaIndex parent wins, unless a lunatrace run was opened inside it (a
+    decorated function called by a tool, which then queries again). Asking core only in
+    that case keeps other frameworks' resolvers, which cannot know they are outer, from
+    claiming LlamaIndex's children.
+    """
+    if framework_parent is None:
+        return context.current_run_id()
+    enclosing = context.current_lunatrace_run_id()
+    if enclosing is not None and context.current_run_id() == enclosing:
+        return enclosing
+    return framework_parent
 
 
 def safely(where: str, convert: Callable[[Any], Any], value: Any) -> Any:

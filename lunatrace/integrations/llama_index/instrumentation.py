@@ -37,6 +37,7 @@ from lunatrace.integrations.llama_index._common import (
     StreamWatch,
     log_failure,
     option_stream_timeout,
+    parent_run,
     report_error,
     safely,
 )
@@ -213,9 +214,10 @@ class Recorder:
             return
         entry = _Span(parent_id, None, True)
         self.spans[span_id] = entry
-        # The parent: our resolver walks from this (active) span to the nearest shown
-        # ancestor, and core prefers a lunatrace run opened inside that one.
-        run = _Run(new_run_id(), kind, span_id, instance, arguments, context.current_run_id())
+        # Registered (folded) first: while the parent is chosen, our resolver walks from
+        # this active span to its nearest shown ancestor.
+        parent = parent_run(ancestor.run_id if ancestor is not None else None)
+        run = _Run(new_run_id(), kind, span_id, instance, arguments, parent)
         entry.run = run
         if kind == LLM:
             return  # started by its start event, which carries model and messages

@@ -36,7 +36,6 @@ from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 
 from lunatrace.api import get_tracer
 from lunatrace.core import context
-from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.llama_index import instrumentation, mapping
 from lunatrace.integrations.llama_index._common import (
     Relay,
@@ -44,6 +43,7 @@ from lunatrace.integrations.llama_index._common import (
     StreamWatch,
     log_failure,
     option_stream_timeout,
+    parent_run,
     report_error,
     safely,
 )
@@ -187,7 +187,7 @@ class CallbackHandler(BaseCallbackHandler):
             run_type,
             name,
             llm_input if event_type == "llm" else safely(f"{event_type} input", _INPUTS[event_type], payload),
-            parent_run_id=parent.run_id if parent is not None else FROM_CONTEXT,
+            parent_run_id=parent_run(parent.run_id if parent is not None else None),
             params=params,
         )
         run = _Run(run_id, event_type, model)
