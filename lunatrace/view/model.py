@@ -77,8 +77,8 @@ class Run:
     user_props: Mapping[str, Any] | None = None
     feedback: dict[str, Any] = field(default_factory=dict)
     children: list[Run] = field(default_factory=list)
-    has_start: bool = False
-    synthetic: bool = False
+    has_start: bool = False  # False: known only from a later event (shown as a placeholder)
+    synthetic: bool = False  # a thread: never started on the wire, made up from its messages
 
     def __repr__(self) -> str:
         return f"Run({self.type} {self.name!r} {self.status}, id={self.id!r}, children={len(self.children)})"

@@ -272,4 +272,6 @@ def test_reprs_are_short(agent_events: list[dict[str, Any]]) -> None:
     trace = build_trace(agent_events)
     assert repr(trace) == f"Trace(id={trace.id!r}, name='weather-agent', status='success', runs=4)"
     assert trace.root is not None
+    assert [r.status for r in trace.find("lookup")] == ["success", "error"]
+    assert trace.find("nothing") == []
     assert repr(trace.root) == f"Run(agent 'weather-agent' success, id={trace.id!r}, children=3)"
