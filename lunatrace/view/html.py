@@ -73,6 +73,7 @@ STYLE = """
 .lt-msg.lt-r-assistant{border-left-color:var(--lt-ok)}
 .lt-msg.lt-r-system{border-left-color:var(--lt-muted)}
 .lt-msg.lt-r-tool{border-left-color:var(--lt-run)}
+.lt-msg.lt-doc{border-left-color:#0d9488}
 .lt-role{font-size:11px;font-weight:600;text-transform:uppercase;color:var(--lt-muted)}
 .lt-text{white-space:pre-wrap;word-break:break-word}
 .lt-call{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;margin-top:3px;white-space:pre-wrap;
@@ -175,12 +176,38 @@ def _message(message: Mapping[str, Any]) -> str:
     )
 
 
+def _is_document(value: Any) -> bool:
+    """A retrieved document as the integrations record it (``content`` or ``text``, no role)."""
+    return (
+        isinstance(value, Mapping)
+        and "role" not in value
+        and isinstance(value.get("content", value.get("text")), str)
+    )
+
+
+def _document(document: Mapping[str, Any]) -> str:
+    label = document.get("title") or document.get("source") or document.get("id") or "document"
+    score = document.get("score")
+    if isinstance(score, int | float) and not isinstance(score, bool):
+        label = f"{label} · score {score:.3g}"
+    text = document.get("content", document.get("text"))
+    metadata = document.get("metadata")
+    extra = f'<div class="lt-muted">{_e(_json(metadata))}</div>' if metadata else ""
+    return (
+        f'<div class="lt-msg lt-doc"><div class="lt-role">{_e(label)}</div>'
+        f'<div class="lt-text">{_e(text)}</div>{extra}</div>'
+    )
+
+
 def render_value(value: Any) -> str:
-    """Chat messages as messages, a message list as a conversation, anything else as text/JSON."""
+    """Chat messages as messages, a message list as a conversation, retrieved documents as
+    documents, anything else as text or JSON."""
     if _is_message(value):
         return _message(value)
     if isinstance(value, list) and value and all(_is_message(v) for v in value):
         return "".join(_message(v) for v in value)
+    if isinstance(value, list) and value and all(_is_document(v) for v in value):
+        return "".join(_document(v) for v in value)
     if isinstance(value, Mapping) and isinstance(value.get("messages"), list):
         messages = value["messages"]
         if messages and all(_is_message(v) for v in messages):

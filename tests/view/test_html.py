@@ -135,6 +135,23 @@ def test_render_value_shapes() -> None:
     assert "[image]" in image and "data:x" not in image
 
 
+def test_retrieved_documents_are_shown_as_documents() -> None:
+    documents = [
+        {"id": "n1", "text": "Cats sleep <a lot>.", "score": 0.8123, "metadata": {"file": "cats.md"}},
+        {"title": "Dogs", "content": "Dogs bark.", "metadata": {}},
+    ]
+    markup = render_value(documents)
+    page = parse(markup)
+    assert [a.get("class") for t, a in page.tags if t == "div" and "lt-doc" in (a.get("class") or "")] == [
+        "lt-msg lt-doc",
+        "lt-msg lt-doc",
+    ]
+    text = "".join(page.text)
+    assert "n1 · score 0.812" in text and "Cats sleep <a lot>." in text and '"file": "cats.md"' in text
+    assert "Dogs" in text and "Dogs bark." in text
+    assert render_value([{"text": 1}]).startswith('<pre class="lt-pre">')
+
+
 def test_empty_trace_says_so() -> None:
     markup = render_html(build_trace([]))
     assert "This trace has no runs." in markup
