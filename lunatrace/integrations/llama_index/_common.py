@@ -19,6 +19,7 @@ from typing import Any
 from lunatrace.api import get_tracer
 from lunatrace.core import context
 from lunatrace.core.events import error_payload
+from lunatrace.core.tracer import FROM_CONTEXT
 
 logger = logging.getLogger("lunatrace")
 
@@ -63,7 +64,7 @@ def report_error(run_id: str, exc: BaseException) -> None:
         pass
 
 
-def parent_run(framework_parent: str | None) -> str | None:
+def parent_run(framework_parent: str | None) -> Any:
     """The parent of a new LlamaIndex run whose nearest shown LlamaIndex ancestor is
     ``framework_parent`` (``None``: it is a LlamaIndex root).
 
@@ -72,10 +73,11 @@ def parent_run(framework_parent: str | None) -> str | None:
     run, the LlamaIndex parent wins, unless a lunatrace run was opened inside it (a
     decorated function called by a tool, which then queries again). Asking core only in
     that case keeps other frameworks' resolvers, which cannot know they are outer, from
-    claiming LlamaIndex's children.
+    claiming LlamaIndex's children. Returns ``FROM_CONTEXT`` for a root: the tracer
+    resolves it (once) when the run starts.
     """
     if framework_parent is None:
-        return context.current_run_id()
+        return FROM_CONTEXT
     enclosing = context.current_lunatrace_run_id()
     if enclosing is not None and context.current_run_id() == enclosing:
         return enclosing

@@ -129,7 +129,7 @@ class _Run:
     span_id: str
     instance: Any
     arguments: Mapping[str, Any]
-    parent_run: str | None
+    parent_run: Any  # a run id, None, or FROM_CONTEXT
     started: bool = False
     ended: bool = False
     streaming: bool = False
