@@ -168,6 +168,15 @@ def _text(value: Any) -> str:
         return dumps(to_jsonable(value))
 
 
+def _template_version(value: Any) -> int | None:
+    """An integer template-version id, or ``None``: any other value would fail the whole event."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
 def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
     try:
         return run_id_str(raw[key])
@@ -217,6 +226,10 @@ def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
                 wire[key] = list(dict.fromkeys(tags))
         elif key in ("userId", "name"):
             wire[key] = scrub_text(_text(value), encoder.secrets)
+        elif key == "templateVersionId":
+            template = _template_version(value)
+            if template is not None:
+                wire[key] = template
         else:
             converted = to_jsonable(value, encoder.secrets)
             if converted is not None:
