@@ -319,6 +319,7 @@ _payload = st.recursive(
             "user_props": _payload,
             "message": _payload,
             "thread_tags": st.lists(st.text(max_size=5), max_size=3),
+            "template_version_id": st.one_of(st.integers(min_value=1), _payload),
         },
     ),
     ts=st.integers(min_value=0, max_value=4_102_444_800_000),
@@ -355,3 +356,10 @@ def test_an_exception_with_a_broken_str_still_ends_its_run(memory_sink: MemorySi
     assert "Opaque" in error["error"]["stack"]
     bare = events.error_payload(ValueError())
     assert bare["message"] == "ValueError" and bare["stack"].startswith("ValueError")
+
+
+@pytest.mark.parametrize(("value", "sent"), [(12, 12), ("34", 34), ("v2", None), (1.5, None), (True, None)])
+def test_template_version_id_is_an_int_or_left_out(value: Any, sent: int | None) -> None:
+    wire = to_wire(build("start", "llm", RID, name="gpt-4", template_version_id=value), ENCODER)
+    assert wire.get("templateVersionId") == sent
+    assert wire["name"] == "gpt-4"  # the event itself is kept
