@@ -89,7 +89,8 @@ class ServerDestination:
         self.counters = Counters()
         self.stop = threading.Event()
         self.client = IngestClient(config)
-        self.sender = Sender(config, self.client, self.counters, self.stop)
+        self.backlogged: Callable[[], bool] = lambda: False
+        self.sender = Sender(config, self.client, self.counters, self.stop, lambda: self.backlogged())
         self.spool = Spool(config, self.counters, SPOOLED)
         self.online = True
         self._next_probe = 0.0
@@ -175,6 +176,7 @@ class StoreDestination:
         self.counters = Counters()
         self.stop = threading.Event()
         self.spool = Spool(config, self.counters, LOCAL)
+        self.backlogged: Callable[[], bool] = lambda: False  # unused: nothing is retried
         self._announced = False
 
     def __repr__(self) -> str:

@@ -53,9 +53,15 @@ class Sender:
     """Sends batches through an :class:`IngestClient`, never raising."""
 
     def __init__(
-        self, config: Config, client: IngestClient, counters: Counters, stop: threading.Event
+        self,
+        config: Config,
+        client: IngestClient,
+        counters: Counters,
+        stop: threading.Event,
+        backlogged: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
+        self.backlogged = backlogged  # True: stop retrying early, events are piling up
         self.client = client
         self.counters = counters
         self.stop = stop
@@ -72,7 +78,9 @@ class Sender:
     ) -> list[Item]:
         """Deliver ``items`` in order; return those not delivered (empty on success).
 
-        Retries end at ``deadline`` (monotonic seconds) or when :attr:`stop` is set.
+        Retries end at ``deadline`` (monotonic seconds), when :attr:`stop` is set, or when
+        :attr:`backlogged` says events are piling up behind this batch (they are better
+        kept in the spool than dropped from a full queue).
         ``retry`` says the events may have reached the server before, so a duplicate
         start counts as delivered. ``on_settled`` is called with each part the server has
         answered for good (delivered, or refused in a way no retry can fix); it returns
@@ -104,7 +112,7 @@ class Sender:
             else:
                 attempt += 1
                 wait = backoff(attempt, answer.retry_after)
-                if time.monotonic() + wait > deadline:
+                if time.monotonic() + wait > deadline or self.backlogged():
                     logger.warning(
                         "lunatrace: the server at %s is unavailable (%s); %d event(s) kept for later",
                         self.config.api_url,

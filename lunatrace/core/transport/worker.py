@@ -21,6 +21,7 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, Protocol
 
@@ -41,6 +42,7 @@ class Destination(Protocol):
 
     counters: Counters
     stop: threading.Event
+    backlogged: Callable[[], bool]  # set by the worker: its queue is at least half full
 
     def start(self) -> None:
         """Called on the worker thread before the first batch (e.g. resend the spool)."""
@@ -93,6 +95,7 @@ class BatchWorker:
         self._batch_events = config.batch_max_events
         self._batch_bytes = config.batch_max_bytes
         self._init_state()
+        destination.backlogged = lambda: 2 * len(self._queue) >= self._max_queue
         _WORKERS.add(self)
 
     def _init_state(self) -> None:

@@ -227,6 +227,18 @@ def test_a_full_queue_drops_and_counts_without_blocking(lunary_server: FakeLunar
     assert len(lunary_server.events) + len(spooled(spool)) >= final["sent"] + final["spooled"]
 
 
+def test_a_long_outage_spools_instead_of_filling_the_queue(lunary_server: FakeLunary, spool: Path) -> None:
+    send_to(lunary_server, spool, queue_size=100, batch_max_events=20, retry_timeout=60)
+    lunary_server.stop()
+    expected = []
+    for _ in range(20):  # a steady stream, far more than the queue holds
+        expected += emit_traces(5)
+        time.sleep(0.05)
+    assert lunatrace.flush(10)
+    assert lunatrace.stats()["dropped"] == 0
+    assert keys_of(spooled(spool)) == expected
+
+
 def test_events_after_shutdown_are_dropped(lunary_server: FakeLunary, spool: Path) -> None:
     send_to(lunary_server, spool)
     sink = lunatrace.get_tracer().sink
