@@ -342,3 +342,36 @@ def test_query_inside_a_langchain_tool_nests_under_it(traced_to_server: Any) -> 
 
     events = delivered(traced_to_server)
     assert shape(events) == [("tool", "ask_docs", QUERY_TREE)]
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_async_streaming_query_nests_and_ends_with_the_full_answer(traced_to_server: Any) -> None:
+    response = await INDEX.as_query_engine(streaming=True).aquery("What do cats do?")
+    text = "".join([token async for token in response.async_response_gen()])
+
+    events = delivered(traced_to_server)
+    assert shape(events) == QUERY_TREE
+    query, synth = starts_of(events, "chain")
+    assert finish(events, query["runId"])["output"] == finish(events, synth["runId"])["output"] == text
+
+
+class _Opaque:
+    """An argument no encoder can print."""
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_unprintable_tool_arguments_do_not_break_the_call(traced_to_server: Any) -> None:
+    def describe(item: Any) -> str:
+        """Describe an item."""
+        return "an item"
+
+    output = FunctionTool.from_defaults(describe).call(item=_Opaque())
+    assert output.content == "an item"
+
+    events = delivered(traced_to_server)
+    tool = _only(starts_of(events, "tool"))
+    assert tool["input"] == {"item": "<_Opaque>"}
+    assert finish(events, tool["runId"])["output"] == "an item"
