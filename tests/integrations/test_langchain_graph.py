@@ -247,3 +247,29 @@ def test_agent_tool_calls_arguments_are_json_strings(events_of: Any) -> None:
     out = end_of(events, llm["runId"])["output"]
     arguments = out["tool_calls"][0]["function"]["arguments"]
     assert isinstance(arguments, str) and json.loads(arguments) == {"city": "São Paulo"}
+
+
+def test_command_to_parent_graph_is_not_an_error(events_of: Any) -> None:
+    def escalate(state: Counter) -> Command[Any]:
+        update = {"x": state["x"] + 1, "log": ["escalated"]}
+        return Command(graph=Command.PARENT, goto="finish", update=update)
+
+    sub = StateGraph(Counter)
+    sub.add_node("escalate", escalate)
+    sub.add_edge(START, "escalate")
+    child = sub.compile(name="child")
+
+    builder = StateGraph(Counter)
+    builder.add_node("child", child)
+    builder.add_node("finish", lambda s: {"log": ["finish"]})
+    builder.add_edge(START, "child")
+    builder.add_edge("finish", END)
+    graph = builder.compile(name="parent")
+    result = graph.invoke({"x": 0, "log": []}, config={"callbacks": [CallbackHandler()]})
+    assert result["log"] == ["escalated", "finish"]
+    events = events_of()
+    assert_valid_tree(events)
+    assert not [e for e in events if e["event"] == "error"]
+    bubbled = [e for e in events if e["event"] == "end" and e.get("metadata", {}).get("interrupted")]
+    assert bubbled and {e["metadata"]["interruptType"] for e in bubbled} == {"ParentCommand"}
+    assert by_name(events, "finish")

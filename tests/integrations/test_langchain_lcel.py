@@ -506,3 +506,34 @@ def test_thread_records_the_exchange(events_of: Any) -> None:
     assistant = [e for e in events if e.get("message", {}).get("role") == "assistant"]
     assert len(assistant) == 1 and assistant[0]["message"]["content"] == "Sure."
     assert_valid_tree(events, allow_parents=[thread.id, user_msg["runId"]])
+
+
+class FlakyProviderLLM(FakeListLLM):
+    """Retries like provider integrations do (``create_base_retry_decorator``), which is
+    what fires ``on_retry``; the first ``failures`` calls raise."""
+
+    failures: int = 2
+
+    def _call(self, prompt: str, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> str:
+        import tenacity
+        from langchain_core.language_models.llms import create_base_retry_decorator
+
+        def attempt() -> str:
+            if self.failures > 0:
+                self.failures -= 1
+                raise TimeoutError("provider timeout")
+            return super(FlakyProviderLLM, self)._call(prompt, stop, run_manager, **kwargs)
+
+        decorator = create_base_retry_decorator([TimeoutError], max_retries=3, run_manager=run_manager)
+        return str(decorator(attempt).retry_with(wait=tenacity.wait_none())())
+
+
+def test_provider_retries_are_recorded_on_the_llm_run(events_of: Any) -> None:
+    llm = FlakyProviderLLM(responses=["finally"])
+    assert llm.invoke("hi", config={"callbacks": [CallbackHandler()]}) == "finally"
+    events = events_of()
+    assert_valid_tree(events)
+    (run,) = children(events, None)
+    retries = json.loads(end_of(events, run["runId"])["metadata"]["customEvents"])
+    assert [(r["name"], r["data"]["attempt"]) for r in retries] == [("retry", 1), ("retry", 2)]
+    assert retries[0]["data"]["error"] == "TimeoutError: provider timeout"

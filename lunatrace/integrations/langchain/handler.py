@@ -42,6 +42,9 @@ _MISSING: Any = object()
 # Folded internal runs (``langsmith:hidden``) -> the parent their children get instead.
 # Shared by all handlers (run ids are unique) so the framework resolver can see it.
 HIDDEN: dict[str, Any] = {}
+# Bound on each of these maps: entries of runs that never end (an abandoned generator)
+# must not accumulate forever; past the bound the oldest half is forgotten.
+MAX_ENTRIES = 50_000
 _FOLDABLE = frozenset({"chain"})
 _STREAM_PLACEHOLDER = {"input": ""}
 
@@ -84,7 +87,7 @@ class CallbackHandler(BaseCallbackHandler):
         self.thread = Thread(thread) if isinstance(thread, str) else thread
         self.sample_rate = float(sample_rate)
         self.show_internal = show_internal
-        self._unsampled: set[str] = set()
+        self._unsampled: dict[str, None] = {}  # runs of traces not sampled
         self._exchanges: dict[str, Thread] = {}  # root run id -> thread, when ``thread`` is set
         self._warned: set[str] = set()
 
@@ -127,13 +130,13 @@ class CallbackHandler(BaseCallbackHandler):
         under a hidden chain carry the tag too, and they are the content worth seeing.
         """
         if self._unsampled and parent_run_id is not None and str(parent_run_id) in self._unsampled:
-            self._unsampled.add(rid)
+            _remember(self._unsampled, rid, None)
             return True
         if parent_run_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
-            self._unsampled.add(rid)
+            _remember(self._unsampled, rid, None)
             return True
         if folds and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
-            HIDDEN[rid] = self._parent(parent_run_id)
+            _remember(HIDDEN, rid, self._parent(parent_run_id))
             return True
         return False
 
@@ -142,7 +145,7 @@ class CallbackHandler(BaseCallbackHandler):
         if HIDDEN and HIDDEN.pop(rid, _MISSING) is not _MISSING:
             return True
         if self._unsampled and rid in self._unsampled:
-            self._unsampled.discard(rid)
+            self._unsampled.pop(rid, None)
             return True
         return False
 
@@ -162,13 +165,14 @@ class CallbackHandler(BaseCallbackHandler):
         rid = str(run_id)
         if self._skipped(rid, parent_run_id, tags, run_type in _FOLDABLE):
             return None
-        run_tags = mapping.user_tags(tags)
-        run_metadata = mapping.user_metadata(metadata)
+        run_tags = mapping.user_tags(tags) if tags else None
+        run_metadata = mapping.user_metadata(metadata) if metadata else None
         if extra:
             run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
-        attempt = mapping.retry_attempt(tags)
-        if attempt is not None:
-            run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
+        if run_tags:  # retry tags are user-visible tags: only look when some are left
+            attempt = mapping.retry_attempt(run_tags)
+            if attempt is not None:
+                run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
         user_id = user_props = None
         parent = self._parent(parent_run_id)
         if parent_run_id is None:
@@ -203,7 +207,7 @@ class CallbackHandler(BaseCallbackHandler):
     def _open_exchange(self, rid: str, payload: Any, user_id: Any, user_props: Any) -> str:
         thread = self.thread
         assert thread is not None
-        self._exchanges[rid] = thread
+        _remember(self._exchanges, rid, thread)
         return get_tracer().track_message(
             thread.id,
             "user",
@@ -562,6 +566,14 @@ class CallbackHandler(BaseCallbackHandler):
             self._annotate(run_id, "retry", data)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retry", exc)
+
+
+def _remember(store: dict[str, Any], key: str, value: Any) -> None:
+    """Add an entry to a run-keyed map, forgetting the oldest half past :data:`MAX_ENTRIES`."""
+    if len(store) >= MAX_ENTRIES:
+        for old in list(store)[: MAX_ENTRIES // 2]:
+            store.pop(old, None)
+    store[key] = value
 
 
 def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
