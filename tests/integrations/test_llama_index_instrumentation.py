@@ -375,3 +375,42 @@ def test_unprintable_tool_arguments_do_not_break_the_call(traced_to_server: Any)
     tool = _only(starts_of(events, "tool"))
     assert tool["input"] == {"item": "<_Opaque>"}
     assert finish(events, tool["runId"])["output"] == "an item"
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_streaming_chat_engine_ends_when_the_stream_is_read(traced_to_server: Any) -> None:
+    engine = INDEX.as_chat_engine(chat_mode="condense_plus_context")
+    response = engine.stream_chat("What do cats do?")
+    text = "".join(response.response_gen)
+    # LlamaIndex reads the LLM stream on its own thread; the runs end when that read does.
+    if response.write_response_to_history_thread is not None:
+        response.write_response_to_history_thread.join(5)
+
+    events = delivered(traced_to_server)
+    assert shape(events) == [
+        (
+            "chain",
+            "CondensePlusContextChatEngine",
+            [
+                ("retriever", "VectorIndexRetriever", [("embed", "MockEmbedding", [])]),
+                ("chain", "CompactAndRefine", [("llm", "MockLLM", [])]),
+            ],
+        )
+    ]
+    chat = starts_of(events)[0]
+    assert finish(events, chat["runId"])["output"] == text
+
+
+@pytest.mark.usefixtures("instrumented")
+async def test_async_streaming_chat_engine_ends_when_the_stream_is_read(traced_to_server: Any) -> None:
+    engine = INDEX.as_chat_engine(chat_mode="condense_plus_context")
+    response = await engine.astream_chat("What do cats do?")
+    text = "".join([token async for token in response.async_response_gen()])
+    if response.awrite_response_to_history_task is not None:
+        await response.awrite_response_to_history_task
+
+    events = delivered(traced_to_server)
+    chat = _only([e for e in starts_of(events) if e.get("parentRunId") is None])
+    assert chat["name"] == "CondensePlusContextChatEngine"
+    assert finish(events, chat["runId"])["output"] == text
+    assert len(starts_of(events, "llm")) == 1

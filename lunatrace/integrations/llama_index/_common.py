@@ -193,11 +193,14 @@ class StreamRelays:
     def defer(self, result: Any, anchor: Any, run: Any, timeout_s: float) -> Relay | None:
         """Attach ``run`` to the stream of ``result``; ``None`` if ``result`` does not stream.
 
-        The first run deferred on a stream gives the relay its ``anchor``.
+        The stream is the ``response_gen`` *field* (``StreamingResponse``,
+        ``AsyncStreamingResponse``), never a property of that name (the chat engines'
+        ``StreamingAgentChatResponse.response_gen`` reads a queue). The first run deferred
+        on a stream gives the relay its ``anchor``.
         """
         try:
-            gen: Any = getattr(result, "response_gen", None)
-        except Exception:  # noqa: BLE001 - an object that refuses attribute reads does not stream
+            gen: Any = vars(result).get("response_gen")
+        except Exception:  # noqa: BLE001 - no (readable) __dict__: not a streaming response
             return None
         is_sync = inspect.isgenerator(gen)
         if not (is_sync or inspect.isasyncgen(gen)):

@@ -41,6 +41,12 @@ from lunatrace.integrations.llama_index._common import (
     report_error,
     safely,
 )
+from lunatrace.integrations.llama_index.chat_streams import (
+    WRITER_CLASS,
+    WRITER_METHODS,
+    ChatStreams,
+    is_streaming_chat_response,
+)
 
 try:  # the light package (0.3 s to import) when present, else LlamaIndex core
     from llama_index_instrumentation import get_dispatcher
@@ -53,7 +59,7 @@ except ImportError:  # pragma: no cover - older LlamaIndex without the split pac
     from llama_index.core.instrumentation.span import BaseSpan, active_span_id  # type: ignore[no-redef]
     from llama_index.core.instrumentation.span_handlers import BaseSpanHandler  # type: ignore[no-redef]
 
-LLM, EMBED, RETRIEVER, QUERY, CHAT, SYNTH, TOOL, AGENT, STEP = (
+LLM, EMBED, RETRIEVER, QUERY, CHAT, SYNTH, TOOL, AGENT, STEP, WRITER = (
     "llm",
     "embed",
     "retriever",
@@ -63,6 +69,7 @@ LLM, EMBED, RETRIEVER, QUERY, CHAT, SYNTH, TOOL, AGENT, STEP = (
     "tool",
     "agent",
     "step",
+    "writer",  # a streaming chat response's history writer: no run, ends the chat run
 )
 RUN_TYPES = {
     LLM: "llm",
@@ -96,6 +103,7 @@ _SHOWN_METHODS = (
     ("BaseSynthesizer", SYNTH, {"synthesize", "asynthesize"}),
     ("BaseTool", TOOL, {"call", "acall", "__call__"}),
     ("Workflow", AGENT, {"run"}),
+    (WRITER_CLASS, WRITER, WRITER_METHODS),
 )
 STEP_TAG = "llamaindex.step.input_event"
 STEP_SUMMARY_TAG = "llamaindex.step.input_summary"
@@ -143,6 +151,7 @@ class _Span:
     parent: str | None
     run: _Run | None  # the shown run this span belongs to; None: folded
     own: bool  # False: an inner layer (alias) of ``run``
+    writer_of: Any = None  # WRITER spans: the streaming chat response being written
 
 
 def _first_argument(arguments: Mapping[str, Any]) -> Any:
@@ -168,6 +177,7 @@ class Recorder:
         self.pending: dict[tuple[int, int], _Run] = {}
         self.watch = StreamWatch()
         self.relays = StreamRelays(self.watch, active_span_id.set, active_span_id.reset, self._stream_done)
+        self.chat_streams = ChatStreams(self.watch, self._end_deferred)
         self.active = False
 
     # --- tree ---------------------------------------------------------------------
@@ -201,8 +211,8 @@ class Recorder:
         tags: Mapping[str, Any] | None,
     ) -> None:
         kind, method = _classify(instance, span_id, tags)
-        if kind is None:
-            self.spans[span_id] = _Span(parent_id, None, True)
+        if kind is None or kind == WRITER:
+            self.spans[span_id] = _Span(parent_id, None, True, instance if kind == WRITER else None)
             return
         ancestor = self._shown_ancestor(parent_id)
         alias = self._alias_of(kind, instance, arguments, ancestor)
@@ -274,6 +284,8 @@ class Recorder:
 
     def exit(self, span_id: str, result: Any) -> None:
         entry = self.spans.pop(span_id, None)
+        if entry is not None and entry.writer_of is not None:
+            self.chat_streams.writer_done(entry.writer_of, None)
         if entry is None or entry.run is None or not entry.own:
             return
         run = entry.run
@@ -286,6 +298,9 @@ class Recorder:
     def _finish(self, entry: _Span, span_id: str, run: _Run, result: Any) -> None:
         if run.kind == LLM:
             self._exit_llm(entry, run, result)
+            return
+        if run.kind == CHAT and is_streaming_chat_response(result):
+            self.chat_streams.defer(run, result, self.stream_timeout)
             return
         tracer = get_tracer()
         if run.kind in (QUERY, SYNTH, CHAT) and self._defer_to_stream(entry, span_id, run, result):
@@ -311,6 +326,8 @@ class Recorder:
 
     def drop(self, span_id: str, err: BaseException | None) -> None:
         entry = self.spans.pop(span_id, None)
+        if entry is not None and entry.writer_of is not None:
+            self.chat_streams.writer_done(entry.writer_of, err or RuntimeError("stream failed"))
         if entry is None or entry.run is None or not entry.own or entry.run.ended:
             return
         run = entry.run
@@ -426,15 +443,19 @@ class Recorder:
 
     def _stream_done(self, relay: Relay, text: str | None, exc: BaseException | None) -> None:
         self.spans.pop(relay.anchor, None)
-        tracer = get_tracer()
         for run in relay.runs:
-            run.ended = True
-            if exc is not None:
-                report_error(run.run_id, exc)
-            elif text is None:
-                tracer.end_run(run.run_id, None, metadata={"streamAbandoned": True})
-            else:
-                tracer.end_run(run.run_id, text)
+            self._end_deferred(run, text, exc, text is None and exc is None)
+
+    @staticmethod
+    def _end_deferred(run: _Run, text: str | None, exc: BaseException | None, abandoned: bool) -> None:
+        """End a chain run that waited for its streamed answer."""
+        run.ended = True
+        if exc is not None:
+            report_error(run.run_id, exc)
+        elif abandoned:
+            get_tracer().end_run(run.run_id, text, metadata={"streamAbandoned": True})
+        else:
+            get_tracer().end_run(run.run_id, text)
 
 
 class LunatraceSpanHandler(BaseSpanHandler[BaseSpan]):
