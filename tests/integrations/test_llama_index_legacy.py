@@ -347,3 +347,15 @@ def test_with_instrument_active_each_run_is_reported_once(traced_to_server: Any,
             ],
         )
     ]
+
+
+def test_provider_usage_and_model_version(traced_to_server: Any, index: Any) -> None:
+    index.as_query_engine(llm=F.ScriptedLLM(script=["Cats sleep."])).query("What do cats do?")
+
+    events = delivered(traced_to_server)
+    llm = _only(starts_of(events, "llm"))
+    assert llm["name"] == "scripted-1"
+    end = finish(events, llm["runId"])
+    assert end["tokensUsage"] == {"prompt": 11, "completion": 7}
+    assert end["metadata"] == {"responseModel": "scripted-1-2026"}
+    assert end["output"] == {"role": "assistant", "content": "Cats sleep."}

@@ -372,14 +372,12 @@ class Recorder:
             self._start_llm(run, None, None)
         run.ended = True
         self._forget_stream(run)
-        model = safely("llm response model", mapping.response_model, response)
-        if model:
-            metadata = {**(metadata or {}), "responseModel": model}
         get_tracer().end_run(
             run.run_id,
             safely("llm output", mapping.response_output, response),
             usage=safely("llm usage", mapping.response_usage, response),
-            metadata=metadata,
+            metadata=safely("llm response model", lambda r: mapping.response_metadata(r, metadata), response)
+            or metadata,
         )
 
     def _forget_stream(self, run: _Run) -> None:

@@ -240,11 +240,14 @@ class CallbackHandler(BaseCallbackHandler):
             return
         tracer = get_tracer()
         if run.event_type == "llm":
-            response = payload.get("response") or payload.get("completion")
+            response = payload.get("response")
+            if response is None:
+                response = payload.get("completion")
             tracer.end_run(
                 run.run_id,
                 safely("llm output", mapping.response_output, response),
                 usage=safely("llm usage", mapping.response_usage, response),
+                metadata=safely("llm response model", mapping.response_metadata, response),
             )
         elif run.event_type == "embedding":
             tracer.end_run(

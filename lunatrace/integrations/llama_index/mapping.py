@@ -109,6 +109,14 @@ def response_model(response: Any) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
+def response_metadata(response: Any, metadata: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """``metadata`` plus ``responseModel`` when the provider said which model version answered."""
+    model = response_model(response)
+    if not model:
+        return dict(metadata) if metadata else None
+    return {**(metadata or {}), "responseModel": model}
+
+
 def model_name(model_dict: Any, instance: Any = None) -> str:
     """The model id for an llm run's name: ``model_dict['model_name']``, then the instance."""
     name = model_dict.get("model_name") if isinstance(model_dict, Mapping) else None
