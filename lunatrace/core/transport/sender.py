@@ -24,6 +24,7 @@ logger = logging.getLogger("lunatrace")
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 30.0
 MAX_FAILURE_LOGS = 20
+PAUSE_SLICE_S = 0.05
 
 
 @dataclass
@@ -122,9 +123,17 @@ class Sender:
                     return [item for p in parts for item in p]
                 logger.debug("lunatrace: %s; retrying in %.2f s", _describe(answer), wait)
                 self.counters.retried += len(part)
-                if self.stop.wait(wait):
+                if not self._pause(wait):
                     return [item for p in parts for item in p]
         return []
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait before a retry; ``False`` if told to stop or events pile up meanwhile."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            if self.stop.wait(min(left, PAUSE_SLICE_S)) or self.backlogged():
+                return False
+        return True
 
     def _read_results(self, answer: Answer, retry: bool) -> int:
         """Log the events the server refused; return how many."""

@@ -174,11 +174,13 @@ def test_two_traced_programs_writing_the_store_at_once_lose_nothing(tmp_path: Pa
         subprocess.Popen([sys.executable, str(script), "300", label], env=env, stderr=subprocess.PIPE)
         for label in ("a", "b")
     ]
+    errors = []
     for program in programs:
         _, err = program.communicate(timeout=60)
         assert program.returncode == 0, err
+        errors.append(err)
     store = EventStore(store_path)
-    assert store.count_traces(status="success") == 600
+    assert store.count_traces(status="success") == 600, (store.stats(), errors)
     assert store.stats()["events"] == 2400
     assert all(trace.llm_calls == 1 and trace.tokens == 8 for trace in store.list_traces(limit=600))
 
