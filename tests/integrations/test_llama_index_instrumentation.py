@@ -414,3 +414,24 @@ async def test_async_streaming_chat_engine_ends_when_the_stream_is_read(traced_t
     assert chat["name"] == "CondensePlusContextChatEngine"
     assert finish(events, chat["runId"])["output"] == text
     assert len(starts_of(events, "llm")) == 1
+
+
+@pytest.mark.usefixtures("instrumented")
+def test_queries_from_a_thread_pool_keep_exact_parents(traced_to_server: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = INDEX.as_query_engine()
+    questions = [f"threaded question {i}?" for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(engine.query, questions))
+
+    events = delivered(traced_to_server)
+    roots = [e for e in starts_of(events) if e.get("parentRunId") is None]
+    assert sorted(r["input"] for r in roots) == sorted(questions)
+    for root in roots:
+        assert shape(events, root["runId"]) == QUERY_TREE[0][2]
+        synth = next(
+            e for e in starts_of(events) if e.get("parentRunId") == root["runId"] and e["type"] == "chain"
+        )
+        llm = _only([e for e in starts_of(events) if e.get("parentRunId") == synth["runId"]])
+        assert root["input"] in llm["input"][0]["content"]

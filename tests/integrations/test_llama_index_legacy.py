@@ -359,3 +359,23 @@ def test_provider_usage_and_model_version(traced_to_server: Any, index: Any) -> 
     assert end["tokensUsage"] == {"prompt": 11, "completion": 7}
     assert end["metadata"] == {"responseModel": "scripted-1-2026"}
     assert end["output"] == {"role": "assistant", "content": "Cats sleep."}
+
+
+def test_queries_from_a_thread_pool_keep_exact_parents(traced_to_server: Any, index: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = index.as_query_engine()
+    questions = [f"threaded question {i}?" for i in range(12)]
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(engine.query, questions))
+
+    events = delivered(traced_to_server)
+    queries = [e for e in _roots(events) if e["name"] == "query"]
+    assert sorted(q["input"] for q in queries) == sorted(questions)
+    for query in queries:
+        assert shape(events, query["runId"]) == LEGACY_QUERY_TREE[0][2]
+        synth = next(
+            e for e in starts_of(events) if e.get("parentRunId") == query["runId"] and e["type"] == "chain"
+        )
+        llm = _only([e for e in starts_of(events) if e.get("parentRunId") == synth["runId"]])
+        assert query["input"] in llm["input"][0]["content"]
