@@ -51,6 +51,7 @@ class ScriptedLLM(CustomLLM):
     ``additional_kwargs`` as a provider integration would."""
 
     script: list[str] = Field(default_factory=list)
+    model: str = "scripted-1"
     temperature: float = 0.3
     max_tokens: int = 64
     _calls: int = PrivateAttr(default=0)
@@ -66,7 +67,7 @@ class ScriptedLLM(CustomLLM):
 
     @property
     def metadata(self) -> LLMMetadata:
-        return LLMMetadata(model_name="scripted-1", num_output=self.max_tokens)
+        return LLMMetadata(model_name=self.model, num_output=self.max_tokens)
 
     def _next(self) -> str:
         if self.fail_with is not None and self.fail_after_words is None:

@@ -128,10 +128,19 @@ def test_unread_streams_are_closed_after_the_timeout(traced_to_server: Any) -> N
         events = delivered(traced_to_server)
     finally:
         uninstrument()
-    ends = [e for e in events if e["event"] == "end"]
-    abandoned = [e for e in ends if e.get("metadata", {}).get("streamAbandoned")]
-    assert {e["type"] for e in abandoned} == {"chain", "llm"}
-    assert len(abandoned) == 3  # query, synthesize and the direct llm stream
+    by_id = {e["runId"]: e for e in starts_of(events)}
+    abandoned = [
+        by_id[e["runId"]]
+        for e in events
+        if e["event"] == "end" and e.get("metadata", {}).get("streamAbandoned")
+    ]
+    # The query, its synthesizer and the direct llm stream (and, on LlamaIndex releases
+    # that create the query's LLM stream eagerly, that llm run too).
+    assert sorted(e["name"] for e in abandoned if e["type"] == "chain") == [
+        "CompactAndRefine",
+        "RetrieverQueryEngine",
+    ]
+    assert any(e["type"] == "llm" and e.get("parentRunId") is None for e in abandoned)
 
 
 @pytest.mark.usefixtures("instrumented")
@@ -383,8 +392,9 @@ def test_streaming_chat_engine_ends_when_the_stream_is_read(traced_to_server: An
     response = engine.stream_chat("What do cats do?")
     text = "".join(response.response_gen)
     # LlamaIndex reads the LLM stream on its own thread; the runs end when that read does.
-    if response.write_response_to_history_thread is not None:
-        response.write_response_to_history_thread.join(5)
+    writer = getattr(response, "write_response_to_history_thread", None)
+    if writer is not None:
+        writer.join(5)
 
     events = delivered(traced_to_server)
     assert shape(events) == [

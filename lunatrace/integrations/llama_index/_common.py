@@ -163,6 +163,16 @@ class Relay:
     done: bool = False
 
 
+def _collect(parts: list[str], item: Any) -> None:
+    """Keep the text of one streamed item: a token string, or a chat chunk's ``delta``."""
+    if isinstance(item, str):
+        parts.append(item)
+        return
+    delta = getattr(item, "delta", None)
+    if isinstance(delta, str):
+        parts.append(delta)
+
+
 RelayDone = Callable[[Relay, "str | None", "BaseException | None"], None]
 
 
@@ -190,16 +200,18 @@ class StreamRelays:
         self._on_done = on_done
         self._relays: dict[int, Relay] = {}
 
-    def defer(self, result: Any, anchor: Any, run: Any, timeout_s: float) -> Relay | None:
+    def defer(
+        self, result: Any, anchor: Any, run: Any, timeout_s: float, field: str = "response_gen"
+    ) -> Relay | None:
         """Attach ``run`` to the stream of ``result``; ``None`` if ``result`` does not stream.
 
-        The stream is the ``response_gen`` *field* (``StreamingResponse``,
-        ``AsyncStreamingResponse``), never a property of that name (the chat engines'
-        ``StreamingAgentChatResponse.response_gen`` reads a queue). The first run deferred
-        on a stream gives the relay its ``anchor``.
+        The stream is the generator in the *field* ``field`` (``response_gen`` of
+        ``StreamingResponse`` / ``AsyncStreamingResponse``), never a property of that name
+        (``StreamingAgentChatResponse.response_gen`` reads a queue). The first run
+        deferred on a stream gives the relay its ``anchor``.
         """
         try:
-            gen: Any = vars(result).get("response_gen")
+            gen: Any = vars(result).get(field)
         except Exception:  # noqa: BLE001 - no (readable) __dict__: not a streaming response
             return None
         is_sync = inspect.isgenerator(gen)
@@ -210,7 +222,7 @@ class StreamRelays:
             relay = Relay(anchor)
             wrapped = self._relay(gen, relay) if is_sync else self._arelay(gen, relay)
             try:
-                result.response_gen = wrapped
+                setattr(result, field, wrapped)
             except Exception:  # noqa: BLE001 - a frozen response: the caller ends the run now
                 return None
             self._relays[id(wrapped)] = relay
@@ -229,8 +241,7 @@ class StreamRelays:
                     break
                 finally:
                     self._deactivate(token)
-                if isinstance(item, str):
-                    parts.append(item)
+                _collect(parts, item)
                 yield item
         except GeneratorExit:
             close = getattr(gen, "close", None)
@@ -254,8 +265,7 @@ class StreamRelays:
                     break
                 finally:
                     self._deactivate(token)
-                if isinstance(item, str):
-                    parts.append(item)
+                _collect(parts, item)
                 yield item
         except GeneratorExit:
             aclose = getattr(gen, "aclose", None)

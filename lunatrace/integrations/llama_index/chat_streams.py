@@ -1,11 +1,13 @@
 """Ending chat-engine runs whose answer streams (``stream_chat`` / ``astream_chat``).
 
-A streaming chat engine returns a ``StreamingAgentChatResponse`` at once and starts a
-thread (or task) running ``write_response_to_history``, which reads the LLM stream into
-a queue that ``response_gen`` drains. That thread can start reading before the chat
-span has even exited, so the stream cannot be wrapped after the fact; instead the chat
-run is ended by the end of the ``write_response_to_history`` span of the same response
-object, whichever of the two finishes first.
+A streaming chat engine returns a ``StreamingAgentChatResponse`` at once. Usually it
+also starts a thread (or task) running ``write_response_to_history``, which reads the
+LLM stream into a queue that ``response_gen`` drains. That thread can start reading
+before the chat span has even exited, so the stream cannot be wrapped after the fact;
+instead the chat run is ended by the end of the ``write_response_to_history`` span of
+the same response object, whichever of the two finishes first. A response built with
+``is_writing_to_memory=False`` (some engines, early 0.14 releases) is read directly by
+the application: its ``chat_stream`` / ``achat_stream`` is relayed like a query stream.
 """
 
 from __future__ import annotations
@@ -23,6 +25,14 @@ _FINISHED_KEPT = 256
 
 # (run, final text or None when abandoned, exception or None, abandoned)
 ChatEnd = Callable[[Any, "str | None", "BaseException | None", bool], None]
+
+
+def unwritten_stream_field(result: Any) -> str | None:
+    """The stream field the application reads itself (no history writer), if any."""
+    fields = vars(result)
+    if fields.get("is_writing_to_memory", True) is not False:
+        return None
+    return "achat_stream" if fields.get("achat_stream") is not None else "chat_stream"
 
 
 def is_streaming_chat_response(result: Any) -> bool:

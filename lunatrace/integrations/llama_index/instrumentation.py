@@ -46,6 +46,7 @@ from lunatrace.integrations.llama_index.chat_streams import (
     WRITER_METHODS,
     ChatStreams,
     is_streaming_chat_response,
+    unwritten_stream_field,
 )
 
 try:  # the light package (0.3 s to import) when present, else LlamaIndex core
@@ -300,8 +301,12 @@ class Recorder:
             self._exit_llm(entry, run, result)
             return
         if run.kind == CHAT and is_streaming_chat_response(result):
-            self.chat_streams.defer(run, result, self.stream_timeout)
-            return
+            field = unwritten_stream_field(result)
+            if field is None:
+                self.chat_streams.defer(run, result, self.stream_timeout)
+                return
+            if self._defer_to_stream(entry, span_id, run, result, field):
+                return
         tracer = get_tracer()
         if run.kind in (QUERY, SYNTH, CHAT) and self._defer_to_stream(entry, span_id, run, result):
             return
@@ -426,13 +431,15 @@ class Recorder:
 
     # --- streamed answers of query and chat engines ---------------------------------------
 
-    def _defer_to_stream(self, entry: _Span, span_id: str, run: _Run, result: Any) -> bool:
+    def _defer_to_stream(
+        self, entry: _Span, span_id: str, run: _Run, result: Any, field: str = "response_gen"
+    ) -> bool:
         """Keep a chain run open until its streamed answer is read; ``True`` if deferred.
 
         The innermost deferred span stays in the table (the relay makes it active while
         the stream is read, so the lazy LLM call finds it as its parent).
         """
-        relay = self.relays.defer(result, span_id, run, self.stream_timeout)
+        relay = self.relays.defer(result, span_id, run, self.stream_timeout, field)
         if relay is None:
             return False
         if relay.anchor == span_id:

@@ -118,12 +118,23 @@ def response_metadata(response: Any, metadata: Mapping[str, Any] | None = None) 
 
 
 def model_name(model_dict: Any, instance: Any = None) -> str:
-    """The model id for an llm run's name: ``model_dict['model_name']``, then the instance."""
-    name = model_dict.get("model_name") if isinstance(model_dict, Mapping) else None
+    """The model id for an llm run's name.
+
+    ``model_dict`` is ``LLM.to_payload()`` (``model_name``) on recent LlamaIndex and
+    ``LLM.to_dict()`` (every field, e.g. ``model``) on early 0.14 releases; then the
+    instance's fields, then its ``metadata.model_name``, then the class.
+    """
+    data = model_dict if isinstance(model_dict, Mapping) else {}
+    name = data.get("model_name") or data.get("model")
     if not name or name == UNKNOWN_MODEL:
         fields = _fields(instance)
         name = fields.get("model") or fields.get("model_name")
-    if not name or name == UNKNOWN_MODEL:
+    if (not name or name == UNKNOWN_MODEL) and instance is not None:
+        try:
+            name = instance.metadata.model_name
+        except Exception:  # noqa: BLE001 - a metadata property that fails: use the class
+            name = None
+    if not isinstance(name, str) or not name or name == UNKNOWN_MODEL:
         name = (model_dict.get("class_name") if isinstance(model_dict, Mapping) else None) or (
             type(instance).__name__ if instance is not None else UNKNOWN_MODEL
         )
