@@ -71,12 +71,15 @@ def _details(run: Run, full: bool) -> list[str]:
     if run.error:
         message = run.error.get("message") if hasattr(run.error, "get") else run.error
         lines.append("error: " + preview(message, 200))
-    if full:
-        for label, value in (("input", run.input), ("output", run.output)):
-            if value is not None:
-                lines.extend(f"{label}: {clean(value_text(value))}".splitlines())
-        if run.error and run.error.get("stack"):
-            lines.extend(clean(str(run.error["stack"])).rstrip().splitlines())
+    for label, value in (("input", run.input), ("output", run.output)):
+        if value is None:
+            continue
+        if full:
+            lines.extend(f"{label}: {clean(value_text(value))}".splitlines())
+        else:
+            lines.append(f"{label}: {preview(value, PREVIEW_CHARS - len(label) - 2)}")
+    if full and run.error and run.error.get("stack"):
+        lines.extend(clean(str(run.error["stack"])).rstrip().splitlines())
     return lines
 
 
@@ -99,9 +102,10 @@ def header(trace: Trace) -> str:
 
 
 def render_text(trace: Trace, full: bool = False) -> str:
-    """The trace as a tree: one line per run, errors under their run.
+    """The trace as a tree: one line per run, with its error and a one-line preview of
+    its input and output under it.
 
-    ``full`` adds every input, output and error stack, uncut.
+    ``full`` shows every input, output and error stack uncut instead.
     """
     lines = [header(trace)]
     for index, root in enumerate(trace.roots):

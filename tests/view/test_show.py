@@ -28,7 +28,11 @@ def test_show_latest_trace_prints_tree_and_returns_it(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"trace {trace.id}  ✓ success")
     assert out[1].startswith("└─ agent planner  ✓ success")
-    assert out[2].startswith("   └─ chain step  ✓ success")
+    assert out[2] == '   │  input: {"goal": "ship it"}'
+    assert out[3] == "   │  output: ti pihs"
+    assert out[4].startswith("   └─ chain step  ✓ success")
+    assert out[5] == '         input: {"goal": "ship it"}'
+    assert out[6] == "         output: ti pihs"
     assert "<details" in trace._repr_html_()
 
 

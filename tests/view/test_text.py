@@ -17,13 +17,26 @@ def test_tree_lines_in_order_with_status_duration_and_tokens(agent_events: list[
     assert lines[0].startswith(f"trace {trace.id}  ✓ success  ")
     assert "4 runs" in lines[0] and "1 llm calls" in lines[0] and "tokens 12+5" in lines[0]
     assert "user user-7" in lines[0]
-    assert lines[1].startswith("└─ agent weather-agent  ✓ success  ")
-    assert lines[2].startswith("   ├─ llm gpt-4o-mini  ✓ success  ")
-    assert lines[2].endswith("tokens 12+5")
-    assert lines[3].startswith("   ├─ tool lookup  ✓ success  ")
-    assert lines[4].startswith("   └─ tool lookup  ✗ error  ")
-    assert lines[5].strip() == "error: LookupError: no weather for Atlantis"
-    assert len(lines) == 6
+    runs = [line for line in lines[1:] if "─ " in line]
+    assert runs[0].startswith("└─ agent weather-agent  ✓ success  ")
+    assert runs[1].startswith("   ├─ llm gpt-4o-mini  ✓ success  ")
+    assert runs[1].endswith("tokens 12+5")
+    assert runs[2].startswith("   ├─ tool lookup  ✓ success  ")
+    assert runs[3].startswith("   └─ tool lookup  ✗ error  ")
+    assert len(runs) == 4
+    assert "error: LookupError: no weather for Atlantis" in [line.strip() for line in lines]
+
+
+def test_default_view_previews_inputs_and_outputs_on_one_line(agent_events: list[dict[str, Any]]) -> None:
+    lines = render_text(build_trace(agent_events)).splitlines()
+    assert lines[2] == '   │  input: {"question": "Weather in Paris?"}'
+    assert lines[3] == "   │  output: 21 degrees in Paris"
+    long_value = {"text": "x" * 1000}
+    events = [dict(e) for e in agent_events]
+    events[0]["input"] = long_value
+    preview_line = render_text(build_trace(events)).splitlines()[2]
+    assert preview_line.startswith('   │  input: {"text": "xxx') and preview_line.endswith("…")
+    assert len(preview_line) < 140
 
 
 def test_full_adds_inputs_outputs_and_stacks(agent_events: list[dict[str, Any]]) -> None:
