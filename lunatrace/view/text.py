@@ -72,7 +72,7 @@ def _details(run: Run, full: bool) -> list[str]:
         message = run.error.get("message") if hasattr(run.error, "get") else run.error
         lines.append("error: " + preview(message, 200))
     for label, value in (("input", run.input), ("output", run.output)):
-        if value is None:
+        if value is None or (run.type == "chat" and not full):  # the label shows the message
             continue
         if full:
             lines.extend(f"{label}: {clean(value_text(value))}".splitlines())
