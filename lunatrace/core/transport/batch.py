@@ -42,7 +42,9 @@ class Item:
 
     @property
     def size(self) -> int:
-        return len(self.body or "") + 1
+        """Bytes this event adds to a request body (UTF-8, plus its separator)."""
+        body = self.body or ""
+        return (len(body) if body.isascii() else len(body.encode("utf-8"))) + 1
 
 
 def dumps(wire: dict[str, Any]) -> str:
