@@ -208,14 +208,11 @@ async def test_twenty_concurrent_queries_keep_exact_parents(traced_to_server: An
         assert query["input"] in llm["input"][0]["content"]
 
 
-class _Unprintable:
-    """Not JSON, and its repr fails (LlamaIndex itself only needs ``str``)."""
-
-    def __repr__(self) -> str:
-        raise RuntimeError("no repr")
-
-    def __str__(self) -> str:
-        return "odd"
+def _cyclic() -> dict[str, Any]:
+    """Not JSON: a mapping that contains itself."""
+    value: dict[str, Any] = {"name": "loop"}
+    value["self"] = value
+    return value
 
 
 class _Exploding:
@@ -226,10 +223,10 @@ class _Exploding:
 
 
 class _OddRetriever(BaseRetriever):
-    """A custom retriever whose node metadata holds an object no encoder can print."""
+    """A custom retriever whose node metadata cannot be written as JSON."""
 
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
-        return [NodeWithScore(node=TextNode(text="Cats sleep.", metadata={"odd": _Unprintable()}), score=1.0)]
+        return [NodeWithScore(node=TextNode(text="Cats sleep.", metadata={"odd": _cyclic()}), score=1.0)]
 
 
 def test_payloads_that_defeat_the_handler_do_not_break_the_query(
@@ -245,7 +242,7 @@ def test_payloads_that_defeat_the_handler_do_not_break_the_query(
 
     events = delivered(traced_to_server)
     nodes = finish(events, _only(starts_of(events, "retriever"))["runId"])["output"]
-    assert nodes[0]["metadata"]["odd"] == "<_Unprintable>"
+    assert nodes[0]["metadata"]["odd"] == {"name": "loop", "self": "<cycle: dict>"}
     odd_queries = [e for e in starts_of(events) if e["name"] == "query" and "input" not in e]
     assert len(odd_queries) == 2
     assert all("output" not in finish(events, q["runId"]) for q in odd_queries)
