@@ -537,3 +537,15 @@ def test_provider_retries_are_recorded_on_the_llm_run(events_of: Any) -> None:
     retries = json.loads(end_of(events, run["runId"])["metadata"]["customEvents"])
     assert [(r["name"], r["data"]["attempt"]) for r in retries] == [("retry", 1), ("retry", 2)]
     assert retries[0]["data"]["error"] == "TimeoutError: provider timeout"
+
+
+def test_abandoned_stream_still_ends_every_run(events_of: Any) -> None:
+    stream = simple_chain("a b c d e f g").stream({"word": "hi"}, config={"callbacks": [CallbackHandler()]})
+    assert next(stream)
+    stream.close()
+    events = events_of()
+    assert_valid_tree(events)
+    assert len(children(events, None)) == 1
+    import lunatrace
+
+    assert lunatrace.get_tracer().open_runs == 0

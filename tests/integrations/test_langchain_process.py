@@ -243,3 +243,28 @@ def test_hooks_never_raise_on_garbage(events_of: Any, caplog: pytest.LogCaptureF
     events = events_of()
     # The well-formed parts still produced events; nothing escaped.
     assert any(e.get("runId") == str(rid) for e in events)
+
+
+class ExplodingMetadata(dict[str, Any]):
+    """Metadata that fails when read, to break the handler from the inside."""
+
+    def items(self) -> Any:
+        raise RuntimeError("metadata exploded")
+
+
+def test_a_failing_hook_warns_once_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    handler = CallbackHandler()
+    with caplog.at_level(logging.DEBUG, logger="lunatrace"):
+        for _ in range(3):
+            handler.on_chain_start(None, {"x": 1}, run_id=uuid.uuid4(), metadata=ExplodingMetadata(k=1))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "on_chain_start" in warnings[0] and "metadata exploded" in warnings[0]
+    assert sum("failed again" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG) == 2
+
+
+def test_non_string_tags_are_kept_as_text(events_of: Any) -> None:
+    config: Any = {"callbacks": [CallbackHandler()], "tags": [404]}
+    RunnableLambda(lambda x: x, name="tagged").invoke(1, config=config)
+    (run,) = children(events_of(), None)
+    assert run["tags"] == ["404"]

@@ -173,14 +173,14 @@ def user_tags(tags: Sequence[str] | None) -> list[str] | None:
     """The tags worth showing: LangChain's own step and key tags dropped."""
     if not tags:
         return None
-    kept = [t for t in tags if not t.startswith(_INTERNAL_TAG_PREFIXES)]
+    kept = [t for t in tags if not (isinstance(t, str) and t.startswith(_INTERNAL_TAG_PREFIXES))]
     return kept or None
 
 
 def retry_attempt(tags: Sequence[str] | None) -> int | None:
     """N from a ``retry:attempt:N`` tag (set by ``Runnable.with_retry`` on attempts >= 2)."""
     for tag in tags or ():
-        if tag.startswith(_RETRY_TAG):
+        if isinstance(tag, str) and tag.startswith(_RETRY_TAG):
             try:
                 return int(tag[len(_RETRY_TAG) :])
             except ValueError:
