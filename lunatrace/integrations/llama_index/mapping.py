@@ -129,7 +129,7 @@ def model_name(model_dict: Any, instance: Any = None) -> str:
     if not name or name == UNKNOWN_MODEL:
         fields = _fields(instance)
         name = fields.get("model") or fields.get("model_name")
-    if (not name or name == UNKNOWN_MODEL) and instance is not None:
+    if not name and "model_name" not in data and instance is not None:  # to_payload() read it already
         try:
             name = instance.metadata.model_name
         except Exception:  # noqa: BLE001 - a metadata property that fails: use the class
