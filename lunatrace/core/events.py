@@ -16,6 +16,7 @@ backwards would put a child before its parent.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import traceback
@@ -74,10 +75,15 @@ def new_run_id() -> str:
     return str(uuid.uuid4())
 
 
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def run_id_str(value: Any) -> str:
     """Normalise a run id (UUID object or string) to the canonical UUID string."""
     if isinstance(value, uuid.UUID):
         return str(value)
+    if type(value) is str and _CANONICAL_UUID.fullmatch(value):
+        return value  # already canonical: skip the (much slower) UUID parse
     return str(uuid.UUID(str(value)))
 
 
@@ -242,7 +248,11 @@ def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
         )
         wire["metadata"] = {**wire.get("metadata", {}), "tokensEstimated": True}
     wire.setdefault("runtime", RUNTIME)
-    validate(wire)
+    # Everything above is valid by construction (ids normalised, payloads JSON-ready,
+    # no nulls); only the feedback thumb can still be off. ``validate`` checks it all.
+    feedback = wire.get("feedback")
+    if isinstance(feedback, Mapping) and feedback.get("thumb") not in (None, *THUMBS):
+        raise EventError("feedback thumb must be 'up' or 'down'")
     return wire
 
 

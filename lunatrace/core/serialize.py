@@ -118,6 +118,17 @@ class _Encoder:
             return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
 
     def _convert(self, value: Any, depth: int) -> Any:
+        cls = type(value)
+        # Exact-type fast paths for what traced payloads are mostly made of; subclasses
+        # and everything else take the general path below.
+        if cls is str:
+            return scrub_text(value, self._secrets)
+        if cls is dict or cls is list:
+            if depth >= MAX_DEPTH:
+                return f"<max depth: {cls.__name__}>"
+            return self._container(value, depth)
+        if cls is Deferred:
+            return self.convert(value.resolve(), depth + 1)
         if value is None or isinstance(value, bool | int):
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
                 return str(value)
@@ -138,7 +149,7 @@ class _Encoder:
             return f"<cycle: {type(value).__name__}>"
         self._active.add(marker)
         try:
-            if isinstance(value, Mapping):
+            if type(value) is dict or isinstance(value, Mapping):
                 return self._mapping(value, depth)
             total = len(value)
             items = list(itertools.islice(value, MAX_ITEMS))  # never copy a huge container
@@ -184,6 +195,28 @@ class _Encoder:
 
 
 _NO_VALUE = object()
+
+
+class Deferred:
+    """A value whose conversion to plain data is postponed to the background worker.
+
+    Integrations wrap framework objects (messages, documents) with the function that
+    turns them into payload data; the hot path then only allocates this wrapper, and the
+    serializer runs ``convert(value)`` when it reaches it, off the application's thread.
+    A ``convert`` that raises degrades like any other unserializable value.
+    """
+
+    __slots__ = ("convert", "value")
+
+    def __init__(self, convert: Callable[[Any], Any], value: Any) -> None:
+        self.convert = convert
+        self.value = value
+
+    def resolve(self) -> Any:
+        return self.convert(self.value)
+
+    def __repr__(self) -> str:
+        return f"Deferred({getattr(self.convert, '__name__', 'convert')})"
 
 
 def _simple_value(value: Any) -> Any:

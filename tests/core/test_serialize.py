@@ -413,3 +413,31 @@ class BadReprKey:
 
     def __hash__(self) -> int:
         return self.n
+
+
+def test_deferred_values_are_converted_only_when_encoded() -> None:
+    from lunatrace.core.serialize import Deferred
+
+    calls: list[object] = []
+
+    def convert(value: object) -> object:
+        calls.append(value)
+        return {"converted": value, "api_key": "sk-deferredsecretvalue1234"}
+
+    deferred = Deferred(convert, ["raw"])
+    assert calls == []  # building the wrapper converts nothing
+    assert to_jsonable({"payload": deferred}) == {
+        "payload": {"converted": ["raw"], "api_key": "[lunatrace: redacted]"}
+    }
+    assert calls == [["raw"]]
+
+
+def test_deferred_whose_conversion_raises_degrades_to_a_marker() -> None:
+    from lunatrace.core.serialize import Deferred
+
+    def broken(value: object) -> object:
+        raise RuntimeError("boom")
+
+    result = to_jsonable({"payload": Deferred(broken, 1), "kept": 2})
+    assert result["kept"] == 2
+    assert isinstance(result["payload"], str) and "unserializable" in result["payload"]

@@ -1,42 +1,18 @@
 """LangChain objects -> lunatrace payloads (messages, generations, documents).
 
 Converting messages and documents costs tens of microseconds per call, so the handler
-does not do it on the application's thread: it wraps the raw objects in :class:`Deferred`,
-which the core serializer turns into plain data on the background worker (it calls
-``model_dump()`` on objects that look like pydantic models). The result is the same as an
-eager conversion: OpenAI-format messages and flat document dicts.
+does not do it on the application's thread: it wraps the raw objects in the core's
+:class:`~lunatrace.core.serialize.Deferred`, which the serializer resolves on the
+background worker. The result is the same as an eager conversion: OpenAI-format
+messages and flat document dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from lunatrace.core.messages import to_openai_message
-
-
-class Deferred:
-    """A value converted to plain data only when the serializer reaches it (off the hot path)."""
-
-    __slots__ = ("_convert", "_value")
-    # The core serializer treats objects with ``model_fields`` + ``model_dump()`` as
-    # pydantic models and uses the dump: that is the hook that runs ``_convert`` late.
-    model_fields: ClassVar[dict[str, Any]] = {}
-
-    def __init__(self, convert: Callable[[Any], Any], value: Any) -> None:
-        self._convert = convert
-        self._value = value
-
-    @property
-    def value(self) -> Any:
-        """The raw value, not converted."""
-        return self._value
-
-    def model_dump(self) -> Any:
-        return self._convert(self._value)
-
-    def __repr__(self) -> str:
-        return f"Deferred({getattr(self._convert, '__name__', 'convert')})"
 
 
 def message_to_openai(message: Any) -> dict[str, Any]:

@@ -25,10 +25,10 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
+from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.langchain import mapping
 from lunatrace.integrations.langchain.convert import (
-    Deferred,
     chain_payload,
     documents_to_dicts,
     generations_to_openai,
