@@ -51,17 +51,21 @@ class MonotonicClock:
     """Wall-clock milliseconds that never decrease within the process."""
 
     def __init__(self) -> None:
-        self._anchor_ns = time.time_ns() - time.perf_counter_ns()
+        self.anchor_ns = time.time_ns() - time.perf_counter_ns()
         self._last = 0
         self._lock = threading.Lock()
 
     def now_ms(self) -> int:
-        """A non-decreasing epoch time in milliseconds."""
-        now = (self._anchor_ns + time.perf_counter_ns()) // 1_000_000
+        """A non-decreasing epoch time in milliseconds (thread-safe)."""
         with self._lock:
-            if now < self._last:
-                now = self._last
-            self._last = now
+            return self.now_ms_unlocked()
+
+    def now_ms_unlocked(self) -> int:
+        """:meth:`now_ms` for a caller that already serialises every read under its own lock."""
+        now = (self.anchor_ns + time.perf_counter_ns()) // 1_000_000
+        if now < self._last:
+            now = self._last
+        self._last = now
         return now
 
 

@@ -50,6 +50,7 @@ class _FromContext:
 FROM_CONTEXT: Any = _FromContext()
 RECENT_RUNS = 50_000
 ABANDONED_AFTER_S = 3600.0
+SWEEP_INTERVAL_S = 60.0
 
 
 @dataclass(slots=True)
@@ -88,7 +89,8 @@ class Tracer:
 
     def _emit(self, raw: dict[str, Any]) -> None:
         with self._emit_lock:
-            raw[TIMESTAMP_KEY] = self._clock.now_ms()
+            # This lock serialises every clock read, so the clock needs no lock of its own.
+            raw[TIMESTAMP_KEY] = self._clock.now_ms_unlocked()
             self.sink.emit(raw)
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -208,12 +210,13 @@ class Tracer:
             root = rid
             rate = self.config.sample_rate
             sampled = rate >= 1.0 or random.random() < rate
-        state = RunState(run_type, root, sampled, time.monotonic())
+        now = time.monotonic()
+        state = RunState(run_type, root, sampled, now)
         if run_type == "llm":
             state.model, state.prompt = name, input
-        with self._state_lock:
-            self._runs[rid] = state
-        self._maybe_sweep()
+        self._runs[rid] = state  # a single dict store is atomic: no lock on the hot path
+        if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            self._sweep(now)
         if not sampled:
             return
         user = context.current_user()
@@ -414,7 +417,7 @@ class Tracer:
             return
         events = state.extra.setdefault("customEvents", [])
         if len(events) < 100:
-            events.append({"name": str(name), "data": data, "timestampMs": self._clock.now_ms()})
+            events.append({"name": str(name), "data": data, "timestampMs": time.time_ns() // 1_000_000})
 
     # --- housekeeping ---------------------------------------------------------------
 
@@ -422,10 +425,8 @@ class Tracer:
     def open_runs(self) -> int:
         return len(self._runs)
 
-    def _maybe_sweep(self) -> None:
-        now = time.monotonic()
-        if now - self._last_sweep < 60.0:
-            return
+    def _sweep(self, now: float) -> None:
+        """Close abandoned runs; called from a start at most every ``SWEEP_INTERVAL_S``."""
         self._last_sweep = now
         self.close_abandoned(ABANDONED_AFTER_S)
 

@@ -124,8 +124,8 @@ class BatchWorker:
             self._drop()
             return
         queue.append(event)
-        if len(queue) >= self._batch_events:
-            self._wake.set()
+        if len(queue) >= self._batch_events and not self._wake.is_set():
+            self._wake.set()  # a full batch is waiting; setting an already set Event costs a lock
 
     def _drop(self) -> None:
         self.counters.dropped += 1
