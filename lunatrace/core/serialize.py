@@ -105,17 +105,36 @@ def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
 
 
 class _Encoder:
-    """One conversion pass; holds the cycle guard for that pass only."""
+    """One conversion pass; holds the cycle guard for that pass only.
+
+    It also counts what it produced (nodes, characters of strings and keys) so that
+    :meth:`max_json_bytes` can bound the JSON size without encoding it: most fields are
+    far below the size cap, and for them the exact measurement is skipped.
+    """
 
     def __init__(self, secrets: tuple[str, ...]) -> None:
         self._active: set[int] = set()
         self._secrets = secrets
+        self.nodes = 0
+        self.chars = 0
+
+    def max_json_bytes(self) -> int:
+        """An upper bound on the UTF-8 JSON size of everything converted so far.
+
+        A character takes at most 6 bytes in JSON (six-character escapes; UTF-8 needs at
+        most 4); a node adds at most 32 (a number's digits, quotes, separators).
+        """
+        return 6 * self.chars + 32 * self.nodes
 
     def convert(self, value: Any, depth: int = 0) -> Any:
         try:
-            return self._convert(value, depth)
+            result = self._convert(value, depth)
         except Exception as exc:  # noqa: BLE001 - the whole point is to never raise
-            return f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
+            result = f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
+        self.nodes += 1
+        if type(result) is str:
+            self.chars += len(result)
+        return result
 
     def _convert(self, value: Any, depth: int) -> Any:
         cls = type(value)
@@ -157,21 +176,27 @@ class _Encoder:
                 items = sorted(items, key=_safe_repr)  # a stable order for sets
             out = [self.convert(v, depth + 1) for v in items]
             if total > MAX_ITEMS:
-                out.append(f"<{total - MAX_ITEMS} more items>")
+                out.append(self.convert(f"<{total - MAX_ITEMS} more items>"))
             return out
         finally:
             self._active.discard(marker)
+
+    def _redacted(self) -> str:
+        self.nodes += 1
+        self.chars += len(REDACTED)
+        return REDACTED
 
     def _mapping(self, value: Mapping[Any, Any], depth: int) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for index, (key, item) in enumerate(value.items()):
             if index >= MAX_ITEMS:
-                out["<truncated>"] = f"{len(value) - MAX_ITEMS} more keys"
+                out["<truncated>"] = self.convert(f"{len(value) - MAX_ITEMS} more keys")
                 break
             name = scrub_text(
                 key if isinstance(key, str) else str(self.convert(key, depth + 1)), self._secrets
             )
-            out[name] = REDACTED if is_secret_key(name) else self.convert(item, depth + 1)
+            self.chars += len(name)
+            out[name] = self._redacted() if is_secret_key(name) else self.convert(item, depth + 1)
         return out
 
     def _object(self, value: Any, depth: int) -> Any:
@@ -345,10 +370,12 @@ class FieldEncoder:
         self._mask_failed_logged = False
 
     def encode(self, value: Any, *, masked: bool = True) -> Any:
-        data = to_jsonable(value, self.secrets)
+        encoder = _Encoder(self.secrets)
+        data = encoder.convert(value)
         if masked and self.mask is not None:
             try:
-                data = to_jsonable(self.mask(data), self.secrets)
+                encoder = _Encoder(self.secrets)
+                data = encoder.convert(self.mask(data))
             except Exception as exc:  # noqa: BLE001 - fail closed
                 if not self._mask_failed_logged:
                     self._mask_failed_logged = True
@@ -357,4 +384,6 @@ class FieldEncoder:
                         type(exc).__name__,
                     )
                 return MASKED
+        if encoder.max_json_bytes() <= self.max_bytes:
+            return data  # certainly within the cap: no need to measure it exactly
         return cap_size(data, self.max_bytes)

@@ -441,3 +441,14 @@ def test_deferred_whose_conversion_raises_degrades_to_a_marker() -> None:
     result = to_jsonable({"payload": Deferred(broken, 1), "kept": 2})
     assert result["kept"] == 2
     assert isinstance(result["payload"], str) and "unserializable" in result["payload"]
+
+
+@given(arbitrary)
+@settings(max_examples=300, deadline=None)
+def test_size_bound_never_underestimates(value: object) -> None:
+    """Fields whose bound is under the cap skip the exact measurement: the bound must hold."""
+    from lunatrace.core.serialize import _Encoder
+
+    encoder = _Encoder(())
+    data = encoder.convert(value)
+    assert len(json.dumps(data, ensure_ascii=False).encode("utf-8")) <= encoder.max_json_bytes()
