@@ -151,7 +151,7 @@ def _next_steps(traces: list[Trace], uses_server: bool, stream: TextIO) -> None:
         lines.append("  your Lunary dashboard: the traces, threads and feedback are there now")
     lines += [
         f"  lunatrace show {first}",
-        "      one trace as a tree (--full for inputs and outputs; no id: the latest trace)",
+        "      one trace as a tree (--full for whole inputs and outputs; no id: the latest trace)",
         "  lunatrace ui",
         "      every trace in your browser, at http://127.0.0.1:8765/",
         "  lunatrace.show()",
