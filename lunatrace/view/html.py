@@ -275,7 +275,7 @@ def status_html(status: str) -> str:
     return f'<span class="lt-status lt-{_e(status)}">{_e(status)}</span>'
 
 
-def _label(run: Run) -> str:
+def _label(run: Run, indent_px: int = 0) -> str:
     name = run.name
     if run.type == "chat":
         message = run.input if run.input is not None else run.output
@@ -283,7 +283,7 @@ def _label(run: Run) -> str:
             name = f"{run.name}: {_content_text(message.get('content'))[:80]}"
     cost = f' <span class="lt-muted">${run.cost:.6f}</span>' if run.cost is not None else ""
     return (
-        f'<span class="lt-label">{icon_html(run.type)}'
+        f'<span class="lt-label" style="padding-left:{indent_px}px">{icon_html(run.type)}'
         f'<span class="lt-type">{_e(run.type)}</span><span class="lt-name">{_e(name)}</span>{cost}</span>'
     )
 
@@ -311,7 +311,9 @@ def _run_row(trace: Trace, run: Run, depth: int) -> str:
     return (
         f'<details class="lt-run" data-run-id="{_e(run.id)}" data-run-type="{_e(run.type)}"'
         f' data-status="{_e(run.status)}"{opened}>'
-        f'<summary style="padding-left:{depth * INDENT_PX}px">{_label(run)}'
+        # Only the label is indented, so status, duration, tokens and the timeline stay
+        # in aligned columns at every depth.
+        f"<summary>{_label(run, depth * INDENT_PX)}"
         f"<span>{status_html(run.status)}</span>"
         f'<span class="lt-num">{_e(format_duration(run.duration_ms))}</span>'
         f'<span class="lt-num">{tokens_html(run.tokens, run.tokens_estimated)}</span>'
