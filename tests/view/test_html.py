@@ -8,7 +8,7 @@ from typing import Any
 
 import lunatrace
 from lunatrace.core.transport import MemorySink
-from lunatrace.view.html import render_html, render_value
+from lunatrace.view.html import INDENT_PX, render_html, render_value
 from lunatrace.view.model import build_trace
 
 VOID = {"br", "hr", "img", "meta", "input", "link"}
@@ -66,6 +66,19 @@ def test_every_run_is_a_row_with_type_status_and_timeline(agent_events: list[dic
     assert "weather-agent" in text and "gpt-4o-mini" in text
     assert "17 tok" in text
     assert "LookupError: no weather for Atlantis" in text
+
+
+def test_only_labels_are_indented_so_columns_align(agent_events: list[dict[str, Any]]) -> None:
+    trace = build_trace(agent_events)
+    page = parse(trace._repr_html_())
+    summaries = [attrs for tag, attrs in page.tags if tag == "summary"]
+    assert summaries and all("style" not in attrs for attrs in summaries)
+    labels = [
+        attrs["style"] for tag, attrs in page.tags if tag == "span" and attrs.get("class") == "lt-label"
+    ]
+    depths = [depth for _, depth in trace.walk()]
+    assert labels == [f"padding-left:{depth * INDENT_PX}px" for depth in depths]
+    assert depths == [0, 1, 1, 1]
 
 
 def test_chat_messages_and_tool_calls_are_rendered_as_such(agent_events: list[dict[str, Any]]) -> None:
