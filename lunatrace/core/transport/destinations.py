@@ -37,23 +37,44 @@ def row_marker(store: EventStore) -> Callable[[list[Item]], bool]:
     return mark
 
 
+STORE_REOPEN_S = 10.0
+
+
 class Spool:
-    """The store, opened on first use; a store that cannot be opened is reported once."""
+    """The store, opened on first use.
+
+    A store that cannot be opened (a full disk, a permission fixed later, a lock held
+    too long) is reported once and tried again after :data:`STORE_REOPEN_S`, so a
+    passing failure does not lose every later event.
+    """
 
     def __init__(self, config: Config, counters: Counters, state: int) -> None:
         self.path = config.store_path
         self.counters = counters
         self.state = state
         self._store: EventStore | None = None
-        self._broken = False
+        self._failed_at: float | None = None
 
     def store(self) -> EventStore | None:
-        if self._store is None and not self._broken:
-            try:
-                self._store = EventStore(self.path)
-            except StoreError as exc:
-                self._broken = True
-                logger.error("lunatrace: %s; events that cannot be sent are lost", exc)
+        if self._store is not None:
+            return self._store
+        now = time.monotonic()
+        if self._failed_at is not None and now - self._failed_at < STORE_REOPEN_S:
+            return None
+        try:
+            self._store = EventStore(self.path)
+        except StoreError as exc:
+            if self._failed_at is None:
+                logger.error(
+                    "lunatrace: %s; events that cannot be kept meanwhile are lost (retrying every %.0f s)",
+                    exc,
+                    STORE_REOPEN_S,
+                )
+            self._failed_at = now
+            return None
+        if self._failed_at is not None:
+            logger.warning("lunatrace: the store %s is usable again", self.path)
+            self._failed_at = None
         return self._store
 
     def has_pending(self) -> bool:

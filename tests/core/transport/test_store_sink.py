@@ -42,6 +42,29 @@ def test_an_unusable_store_is_reported_and_counted(tmp_path: Path, caplog: pytes
     assert "cannot open the lunatrace store" in caplog.text
 
 
+def test_a_store_that_comes_back_is_used_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lunatrace.core.transport import destinations
+
+    monkeypatch.setattr(destinations, "STORE_REOPEN_S", 0.2)
+    blocker = tmp_path / "later-a-dir"
+    blocker.write_text("a file where the store's folder should be, for now")
+    lunatrace.configure(store_path=blocker / "events.db")
+    with caplog.at_level(logging.WARNING, logger="lunatrace"):
+        lost = emit_traces(1)
+        assert lunatrace.flush(5)
+        assert lunatrace.stats()["dropped"] == len(lost)
+        blocker.unlink()  # the problem is fixed while the app keeps running
+        time.sleep(0.3)
+        kept = emit_traces(2)
+        assert lunatrace.flush(5)
+    assert "usable again" in caplog.text
+    assert caplog.text.count("cannot open the lunatrace store") == 1  # reported once
+    store = EventStore(blocker / "events.db")
+    assert keys_of([event for _, event in store.pending(100)]) == kept
+
+
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [("3", 3.0), ("0.5", 0.5), ("-2", 0.0), (None, None), ("", None), ("soon", None)],
