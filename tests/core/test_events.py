@@ -1,4 +1,4 @@
-"""Every event kind against the wire contract of PROTOCOL.md, and the builder's guarantees."""
+"""Every event kind against the Lunary ingestion wire contract, and the builder's guarantees."""
 
 from __future__ import annotations
 

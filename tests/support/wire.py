@@ -1,4 +1,4 @@
-"""The wire contract of PROTOCOL.md, written out independently of lunatrace/core/events.py,
+"""The Lunary ingestion wire contract, written out independently of lunatrace/core/events.py,
 so a test checking events against it fails if the builder drifts from the protocol."""
 
 from __future__ import annotations
