@@ -257,6 +257,7 @@ def test_a_failing_hook_warns_once_and_never_raises(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.DEBUG, logger="lunatrace"):
         for _ in range(3):
             handler.on_chain_start(None, {"x": 1}, run_id=uuid.uuid4(), metadata=ExplodingMetadata(k=1))
+        lunatrace.flush()  # metadata is mapped on the worker
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "on_chain_start" in warnings[0] and "metadata exploded" in warnings[0]

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +24,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
+from lunatrace.core.events import ESTIMATE_KEY
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.langchain import mapping
@@ -151,6 +151,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _start(
         self,
+        hook: str,
         run_type: str,
         name: str,
         payload: Any,
@@ -159,43 +160,49 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
         *,
-        params: Mapping[str, Any] | None = None,
+        invocation_params: Any = _MISSING,
         extra: Mapping[str, Any] | None = None,
     ) -> str | None:
+        """Open a run: decide on the calling thread only what must be known at once.
+
+        That is whether the run is left out, its parent, and for a root its user and
+        thread message. Filtering LangChain's tags and metadata and picking the model
+        parameters is left to the worker (:func:`_fill_start`), with the arguments as
+        LangChain passed them.
+        """
         rid = str(run_id)
         if self._skipped(rid, parent_run_id, tags, run_type in _FOLDABLE):
             return None
-        run_tags = mapping.user_tags(tags) if tags else None
-        run_metadata = mapping.user_metadata(metadata) if metadata else None
-        if extra:
-            run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
-        if run_tags:  # retry tags are user-visible tags: only look when some are left
-            attempt = mapping.retry_attempt(run_tags)
-            if attempt is not None:
-                run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
         user_id = user_props = None
         parent = self._parent(parent_run_id)
+        handler_tags = handler_metadata = None
         if parent_run_id is None:
-            if self.tags:
-                run_tags = list(dict.fromkeys([*self.tags, *(run_tags or ())]))
-            if self.metadata:
-                run_metadata = {**self.metadata, **(run_metadata or {})}
+            handler_tags, handler_metadata = self.tags, self.metadata
             user_id, user_props = self._user(metadata)
             if self.thread is not None:
                 parent = self._open_exchange(rid, payload, user_id, user_props)
+        fill = None
+        if tags or metadata or extra or handler_tags or handler_metadata or invocation_params is not _MISSING:
+            args = (tags, metadata, extra, handler_tags, handler_metadata, invocation_params)
+            fill = (self._fill, (hook, _fill_start, *args))
         get_tracer().start_run(
             run_type,
             name,
             payload,
             run_id=rid,
             parent_run_id=parent,
-            params=params,
-            tags=run_tags,
-            metadata=run_metadata,
             user_id=user_id,
             user_props=user_props,
+            fill=fill,
         )
         return rid
+
+    def _fill(self, raw: dict[str, Any], hook: str, fill: Callable[..., None], *args: Any) -> None:
+        """Run a hook's deferred ``fill(raw, *args)`` on the worker; a failure is the hook's."""
+        try:
+            fill(raw, *args)
+        except Exception as exc:  # noqa: BLE001 - never lose the run for its tags
+            self._failed(hook, exc)
 
     def _user(self, metadata: Mapping[str, Any] | None) -> tuple[Any, Any]:
         if metadata:
@@ -274,9 +281,16 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = kwargs.get("name") or mapping.class_name(serialized) or "chain"
-            payload = None if _deferred_inputs(inputs, kwargs) else _deferred_payload(inputs, "input")
+            payload = None if _deferred_inputs(inputs, kwargs) else _deferred_payload(inputs, _INPUT)
             self._start(
-                mapping.chain_type(name, metadata), name, payload, run_id, parent_run_id, tags, metadata
+                "on_chain_start",
+                mapping.chain_type(name, metadata),
+                name,
+                payload,
+                run_id,
+                parent_run_id,
+                tags,
+                metadata,
             )
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed("on_chain_start", exc)
@@ -288,8 +302,8 @@ class CallbackHandler(BaseCallbackHandler):
             inputs = kwargs.get("inputs")
             self._end(
                 run_id,
-                _deferred_payload(outputs, "output"),
-                payload=None if inputs is None else _deferred_payload(inputs, "input"),
+                _deferred_payload(outputs, _OUTPUT),
+                payload=None if inputs is None else _deferred_payload(inputs, _INPUT),
             )
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chain_end", exc)
@@ -334,6 +348,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             self._start_llm(
+                "on_chat_model_start",
                 serialized,
                 Deferred(prompt_batches_to_openai, messages),
                 run_id,
@@ -361,12 +376,15 @@ class CallbackHandler(BaseCallbackHandler):
                 payload: Any = [{"role": "user", "content": prompts[0]}]
             else:
                 payload = [[{"role": "user", "content": p}] for p in prompts]
-            self._start_llm(serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
+            self._start_llm(
+                "on_llm_start", serialized, payload, run_id, parent_run_id, tags, metadata, kwargs
+            )
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_start", exc)
 
     def _start_llm(
         self,
+        hook: str,
         serialized: dict[str, Any] | None,
         payload: Any,
         run_id: UUID,
@@ -378,7 +396,8 @@ class CallbackHandler(BaseCallbackHandler):
         invocation_params = kwargs.get("invocation_params")
         name, _ = mapping.model_name(serialized, metadata, invocation_params)
         run_name = kwargs.get("name")
-        rid = self._start(
+        self._start(
+            hook,
             "llm",
             name,
             payload,
@@ -386,11 +405,9 @@ class CallbackHandler(BaseCallbackHandler):
             parent_run_id,
             tags,
             metadata,
-            params=mapping.llm_params(invocation_params, metadata),
+            invocation_params=invocation_params,
             extra={"runName": run_name} if run_name else None,
         )
-        if rid is not None:
-            get_tracer().update_run(rid, t0=time.perf_counter())
 
     def on_llm_new_token(
         self,
@@ -402,9 +419,13 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            extra = get_tracer().run_extra(str(run_id))
-            if "ttft" not in extra and "t0" in extra:
-                extra["ttft"] = round((time.perf_counter() - extra["t0"]) * 1000.0, 2)
+            tracer = get_tracer()
+            rid = str(run_id)
+            extra = tracer.run_extra(rid)
+            if "ttft" not in extra:
+                age = tracer.run_age(rid)
+                if age is not None:
+                    extra["ttft"] = round(age * 1000.0, 2)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_new_token", exc)
 
@@ -416,19 +437,10 @@ class CallbackHandler(BaseCallbackHandler):
             if self._forget(rid):
                 return
             tracer = get_tracer()
-            extra = tracer.run_extra(rid)
-            metadata: dict[str, Any] = {}
-            if "ttft" in extra:
-                metadata["timeToFirstTokenMs"] = extra["ttft"]
-            model = mapping.response_model(response)
-            if model:
-                metadata["responseModel"] = model
             tracer.end_run(
                 rid,
                 Deferred(generations_to_openai, getattr(response, "generations", None) or []),
-                usage=mapping.usage_of(response),
-                metadata=metadata,
-                model=model,
+                fill=(self._fill, ("on_llm_end", _fill_llm_end, response, tracer.run_extra(rid).get("ttft"))),
             )
             if self._exchanges:
                 self._close_exchange(rid, getattr(response, "generations", None))
@@ -461,6 +473,7 @@ class CallbackHandler(BaseCallbackHandler):
             name = kwargs.get("name") or mapping.class_name(serialized) or "tool"
             call_id = kwargs.get("tool_call_id")
             self._start(
+                "on_tool_start",
                 "tool",
                 name,
                 inputs if inputs is not None else input_str,
@@ -517,7 +530,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = kwargs.get("name") or mapping.class_name(serialized) or "retriever"
-            self._start("retriever", name, query, run_id, parent_run_id, tags, metadata)
+            self._start("on_retriever_start", "retriever", name, query, run_id, parent_run_id, tags, metadata)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retriever_start", exc)
 
@@ -586,18 +599,86 @@ def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
     return bool(kwargs.get("defers_inputs")) or inputs == _STREAM_PLACEHOLDER
 
 
-def _deferred_payload(value: Any, wrapper_key: str) -> Any:
-    """A chain payload without its ``{"input": ...}`` wrapper, converted on the worker."""
-    value = mapping.unwrap(value, wrapper_key)
-    if value is None or isinstance(value, str | int | float | bool):
+def _fill_start(
+    raw: dict[str, Any],
+    tags: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    handler_tags: Sequence[str] | None,
+    handler_metadata: Mapping[str, Any] | None,
+    invocation_params: Any,
+) -> None:
+    """Set a start event's tags, metadata and (llm runs) params; runs on the worker.
+
+    LangChain's bookkeeping tags and metadata are dropped, a retry tag becomes
+    ``retryAttempt``, and a root gets the handler's own tags and metadata under its own.
+    """
+    run_tags = mapping.user_tags(tags) if tags else None
+    run_metadata = mapping.user_metadata(metadata) if metadata else None
+    if extra:
+        run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
+    if run_tags:  # retry tags are user-visible tags: only look when some are left
+        attempt = mapping.retry_attempt(run_tags)
+        if attempt is not None:
+            run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
+    if handler_tags:
+        run_tags = list(dict.fromkeys([*handler_tags, *(run_tags or ())]))
+    if handler_metadata:
+        run_metadata = {**handler_metadata, **(run_metadata or {})}
+    if run_tags:
+        raw["tags"] = run_tags
+    if run_metadata:
+        raw["metadata"] = run_metadata
+    if invocation_params is not _MISSING:
+        raw["params"] = mapping.llm_params(invocation_params, metadata) or None
+
+
+def _fill_llm_end(raw: dict[str, Any], response: Any, ttft: float | None) -> None:
+    """Set an llm end's usage and metadata from the ``LLMResult``; runs on the worker.
+
+    The model the provider answered with also names the model for a token estimate
+    (made only when the provider reported no usage).
+    """
+    metadata = dict(raw.get("metadata") or {})
+    if ttft is not None:
+        metadata["timeToFirstTokenMs"] = ttft
+    model = mapping.response_model(response)
+    if model:
+        metadata["responseModel"] = model
+        estimate = raw.get(ESTIMATE_KEY)
+        if estimate:
+            raw[ESTIMATE_KEY] = (model, *estimate[1:])
+    if metadata:
+        raw["metadata"] = metadata
+    usage = mapping.usage_of(response)
+    if usage:
+        raw["tokensUsage"] = usage
+
+
+def _unwrapped_input(value: Any) -> Any:
+    return chain_payload(mapping.unwrap(value, "input"))
+
+
+def _unwrapped_output(value: Any) -> Any:
+    return chain_payload(mapping.unwrap(value, "output"))
+
+
+_INPUT, _OUTPUT = _unwrapped_input, _unwrapped_output
+_WRAPPER_KEYS: dict[Callable[[Any], Any], str] = {_INPUT: "input", _OUTPUT: "output"}
+
+
+def _deferred_payload(value: Any, convert: Any) -> Any:
+    """A chain payload converted (and its ``{"input": ...}`` wrapper removed) on the worker."""
+    if value is None or type(value) is str:
         return value
-    return Deferred(chain_payload, value)
+    return Deferred(convert, value)
 
 
 def _chat_text(value: Any) -> Any:
     """The content of a chat exchange side: a string, a message's content, else the value."""
     if isinstance(value, Deferred):
-        value = value.value
+        key = _WRAPPER_KEYS.get(value.convert)
+        value = value.value if key is None else mapping.unwrap(value.value, key)
     if isinstance(value, Mapping):
         messages = value.get("messages")
         if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
