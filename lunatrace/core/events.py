@@ -60,7 +60,7 @@ class MonotonicClock:
 
     def __init__(self) -> None:
         self.anchor_ns = time.time_ns() - time.perf_counter_ns()
-        self._last = 0
+        self.last = 0
         self._lock = threading.Lock()
 
     def now_ms(self) -> int:
@@ -71,9 +71,9 @@ class MonotonicClock:
     def now_ms_unlocked(self) -> int:
         """:meth:`now_ms` for a caller that already serialises every read under its own lock."""
         now = (self.anchor_ns + time.perf_counter_ns()) // 1_000_000
-        if now < self._last:
-            now = self._last
-        self._last = now
+        if now < self.last:
+            now = self.last
+        self.last = now
         return now
 
 

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any
 
 from lunatrace.core import context
@@ -93,9 +94,14 @@ class Tracer:
     # --- emission -----------------------------------------------------------------
 
     def _emit(self, raw: dict[str, Any]) -> None:
+        clock = self._clock
         with self._emit_lock:
-            # This lock serialises every clock read, so the clock needs no lock of its own.
-            raw[TIMESTAMP_KEY] = self._clock.now_ms_unlocked()
+            # This lock serialises every clock read, so the clock needs no lock of its own
+            # (``MonotonicClock.now_ms_unlocked``, inlined: this runs for every event).
+            now = (clock.anchor_ns + perf_counter_ns()) // 1_000_000
+            if now < clock.last:
+                now = clock.last
+            clock.last = raw[TIMESTAMP_KEY] = now
             self.sink.emit(raw)
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -174,20 +180,21 @@ class Tracer:
         """
         rid = str(run_id) if run_id is not None else new_run_id()
         try:
-            self._start(
-                rid,
-                run_type,
-                name,
-                input,
-                parent_run_id,
-                params,
-                tags,
-                metadata,
-                user_id,
-                user_props,
-                template_version_id,
-                fill,
-            )
+            if self.config.enabled:
+                self._start(
+                    rid,
+                    run_type,
+                    name,
+                    input,
+                    parent_run_id,
+                    params,
+                    tags,
+                    metadata,
+                    user_id,
+                    user_props,
+                    template_version_id,
+                    fill,
+                )
         except Exception as exc:  # noqa: BLE001
             self._failed(f"start of {run_type} run", exc)
         return rid
@@ -207,12 +214,15 @@ class Tracer:
         template_version_id: int | None,
         fill: Fill | None,
     ) -> None:
-        if not self.config.enabled:
-            return
         if run_type not in RUN_TYPES:
             raise ValueError(f"unknown run type {run_type!r}")
-        parent = self.resolve_parent(parent_run_id)
-        parent_state = self._runs.get(parent) if parent else None
+        # The common case first: the parent is an open run, named by its string id.
+        parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
+        if parent_state is not None:
+            parent = parent_run_id
+        else:
+            parent = self.resolve_parent(parent_run_id)
+            parent_state = self._runs.get(parent) if parent else None
         if parent_state is not None:
             root, sampled = parent_state.root_id, parent_state.sampled
             parent_state.children += 1
@@ -291,7 +301,8 @@ class Tracer:
         which case an llm run's token estimate is not made.
         """
         try:
-            state = self._finish(str(run_id))
+            rid = str(run_id)
+            state = self._finish(rid)
             if state is None:
                 logger.debug("lunatrace: end for unknown or finished run %s ignored", run_id)
                 return False
@@ -299,15 +310,15 @@ class Tracer:
                 return True
             if state.extra and "customEvents" in state.extra:
                 metadata = {**(metadata or {}), "customEvents": state.extra["customEvents"]}
-            raw = build(
-                "end",
-                state.run_type,
-                str(run_id),
-                output=output,
-                input=input,
-                tokens_usage=usage or None,
-                metadata=metadata or None,
-            )
+            raw: dict[str, Any] = {  # ``None`` fields are dropped by ``to_wire``
+                "type": state.run_type,
+                "event": "end",
+                "runId": rid,
+                "output": output,
+                "input": input,
+                "tokensUsage": usage or None,
+                "metadata": metadata or None,
+            }
             if state.run_type == "llm" and not usage:
                 raw[ESTIMATE_KEY] = (model or state.model, input or state.prompt, output)
             if fill is not None:

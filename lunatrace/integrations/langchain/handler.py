@@ -47,6 +47,8 @@ HIDDEN: dict[str, Any] = {}
 MAX_ENTRIES = 50_000
 _FOLDABLE = frozenset({"chain"})
 _STREAM_PLACEHOLDER = {"input": ""}
+# id() of an open run's id object -> (that object, its string): see ``_id_str``.
+_ID_STRINGS: dict[int, tuple[Any, str]] = {}
 
 
 class CallbackHandler(BaseCallbackHandler):
@@ -109,11 +111,11 @@ class CallbackHandler(BaseCallbackHandler):
         else:
             logger.debug("lunatrace: %s failed again", hook, exc_info=exc)
 
-    def _parent(self, parent_run_id: UUID | None) -> Any:
+    def _parent(self, parent_id: str | None) -> Any:
         """The lunatrace parent of a run: LangChain's parent, folded and nesting-aware."""
-        if parent_run_id is None:
+        if parent_id is None:
             return FROM_CONTEXT  # a LangChain root: nest under the enclosing lunatrace run
-        parent: Any = str(parent_run_id)
+        parent: Any = parent_id
         if HIDDEN:
             parent = HIDDEN.get(parent, parent)
         frame = context.current_frame()
@@ -123,20 +125,20 @@ class CallbackHandler(BaseCallbackHandler):
             return frame.run_id
         return parent
 
-    def _skipped(self, rid: str, parent_run_id: UUID | None, tags: Sequence[str] | None, folds: bool) -> bool:
+    def _skipped(self, rid: str, parent_id: str | None, tags: Sequence[str] | None, folds: bool) -> bool:
         """Whether to leave this run out: folded internal run, or a trace not sampled.
 
         Only chains are folded: LangChain tags are inherited, so the model calls and tools
         under a hidden chain carry the tag too, and they are the content worth seeing.
         """
-        if self._unsampled and parent_run_id is not None and str(parent_run_id) in self._unsampled:
+        if self._unsampled and parent_id is not None and parent_id in self._unsampled:
             _remember(self._unsampled, rid, None)
             return True
-        if parent_run_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+        if parent_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             _remember(self._unsampled, rid, None)
             return True
         if folds and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
-            _remember(HIDDEN, rid, self._parent(parent_run_id))
+            _remember(HIDDEN, rid, self._parent(parent_id))
             return True
         return False
 
@@ -170,13 +172,14 @@ class CallbackHandler(BaseCallbackHandler):
         parameters is left to the worker (:func:`_fill_start`), with the arguments as
         LangChain passed them.
         """
-        rid = str(run_id)
-        if self._skipped(rid, parent_run_id, tags, run_type in _FOLDABLE):
+        rid = _opened(run_id)
+        parent_id = None if parent_run_id is None else _id_str(parent_run_id)
+        if self._skipped(rid, parent_id, tags, run_type in _FOLDABLE):
             return None
         user_id = user_props = None
-        parent = self._parent(parent_run_id)
+        parent = self._parent(parent_id)
         handler_tags = handler_metadata = None
-        if parent_run_id is None:
+        if parent_id is None:
             handler_tags, handler_metadata = self.tags, self.metadata
             user_id, user_props = self._user(metadata)
             if self.thread is not None:
@@ -237,7 +240,7 @@ class CallbackHandler(BaseCallbackHandler):
         metadata: Mapping[str, Any] | None = None,
         payload: Any = None,
     ) -> None:
-        rid = str(run_id)
+        rid = _closed(run_id)
         if self._forget(rid):
             return
         get_tracer().end_run(rid, output, metadata=metadata, input=payload)
@@ -245,7 +248,7 @@ class CallbackHandler(BaseCallbackHandler):
             self._close_exchange(rid, output)
 
     def _error(self, run_id: UUID, error: BaseException) -> None:
-        rid = str(run_id)
+        rid = _closed(run_id)
         if self._forget(rid):
             return
         if mapping.is_control_flow(error):
@@ -260,7 +263,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _annotate(self, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
-        target: Any = str(run_id)
+        target: Any = _id_str(run_id)
         if HIDDEN:
             target = HIDDEN.get(target, target)
         if isinstance(target, str):
@@ -420,7 +423,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             tracer = get_tracer()
-            rid = str(run_id)
+            rid = _id_str(run_id)
             extra = tracer.run_extra(rid)
             if "ttft" not in extra:
                 age = tracer.run_age(rid)
@@ -433,7 +436,7 @@ class CallbackHandler(BaseCallbackHandler):
         self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            rid = str(run_id)
+            rid = _closed(run_id)
             if self._forget(rid):
                 return
             tracer = get_tracer()
@@ -497,7 +500,7 @@ class CallbackHandler(BaseCallbackHandler):
                 # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
                 metadata = {"toolCallId": call_id} if call_id else None
                 if getattr(output, "status", None) == "error":
-                    rid = str(run_id)
+                    rid = _closed(run_id)
                     if not self._forget(rid):
                         message = content if isinstance(content, str) else repr(content)
                         get_tracer().error_run(rid, message, metadata=metadata)
@@ -581,7 +584,35 @@ class CallbackHandler(BaseCallbackHandler):
             self._failed("on_retry", exc)
 
 
-def _remember(store: dict[str, Any], key: str, value: Any) -> None:
+def _opened(run_id: Any) -> str:
+    """``str(run_id)`` of a starting run, kept until its end for :func:`_id_str`."""
+    rid = str(run_id)
+    _remember(_ID_STRINGS, id(run_id), (run_id, rid))
+    return rid
+
+
+def _id_str(run_id: Any) -> str:
+    """``str(run_id)``, without ``UUID.__str__`` (slow Python) for the ids of open runs.
+
+    LangChain passes the same ``UUID`` object as a run's id to its start and end and as
+    its children's parent id. The cache holds that object, so its ``id()`` cannot be
+    reused by another object while the entry exists.
+    """
+    entry = _ID_STRINGS.get(id(run_id))
+    if entry is not None and entry[0] is run_id:
+        return entry[1]
+    return str(run_id)
+
+
+def _closed(run_id: Any) -> str:
+    """:func:`_id_str` of an ending run; its cache entry is dropped."""
+    entry = _ID_STRINGS.pop(id(run_id), None)
+    if entry is not None and entry[0] is run_id:
+        return entry[1]
+    return str(run_id)
+
+
+def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
     """Add an entry to a run-keyed map, forgetting the oldest half past :data:`MAX_ENTRIES`."""
     if len(store) >= MAX_ENTRIES:
         for old in list(store)[: MAX_ENTRIES // 2]:
