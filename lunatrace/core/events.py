@@ -45,7 +45,7 @@ _PAYLOAD_FIELDS = ("input", "output", "params", "error", "feedback", "message", 
 _MASKED_FIELDS = frozenset({"input", "output", "message"})
 TIMESTAMP_KEY = "_ts_ms"
 ESTIMATE_KEY = "_estimate"
-FILL_KEY = "_fill"  # (function, args): function(raw, *args) sets fields on the worker
+FILL_KEY = "_fill"  # (function, *args): function(raw, *args) sets fields on the worker
 CONTEXT_KEY = "_context"  # (context tags, context metadata) to merge under the run's own
 
 logger = logging.getLogger("lunatrace")
@@ -216,7 +216,7 @@ def complete(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     done = dict(raw)
     if fill is not None:
         try:
-            fill[0](done, *fill[1])
+            fill[0](done, *fill[1:])
         except Exception as exc:  # noqa: BLE001 - a mapping bug must not lose the run
             logger.warning("lunatrace: mapping a run's fields failed (%s: %s)", type(exc).__name__, exc)
     if context_fields is not None:

@@ -17,7 +17,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
@@ -51,10 +51,13 @@ class _FromContext:
 
 
 FROM_CONTEXT: Any = _FromContext()
-# A start event's deferred work: ``function(raw_event, *args)`` fills in fields on the worker.
-Fill = tuple[Callable[..., None], tuple[Any, ...]]
+# An event's deferred work, ``(function, *args)``: the worker calls ``function(raw, *args)``
+# to fill in fields. One tuple: each object an event holds is work for the garbage collector.
+Fill = tuple[Any, ...]
 RECENT_RUNS = 50_000
 _ADOPTED: tuple[str, bool | None] = ("chain", None)
+# Shared ``_recent`` values, so that remembering an ended run allocates nothing.
+_RECENT_ENTRIES = {t: {s: (t, s) for s in (True, False, None)} for t in RUN_TYPES}
 ABANDONED_AFTER_S = 3600.0
 SWEEP_INTERVAL_S = 60.0
 
@@ -173,7 +176,7 @@ class Tracer:
     ) -> str:
         """Record the start of a run and return its id (``run_id`` if given).
 
-        ``fill`` is an integration's deferred work, ``(function, args)``: the worker calls
+        ``fill`` is an integration's deferred work, ``(function, *args)``: the worker calls
         ``function(raw_event, *args)`` to set fields that are costly to compute (mapping a
         framework's tags, metadata and parameters), so the caller's thread only captures
         the arguments. It runs before the context's tags and metadata are merged in.
@@ -280,7 +283,8 @@ class Tracer:
 
     def _remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
         """Record an id as a known parent (bounded: the oldest are forgotten). Caller holds the lock."""
-        self._recent[run_id] = (run_type, sampled)
+        entry = _RECENT_ENTRIES.get(run_type)
+        self._recent[run_id] = (run_type, sampled) if entry is None else entry[sampled]
         while len(self._recent) > RECENT_RUNS:
             self._recent.popitem(last=False)
 

@@ -26,7 +26,7 @@ from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
 from lunatrace.core.events import ESTIMATE_KEY
 from lunatrace.core.serialize import Deferred
-from lunatrace.core.tracer import FROM_CONTEXT
+from lunatrace.core.tracer import FROM_CONTEXT, Fill
 from lunatrace.integrations.langchain import mapping
 from lunatrace.integrations.langchain.convert import (
     chain_payload,
@@ -162,6 +162,7 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
         *,
+        convert_input: Callable[[Any], Any] | None = None,
         invocation_params: Any = _MISSING,
         extra: Mapping[str, Any] | None = None,
     ) -> str | None:
@@ -170,7 +171,9 @@ class CallbackHandler(BaseCallbackHandler):
         That is whether the run is left out, its parent, and for a root its user and
         thread message. Filtering LangChain's tags and metadata and picking the model
         parameters is left to the worker (:func:`_fill_start`), with the arguments as
-        LangChain passed them.
+        LangChain passed them; so is wrapping a chain's ``payload`` for conversion
+        (``convert_input``). Each event allocates as few objects as possible: whatever
+        waits in the queue is work for the garbage collector on this thread.
         """
         rid = _opened(run_id)
         parent_id = None if parent_run_id is None else _id_str(parent_run_id)
@@ -184,10 +187,18 @@ class CallbackHandler(BaseCallbackHandler):
             user_id, user_props = self._user(metadata)
             if self.thread is not None:
                 parent = self._open_exchange(rid, payload, user_id, user_props)
-        fill = None
-        if tags or metadata or extra or handler_tags or handler_metadata or invocation_params is not _MISSING:
-            args = (tags, metadata, extra, handler_tags, handler_metadata, invocation_params)
-            fill = (self._fill, (hook, _fill_start, *args))
+        fill = (
+            _fill_start,
+            self,
+            hook,
+            convert_input,
+            tags,
+            metadata,
+            extra,
+            handler_tags,
+            handler_metadata,
+            invocation_params,
+        )
         get_tracer().start_run(
             run_type,
             name,
@@ -199,13 +210,6 @@ class CallbackHandler(BaseCallbackHandler):
             fill=fill,
         )
         return rid
-
-    def _fill(self, raw: dict[str, Any], hook: str, fill: Callable[..., None], *args: Any) -> None:
-        """Run a hook's deferred ``fill(raw, *args)`` on the worker; a failure is the hook's."""
-        try:
-            fill(raw, *args)
-        except Exception as exc:  # noqa: BLE001 - never lose the run for its tags
-            self._failed(hook, exc)
 
     def _user(self, metadata: Mapping[str, Any] | None) -> tuple[Any, Any]:
         if metadata:
@@ -221,7 +225,7 @@ class CallbackHandler(BaseCallbackHandler):
         return get_tracer().track_message(
             thread.id,
             "user",
-            _chat_text(payload),
+            _chat_text(payload, "input"),
             thread_tags=thread.tags,
             user_id=user_id if user_id is not None else thread.user_id,
             user_props=user_props or thread.user_props,
@@ -230,7 +234,7 @@ class CallbackHandler(BaseCallbackHandler):
     def _close_exchange(self, rid: str, output: Any) -> None:
         thread = self._exchanges.pop(rid, None)
         if thread is not None and output is not None:
-            thread.track_message("assistant", _chat_text(output))
+            thread.track_message("assistant", _chat_text(output, "output"))
 
     def _end(
         self,
@@ -239,11 +243,12 @@ class CallbackHandler(BaseCallbackHandler):
         *,
         metadata: Mapping[str, Any] | None = None,
         payload: Any = None,
+        fill: Fill | None = None,
     ) -> None:
         rid = _closed(run_id)
         if self._forget(rid):
             return
-        get_tracer().end_run(rid, output, metadata=metadata, input=payload)
+        get_tracer().end_run(rid, output, metadata=metadata, input=payload, fill=fill)
         if self._exchanges:
             self._close_exchange(rid, output)
 
@@ -284,16 +289,16 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = kwargs.get("name") or mapping.class_name(serialized) or "chain"
-            payload = None if _deferred_inputs(inputs, kwargs) else _deferred_payload(inputs, _INPUT)
             self._start(
                 "on_chain_start",
                 mapping.chain_type(name, metadata),
                 name,
-                payload,
+                None if _deferred_inputs(inputs, kwargs) else inputs,
                 run_id,
                 parent_run_id,
                 tags,
                 metadata,
+                convert_input=_unwrapped_input,
             )
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed("on_chain_start", exc)
@@ -302,12 +307,7 @@ class CallbackHandler(BaseCallbackHandler):
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            inputs = kwargs.get("inputs")
-            self._end(
-                run_id,
-                _deferred_payload(outputs, _OUTPUT),
-                payload=None if inputs is None else _deferred_payload(inputs, _INPUT),
-            )
+            self._end(run_id, outputs, payload=kwargs.get("inputs"), fill=_FILL_CHAIN_END)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chain_end", exc)
 
@@ -443,7 +443,7 @@ class CallbackHandler(BaseCallbackHandler):
             tracer.end_run(
                 rid,
                 Deferred(generations_to_openai, getattr(response, "generations", None) or []),
-                fill=(self._fill, ("on_llm_end", _fill_llm_end, response, tracer.run_extra(rid).get("ttft"))),
+                fill=(_fill_llm_end, self, response, tracer.run_extra(rid).get("ttft")),
             )
             if self._exchanges:
                 self._close_exchange(rid, getattr(response, "generations", None))
@@ -632,6 +632,9 @@ def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
 
 def _fill_start(
     raw: dict[str, Any],
+    handler: CallbackHandler,
+    hook: str,
+    convert_input: Callable[[Any], Any] | None,
     tags: Sequence[str] | None,
     metadata: Mapping[str, Any] | None,
     extra: Mapping[str, Any] | None,
@@ -643,7 +646,26 @@ def _fill_start(
 
     LangChain's bookkeeping tags and metadata are dropped, a retry tag becomes
     ``retryAttempt``, and a root gets the handler's own tags and metadata under its own.
+    A failure is reported as the hook's (:meth:`CallbackHandler._failed`) and costs only
+    these fields, not the run.
     """
+    try:
+        if convert_input is not None:
+            raw["input"] = _deferred_payload(raw.get("input"), convert_input)
+        _map_start(raw, tags, metadata, extra, handler_tags, handler_metadata, invocation_params)
+    except Exception as exc:  # noqa: BLE001
+        handler._failed(hook, exc)
+
+
+def _map_start(
+    raw: dict[str, Any],
+    tags: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    handler_tags: Sequence[str] | None,
+    handler_metadata: Mapping[str, Any] | None,
+    invocation_params: Any,
+) -> None:
     run_tags = mapping.user_tags(tags) if tags else None
     run_metadata = mapping.user_metadata(metadata) if metadata else None
     if extra:
@@ -664,12 +686,19 @@ def _fill_start(
         raw["params"] = mapping.llm_params(invocation_params, metadata) or None
 
 
-def _fill_llm_end(raw: dict[str, Any], response: Any, ttft: float | None) -> None:
+def _fill_llm_end(raw: dict[str, Any], handler: CallbackHandler, response: Any, ttft: float | None) -> None:
     """Set an llm end's usage and metadata from the ``LLMResult``; runs on the worker.
 
     The model the provider answered with also names the model for a token estimate
     (made only when the provider reported no usage).
     """
+    try:
+        _map_llm_end(raw, response, ttft)
+    except Exception as exc:  # noqa: BLE001
+        handler._failed("on_llm_end", exc)
+
+
+def _map_llm_end(raw: dict[str, Any], response: Any, ttft: float | None) -> None:
     metadata = dict(raw.get("metadata") or {})
     if ttft is not None:
         metadata["timeToFirstTokenMs"] = ttft
@@ -694,22 +723,27 @@ def _unwrapped_output(value: Any) -> Any:
     return chain_payload(mapping.unwrap(value, "output"))
 
 
-_INPUT, _OUTPUT = _unwrapped_input, _unwrapped_output
-_WRAPPER_KEYS: dict[Callable[[Any], Any], str] = {_INPUT: "input", _OUTPUT: "output"}
+def _fill_chain_end(raw: dict[str, Any]) -> None:
+    """Wrap a chain end's output (and inputs sent only now) for conversion; on the worker."""
+    raw["output"] = _deferred_payload(raw.get("output"), _unwrapped_output)
+    raw["input"] = _deferred_payload(raw.get("input"), _unwrapped_input)
 
 
-def _deferred_payload(value: Any, convert: Any) -> Any:
-    """A chain payload converted (and its ``{"input": ...}`` wrapper removed) on the worker."""
+_FILL_CHAIN_END: Fill = (_fill_chain_end,)
+
+
+def _deferred_payload(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """A chain payload converted (and its ``{"input": ...}`` wrapper removed) when encoded."""
     if value is None or type(value) is str:
         return value
     return Deferred(convert, value)
 
 
-def _chat_text(value: Any) -> Any:
+def _chat_text(value: Any, wrapper_key: str) -> Any:
     """The content of a chat exchange side: a string, a message's content, else the value."""
     if isinstance(value, Deferred):
-        key = _WRAPPER_KEYS.get(value.convert)
-        value = value.value if key is None else mapping.unwrap(value.value, key)
+        value = value.value
+    value = mapping.unwrap(value, wrapper_key)
     if isinstance(value, Mapping):
         messages = value.get("messages")
         if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
