@@ -39,6 +39,9 @@ class Item:
         if self.body is None and self.raw is not None:
             self.wire = to_wire(self.raw, encoder)
             self.body = dumps(self.wire)
+            # The raw event holds the application's objects (messages, results): free them
+            # now rather than when the batch is delivered, so the collector sees less.
+            self.raw = None
 
     @property
     def size(self) -> int:
