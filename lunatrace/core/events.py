@@ -78,9 +78,20 @@ class MonotonicClock:
 
 
 def format_timestamp(ms: int) -> str:
-    """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores."""
+    """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores.
+
+    Events come in bursts within the same second: its formatted part is reused.
+    """
+    global _last_second
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    second, prefix = _last_second
+    if second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, prefix)  # one tuple: atomic for concurrent callers
+    return f"{prefix}.{millis:03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
 
 
 def new_run_id() -> str:

@@ -72,7 +72,6 @@ class RunState:
     started: float
     model: str | None = None
     prompt: Any = None
-    children: int = 0
     extra: dict[str, Any] | None = None  # created on first use: most runs never need it
 
 
@@ -228,7 +227,6 @@ class Tracer:
             parent_state = self._runs.get(parent) if parent else None
         if parent_state is not None:
             root, sampled = parent_state.root_id, parent_state.sampled
-            parent_state.children += 1
         elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
             # A late child (a task outliving its caller) follows its parent's decision:
             # sent, it would otherwise point at a parent the server never saw, or dropped,
@@ -239,10 +237,10 @@ class Tracer:
             rate = self.config.sample_rate
             sampled = rate >= 1.0 or random.random() < rate
         now = time.monotonic()
-        state = RunState(run_type, root, sampled, now)
-        if run_type == "llm":
-            state.model, state.prompt = name, input
-        self._runs[rid] = state  # a single dict store is atomic: no lock on the hot path
+        if run_type == "llm":  # what a token estimate at the end needs
+            self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
+        else:  # a single dict store is atomic: no lock on the hot path
+            self._runs[rid] = RunState(run_type, root, sampled, now)
         if now - self._last_sweep >= SWEEP_INTERVAL_S:
             self._sweep(now)
         if not sampled:

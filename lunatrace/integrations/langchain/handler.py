@@ -587,7 +587,10 @@ class CallbackHandler(BaseCallbackHandler):
 def _opened(run_id: Any) -> str:
     """``str(run_id)`` of a starting run, kept until its end for :func:`_id_str`."""
     rid = str(run_id)
-    _remember(_ID_STRINGS, id(run_id), (run_id, rid))
+    if len(_ID_STRINGS) >= MAX_ENTRIES:
+        _remember(_ID_STRINGS, id(run_id), (run_id, rid))
+    else:
+        _ID_STRINGS[id(run_id)] = (run_id, rid)
     return rid
 
 

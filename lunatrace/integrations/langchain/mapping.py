@@ -81,7 +81,7 @@ def _kwargs_of(serialized: Any) -> Any:
 
 def class_name(serialized: Any) -> str | None:
     """The class behind a run, from ``serialized`` (``name``, else the last id part)."""
-    if not isinstance(serialized, Mapping):
+    if serialized is None or not isinstance(serialized, Mapping):  # None: most runnables
         return None
     name = serialized.get("name")
     if name:
