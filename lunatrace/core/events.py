@@ -41,7 +41,7 @@ EVENT_NAMES = frozenset({"start", "end", "error", "feedback", "chat", "update", 
 THUMBS = frozenset({"up", "down"})
 
 # Fields that carry arbitrary user data and go through the field encoder.
-_PAYLOAD_FIELDS = ("input", "output", "params", "error", "feedback", "message", "userProps")
+_PAYLOAD_FIELDS = frozenset({"input", "output", "params", "error", "feedback", "message", "userProps"})
 _MASKED_FIELDS = frozenset({"input", "output", "message"})
 TIMESTAMP_KEY = "_ts_ms"
 ESTIMATE_KEY = "_estimate"

@@ -51,7 +51,11 @@ class Item:
 
 
 def dumps(wire: dict[str, Any]) -> str:
-    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(wire)
+
+
+# One encoder for every event: ``json.dumps`` with options builds a new one each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def split_batches(items: Sequence[Item], max_events: int, max_bytes: int) -> Iterator[list[Item]]:
