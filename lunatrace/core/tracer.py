@@ -181,96 +181,67 @@ class Tracer:
         the arguments. It runs before the context's tags and metadata are merged in.
         """
         rid = str(run_id) if run_id is not None else new_run_id()
-        try:
-            if self.config.enabled:
-                self._start(
-                    rid,
-                    run_type,
-                    name,
-                    input,
-                    parent_run_id,
-                    params,
-                    tags,
-                    metadata,
-                    user_id,
-                    user_props,
-                    template_version_id,
-                    fill,
-                )
+        if not self.config.enabled:
+            return rid
+        try:  # one frame, not a helper: this runs for every run started
+            if run_type not in RUN_TYPES:
+                raise ValueError(f"unknown run type {run_type!r}")
+            # The common case first: the parent is an open run, named by its string id.
+            parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
+            if parent_state is not None:
+                parent = parent_run_id
+            else:
+                parent = self.resolve_parent(parent_run_id)
+                parent_state = self._runs.get(parent) if parent else None
+            if parent_state is not None:
+                root, sampled = parent_state.root_id, parent_state.sampled
+            elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
+                # A late child (a task outliving its caller) follows its parent's decision:
+                # sent, it would otherwise point at a parent the server never saw, or dropped,
+                # leave a sent trace incomplete.
+                root, sampled = parent, bool(self._recent[parent][1])
+            else:
+                root = rid
+                rate = self.config.sample_rate
+                sampled = rate >= 1.0 or random.random() < rate
+            now = time.monotonic()
+            if run_type == "llm":  # what a token estimate at the end needs
+                self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
+            else:  # a single dict store is atomic: no lock on the hot path
+                self._runs[rid] = RunState(run_type, root, sampled, now)
+            if now - self._last_sweep >= SWEEP_INTERVAL_S:
+                self._sweep(now)
+            if not sampled:
+                return rid
+            user = context.current_user()
+            if user_id is None and user is not None:
+                user_id, user_props = user.user_id, user_props or user.props
+            # A plain literal, not ``build``: ``None`` fields are dropped by ``to_wire``.
+            raw: dict[str, Any] = {
+                "type": run_type,
+                "event": "start",
+                "runId": rid,
+                "parentRunId": parent,
+                "name": name,
+                "input": input,
+                "params": params or None,
+                "tags": tuple(tags) if tags else None,
+                "metadata": metadata or None,
+                "userId": None if user_id is None else str(user_id),
+                "userProps": user_props if user_id is not None else None,
+                "templateVersionId": template_version_id,
+            }
+            if fill is not None:
+                raw[FILL_KEY] = fill
+            # The context's tags and metadata are merged in on the worker (events.complete).
+            context_tags = context.current_tags()
+            context_metadata = context.current_metadata()
+            if context_tags or context_metadata:
+                raw[CONTEXT_KEY] = (context_tags, context_metadata)
+            self._emit(raw)
         except Exception as exc:  # noqa: BLE001
             self._failed(f"start of {run_type} run", exc)
         return rid
-
-    def _start(
-        self,
-        rid: str,
-        run_type: str,
-        name: str | None,
-        input: Any,  # noqa: A002
-        parent_run_id: Any,
-        params: Mapping[str, Any] | None,
-        tags: Sequence[str] | None,
-        metadata: Mapping[str, Any] | None,
-        user_id: Any,
-        user_props: Mapping[str, Any] | None,
-        template_version_id: int | None,
-        fill: Fill | None,
-    ) -> None:
-        if run_type not in RUN_TYPES:
-            raise ValueError(f"unknown run type {run_type!r}")
-        # The common case first: the parent is an open run, named by its string id.
-        parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
-        if parent_state is not None:
-            parent = parent_run_id
-        else:
-            parent = self.resolve_parent(parent_run_id)
-            parent_state = self._runs.get(parent) if parent else None
-        if parent_state is not None:
-            root, sampled = parent_state.root_id, parent_state.sampled
-        elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
-            # A late child (a task outliving its caller) follows its parent's decision:
-            # sent, it would otherwise point at a parent the server never saw, or dropped,
-            # leave a sent trace incomplete.
-            root, sampled = parent, bool(self._recent[parent][1])
-        else:
-            root = rid
-            rate = self.config.sample_rate
-            sampled = rate >= 1.0 or random.random() < rate
-        now = time.monotonic()
-        if run_type == "llm":  # what a token estimate at the end needs
-            self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
-        else:  # a single dict store is atomic: no lock on the hot path
-            self._runs[rid] = RunState(run_type, root, sampled, now)
-        if now - self._last_sweep >= SWEEP_INTERVAL_S:
-            self._sweep(now)
-        if not sampled:
-            return
-        user = context.current_user()
-        if user_id is None and user is not None:
-            user_id, user_props = user.user_id, user_props or user.props
-        # A plain literal, not ``build``: ``None`` fields are dropped by ``to_wire``.
-        raw: dict[str, Any] = {
-            "type": run_type,
-            "event": "start",
-            "runId": rid,
-            "parentRunId": parent,
-            "name": name,
-            "input": input,
-            "params": params or None,
-            "tags": tuple(tags) if tags else None,
-            "metadata": metadata or None,
-            "userId": None if user_id is None else str(user_id),
-            "userProps": user_props if user_id is not None else None,
-            "templateVersionId": template_version_id,
-        }
-        if fill is not None:
-            raw[FILL_KEY] = fill
-        # The context's tags and metadata are merged in on the worker (events.complete).
-        context_tags = context.current_tags()
-        context_metadata = context.current_metadata()
-        if context_tags or context_metadata:
-            raw[CONTEXT_KEY] = (context_tags, context_metadata)
-        self._emit(raw)
 
     def _finish(self, run_id: str) -> RunState | None:
         with self._state_lock:

@@ -177,10 +177,15 @@ class CallbackHandler(BaseCallbackHandler):
         """
         rid = _opened(run_id)
         parent_id = None if parent_run_id is None else _id_str(parent_run_id)
-        if self._skipped(rid, parent_id, tags, run_type in _FOLDABLE):
+        # The checks are only called when they can say yes (the common case skips both).
+        may_skip = self._unsampled or self.sample_rate < 1.0 or (tags and not self.show_internal)
+        if may_skip and self._skipped(rid, parent_id, tags, run_type in _FOLDABLE):
             return None
         user_id = user_props = None
-        parent = self._parent(parent_id)
+        if parent_id is not None and not HIDDEN and context.current_frame() is None:
+            parent: Any = parent_id  # what _parent answers without folds or decorated functions
+        else:
+            parent = self._parent(parent_id)
         handler_tags = handler_metadata = None
         if parent_id is None:
             handler_tags, handler_metadata = self.tags, self.metadata
@@ -599,7 +604,9 @@ def _id_str(run_id: Any) -> str:
 
     LangChain passes the same ``UUID`` object as a run's id to its start and end and as
     its children's parent id. The cache holds that object, so its ``id()`` cannot be
-    reused by another object while the entry exists.
+    reused by another object while the entry exists. Any other object (an equal UUID, a
+    string) simply misses; an entry whose end came with another object stays until the
+    :data:`MAX_ENTRIES` bound forgets it, like the state of runs that never end.
     """
     entry = _ID_STRINGS.get(id(run_id))
     if entry is not None and entry[0] is run_id:
