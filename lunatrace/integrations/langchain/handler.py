@@ -3,8 +3,11 @@
 Why a *sync*, *inline* handler: an ``AsyncCallbackHandler`` costs milliseconds per invoke
 on the sync path, and a non-inline sync handler is hopped to a thread pool for every
 event under ``ainvoke``. Inline, the hooks run on the application's thread, so each does
-O(1) work: it reads the few fields it needs, wraps payloads for late conversion
-(:mod:`.convert`) and hands a raw event to the tracer. No serialization, no I/O.
+O(1) work: it decides what must be known at once (left out or not, the parent, the run
+state) and hands the tracer a raw event carrying the hook's arguments and a *fill*
+(:func:`_fill_start`, :func:`_fill_llm_end`, :func:`_fill_chain_end`) that maps them on
+the background worker, where payloads are also converted (:mod:`.convert`). No
+serialization, no I/O, as few objects as possible.
 
 Runs are identified by LangChain's own ``run_id`` and parented by ``parent_run_id``
 only, so one handler can serve any number of threads, tasks and requests at once. The
