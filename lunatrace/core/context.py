@@ -77,13 +77,11 @@ def current_run_id() -> str | None:
     return frame.run_id
 
 
-def current_frame() -> RunFrame | None:
-    """The innermost lunatrace frame, with the framework runs seen when it was pushed.
-
-    An integration uses it to tell that a decorated function sits *inside* the framework
-    run a new framework run names as its parent, so the new run nests under the function.
-    """
-    return _current_run.get()
+# The innermost lunatrace frame, with the framework runs seen when it was pushed. An
+# integration uses it to tell that a decorated function sits *inside* the framework run
+# a new framework run names as its parent, so the new run nests under the function.
+# The context variables' own ``get`` (no Python frame): this is read on every event.
+current_frame: Callable[[], RunFrame | None] = _current_run.get
 
 
 def current_lunatrace_run_id() -> str | None:
@@ -115,16 +113,9 @@ def pop_run(token: Any) -> None:
         pass
 
 
-def current_user() -> User | None:
-    return _user.get()
-
-
-def current_tags() -> tuple[str, ...]:
-    return _tags.get()
-
-
-def current_metadata() -> Mapping[str, Any]:
-    return _metadata.get()
+current_user: Callable[[], User | None] = _user.get
+current_tags: Callable[[], tuple[str, ...]] = _tags.get
+current_metadata: Callable[[], Mapping[str, Any]] = _metadata.get
 
 
 @contextlib.contextmanager

@@ -3,8 +3,11 @@
 Events are built in two steps so the caller's thread stays cheap:
 
 1. :func:`build` runs on the hot path. It makes a plain dict with camelCase keys and the
-   caller's raw values (no serialization), dropping ``None`` fields.
-2. :func:`to_wire` runs on the background worker. It stamps the ISO timestamp, converts
+   caller's raw values (no serialization), dropping ``None`` fields. Work the hot path
+   can postpone travels with the event: an integration's *fill* (mapping a framework's
+   tags, metadata, parameters) and the context's tags and metadata to merge.
+2. :func:`to_wire` runs on the background worker. It first completes the event with
+   that postponed work (:func:`complete`), then stamps the ISO timestamp, converts
    and caps every payload field, scrubs secrets, flattens metadata to what the server
    keeps, and validates the result.
 
@@ -16,6 +19,7 @@ backwards would put a child before its parent.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 import time
@@ -37,10 +41,14 @@ EVENT_NAMES = frozenset({"start", "end", "error", "feedback", "chat", "update", 
 THUMBS = frozenset({"up", "down"})
 
 # Fields that carry arbitrary user data and go through the field encoder.
-_PAYLOAD_FIELDS = ("input", "output", "params", "error", "feedback", "message", "userProps")
+_PAYLOAD_FIELDS = frozenset({"input", "output", "params", "error", "feedback", "message", "userProps"})
 _MASKED_FIELDS = frozenset({"input", "output", "message"})
 TIMESTAMP_KEY = "_ts_ms"
 ESTIMATE_KEY = "_estimate"
+FILL_KEY = "_fill"  # (function, *args): function(raw, *args) sets fields on the worker
+CONTEXT_KEY = "_context"  # (context tags, context metadata) to merge under the run's own
+
+logger = logging.getLogger("lunatrace")
 
 
 class EventError(ValueError):
@@ -52,7 +60,7 @@ class MonotonicClock:
 
     def __init__(self) -> None:
         self.anchor_ns = time.time_ns() - time.perf_counter_ns()
-        self._last = 0
+        self.last = 0
         self._lock = threading.Lock()
 
     def now_ms(self) -> int:
@@ -63,16 +71,27 @@ class MonotonicClock:
     def now_ms_unlocked(self) -> int:
         """:meth:`now_ms` for a caller that already serialises every read under its own lock."""
         now = (self.anchor_ns + time.perf_counter_ns()) // 1_000_000
-        if now < self._last:
-            now = self._last
-        self._last = now
+        if now < self.last:
+            now = self.last
+        self.last = now
         return now
 
 
 def format_timestamp(ms: int) -> str:
-    """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores."""
+    """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores.
+
+    Events come in bursts within the same second: its formatted part is reused.
+    """
+    global _last_second
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    second, prefix = _last_second
+    if second != seconds:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = (seconds, prefix)  # one tuple: atomic for concurrent callers
+    return f"{prefix}.{millis:03d}Z"
+
+
+_last_second: tuple[int, str] = (-1, "")
 
 
 def new_run_id() -> str:
@@ -194,12 +213,40 @@ def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
         raise EventError(f"{key} is not a UUID: {raw.get(key)!r}") from None
 
 
+def complete(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Do the work the hot path postponed; returns a new event, ``raw`` is left as is.
+
+    The fill runs first (it sets the run's own tags and metadata), then the context's
+    tags go before the run's and its metadata under the run's. A fill that fails costs
+    only the fields it would have set, never the event.
+    """
+    fill = raw.get(FILL_KEY)
+    context_fields = raw.get(CONTEXT_KEY)
+    if fill is None and context_fields is None:
+        return raw
+    done = dict(raw)
+    if fill is not None:
+        try:
+            fill[0](done, *fill[1:])
+        except Exception as exc:  # noqa: BLE001 - a mapping bug must not lose the run
+            logger.warning("lunatrace: mapping a run's fields failed (%s: %s)", type(exc).__name__, exc)
+    if context_fields is not None:
+        context_tags, context_metadata = context_fields
+        tags, metadata = done.get("tags"), done.get("metadata")
+        if context_tags:
+            done["tags"] = list(dict.fromkeys([*context_tags, *(tags or ())]))
+        if context_metadata:
+            done["metadata"] = {**context_metadata, **metadata} if metadata else context_metadata
+    return done
+
+
 def to_wire(raw: Mapping[str, Any], encoder: FieldEncoder) -> dict[str, Any]:
     """Turn a raw event into the exact JSON object the server accepts.
 
     Raises :class:`EventError` for an event that would be refused or ignored; the worker
     logs and counts those instead of sending them.
     """
+    raw = complete(raw)
     run_type = raw.get("type")
     name = raw.get("event")
     if run_type not in RUN_TYPES:

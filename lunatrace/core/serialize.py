@@ -229,16 +229,23 @@ class Deferred:
     turns them into payload data; the hot path then only allocates this wrapper, and the
     serializer runs ``convert(value)`` when it reaches it, off the application's thread.
     A ``convert`` that raises degrades like any other unserializable value.
+
+    The result is kept: the same value can be converted for two events (an llm run's
+    prompt, sent with its start, is counted again for the token estimate of its end).
     """
 
-    __slots__ = ("convert", "value")
+    __slots__ = ("_result", "convert", "value")
 
     def __init__(self, convert: Callable[[Any], Any], value: Any) -> None:
         self.convert = convert
         self.value = value
+        self._result: Any = _NO_VALUE
 
     def resolve(self) -> Any:
-        return self.convert(self.value)
+        result = self._result
+        if result is _NO_VALUE:
+            result = self._result = self.convert(self.value)
+        return result
 
     def __repr__(self) -> str:
         return f"Deferred({getattr(self.convert, '__name__', 'convert')})"
@@ -348,7 +355,11 @@ def _shorten_strings(value: Any, limit: int) -> Any:
 
 def dumps(value: Any) -> str:
     """Compact JSON for JSON-ready data (``allow_nan`` off: non-finite floats are strings)."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _COMPACT.encode(value)
+
+
+# One encoder for every call: ``json.dumps`` with options builds a new one each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 class FieldEncoder:
@@ -370,6 +381,10 @@ class FieldEncoder:
         self._mask_failed_logged = False
 
     def encode(self, value: Any, *, masked: bool = True) -> Any:
+        if type(value) is str and (self.mask is None or not masked):
+            # The commonest field, a plain string: what the general path below would do.
+            text = scrub_text(value, self.secrets)
+            return text if 6 * len(text) + 32 <= self.max_bytes else cap_size(text, self.max_bytes)
         encoder = _Encoder(self.secrets)
         data = encoder.convert(value)
         if masked and self.mask is not None:

@@ -18,13 +18,16 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from time import perf_counter_ns
 from typing import Any
 
 from lunatrace.core import context
 from lunatrace.core.config import Config
 from lunatrace.core.events import (
+    CONTEXT_KEY,
     ESTIMATE_KEY,
+    FILL_KEY,
     RUN_TYPES,
     THUMBS,
     TIMESTAMP_KEY,
@@ -48,7 +51,13 @@ class _FromContext:
 
 
 FROM_CONTEXT: Any = _FromContext()
+# An event's deferred work, ``(function, *args)``: the worker calls ``function(raw, *args)``
+# to fill in fields. One tuple: each object an event holds is work for the garbage collector.
+Fill = tuple[Any, ...]
 RECENT_RUNS = 50_000
+_ADOPTED: tuple[str, bool | None] = ("chain", None)
+# Shared ``_recent`` values, so that remembering an ended run allocates nothing.
+_RECENT_ENTRIES = {t: {s: (t, s) for s in (True, False, None)} for t in RUN_TYPES}
 ABANDONED_AFTER_S = 3600.0
 SWEEP_INTERVAL_S = 60.0
 
@@ -63,8 +72,7 @@ class RunState:
     started: float
     model: str | None = None
     prompt: Any = None
-    children: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] | None = None  # created on first use: most runs never need it
 
 
 class Tracer:
@@ -80,17 +88,22 @@ class Tracer:
         self._emit_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._runs: dict[str, RunState] = {}
-        self._recent: OrderedDict[str, str] = OrderedDict()  # ended run id -> type
-        self._ended_sampled: OrderedDict[str, bool] = OrderedDict()  # ended run -> was sent
+        # Ended (or adopted) run id -> (type, whether it was sent; ``None`` when adopted).
+        self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
         self._last_sweep = time.monotonic()
         self.errors = 0
 
     # --- emission -----------------------------------------------------------------
 
     def _emit(self, raw: dict[str, Any]) -> None:
+        clock = self._clock
         with self._emit_lock:
-            # This lock serialises every clock read, so the clock needs no lock of its own.
-            raw[TIMESTAMP_KEY] = self._clock.now_ms_unlocked()
+            # This lock serialises every clock read, so the clock needs no lock of its own
+            # (``MonotonicClock.now_ms_unlocked``, inlined: this runs for every event).
+            now = (clock.anchor_ns + perf_counter_ns()) // 1_000_000
+            if now < clock.last:
+                now = clock.last
+            clock.last = raw[TIMESTAMP_KEY] = now
             self.sink.emit(raw)
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -106,7 +119,8 @@ class Tracer:
         state = self._runs.get(run_id)
         if state is not None:
             return state.run_type
-        return self._recent.get(run_id)
+        recent = self._recent.get(run_id)
+        return recent[0] if recent is not None else None
 
     def is_known(self, run_id: str | None) -> bool:
         """Whether ``run_id`` was started by this tracer (open, or recently ended)."""
@@ -157,109 +171,89 @@ class Tracer:
         user_id: Any = None,
         user_props: Mapping[str, Any] | None = None,
         template_version_id: int | None = None,
+        fill: Fill | None = None,
     ) -> str:
-        """Record the start of a run and return its id (``run_id`` if given)."""
+        """Record the start of a run and return its id (``run_id`` if given).
+
+        ``fill`` is an integration's deferred work, ``(function, *args)``: the worker calls
+        ``function(raw_event, *args)`` to set fields that are costly to compute (mapping a
+        framework's tags, metadata and parameters), so the caller's thread only captures
+        the arguments. It runs before the context's tags and metadata are merged in.
+        """
         rid = str(run_id) if run_id is not None else new_run_id()
-        try:
-            self._start(
-                rid,
-                run_type,
-                name,
-                input,
-                parent_run_id,
-                params,
-                tags,
-                metadata,
-                user_id,
-                user_props,
-                template_version_id,
-            )
+        if not self.config.enabled:
+            return rid
+        try:  # one frame, not a helper: this runs for every run started
+            if run_type not in RUN_TYPES:
+                raise ValueError(f"unknown run type {run_type!r}")
+            # The common case first: the parent is an open run, named by its string id.
+            parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
+            if parent_state is not None:
+                parent = parent_run_id
+            else:
+                parent = self.resolve_parent(parent_run_id)
+                parent_state = self._runs.get(parent) if parent else None
+            if parent_state is not None:
+                root, sampled = parent_state.root_id, parent_state.sampled
+            elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
+                # A late child (a task outliving its caller) follows its parent's decision:
+                # sent, it would otherwise point at a parent the server never saw, or dropped,
+                # leave a sent trace incomplete.
+                root, sampled = parent, bool(self._recent[parent][1])
+            else:
+                root = rid
+                rate = self.config.sample_rate
+                sampled = rate >= 1.0 or random.random() < rate
+            now = time.monotonic()
+            if run_type == "llm":  # what a token estimate at the end needs
+                self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
+            else:  # a single dict store is atomic: no lock on the hot path
+                self._runs[rid] = RunState(run_type, root, sampled, now)
+            if now - self._last_sweep >= SWEEP_INTERVAL_S:
+                self._sweep(now)
+            if not sampled:
+                return rid
+            user = context.current_user()
+            if user_id is None and user is not None:
+                user_id, user_props = user.user_id, user_props or user.props
+            # A plain literal, not ``build``: ``None`` fields are dropped by ``to_wire``.
+            raw: dict[str, Any] = {
+                "type": run_type,
+                "event": "start",
+                "runId": rid,
+                "parentRunId": parent,
+                "name": name,
+                "input": input,
+                "params": params or None,
+                "tags": tuple(tags) if tags else None,
+                "metadata": metadata or None,
+                "userId": None if user_id is None else str(user_id),
+                "userProps": user_props if user_id is not None else None,
+                "templateVersionId": template_version_id,
+            }
+            if fill is not None:
+                raw[FILL_KEY] = fill
+            # The context's tags and metadata are merged in on the worker (events.complete).
+            context_tags = context.current_tags()
+            context_metadata = context.current_metadata()
+            if context_tags or context_metadata:
+                raw[CONTEXT_KEY] = (context_tags, context_metadata)
+            self._emit(raw)
         except Exception as exc:  # noqa: BLE001
             self._failed(f"start of {run_type} run", exc)
         return rid
-
-    def _start(
-        self,
-        rid: str,
-        run_type: str,
-        name: str | None,
-        input: Any,  # noqa: A002
-        parent_run_id: Any,
-        params: Mapping[str, Any] | None,
-        tags: Sequence[str] | None,
-        metadata: Mapping[str, Any] | None,
-        user_id: Any,
-        user_props: Mapping[str, Any] | None,
-        template_version_id: int | None,
-    ) -> None:
-        if not self.config.enabled:
-            return
-        if run_type not in RUN_TYPES:
-            raise ValueError(f"unknown run type {run_type!r}")
-        parent = self.resolve_parent(parent_run_id)
-        parent_state = self._runs.get(parent) if parent else None
-        if parent_state is not None:
-            root, sampled = parent_state.root_id, parent_state.sampled
-            parent_state.children += 1
-        elif parent is not None and parent in self._ended_sampled:
-            # A late child (a task outliving its caller) follows its parent's decision:
-            # sent, it would otherwise point at a parent the server never saw, or dropped,
-            # leave a sent trace incomplete.
-            root, sampled = parent, self._ended_sampled[parent]
-        else:
-            root = rid
-            rate = self.config.sample_rate
-            sampled = rate >= 1.0 or random.random() < rate
-        now = time.monotonic()
-        state = RunState(run_type, root, sampled, now)
-        if run_type == "llm":
-            state.model, state.prompt = name, input
-        self._runs[rid] = state  # a single dict store is atomic: no lock on the hot path
-        if now - self._last_sweep >= SWEEP_INTERVAL_S:
-            self._sweep(now)
-        if not sampled:
-            return
-        user = context.current_user()
-        if user_id is None and user is not None:
-            user_id, user_props = user.user_id, user_props or user.props
-        context_tags = context.current_tags()
-        all_tags = list(dict.fromkeys([*context_tags, *(tags or ())])) if context_tags or tags else None
-        context_metadata = context.current_metadata()
-        all_metadata = (
-            {**context_metadata, **metadata}
-            if context_metadata and metadata
-            else (metadata or context_metadata or None)
-        )
-        self._emit(
-            build(
-                "start",
-                run_type,
-                rid,
-                parent_run_id=parent,
-                name=name,
-                input=input,
-                params=params or None,
-                tags=all_tags,
-                metadata=all_metadata,
-                user_id=None if user_id is None else str(user_id),
-                user_props=user_props if user_id is not None else None,
-                template_version_id=template_version_id,
-            )
-        )
 
     def _finish(self, run_id: str) -> RunState | None:
         with self._state_lock:
             state = self._runs.pop(run_id, None)
             if state is not None:
-                self._remember(run_id, state.run_type)
-                self._ended_sampled[run_id] = state.sampled
-                while len(self._ended_sampled) > RECENT_RUNS:
-                    self._ended_sampled.popitem(last=False)
+                self._remember(run_id, state.run_type, state.sampled)
         return state
 
-    def _remember(self, run_id: str, run_type: str) -> None:
+    def _remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
         """Record an id as a known parent (bounded: the oldest are forgotten). Caller holds the lock."""
-        self._recent[run_id] = run_type
+        entry = _RECENT_ENTRIES.get(run_type)
+        self._recent[run_id] = (run_type, sampled) if entry is None else entry[sampled]
         while len(self._recent) > RECENT_RUNS:
             self._recent.popitem(last=False)
 
@@ -272,28 +266,36 @@ class Tracer:
         metadata: Mapping[str, Any] | None = None,
         input: Any = None,  # noqa: A002 - inputs known only at the end (streaming)
         model: str | None = None,
+        fill: Fill | None = None,
     ) -> bool:
-        """Record a run's successful end. ``False`` if the run was not open."""
+        """Record a run's successful end. ``False`` if the run was not open.
+
+        ``fill`` is deferred work as in :meth:`start_run`; it may set ``tokensUsage``, in
+        which case an llm run's token estimate is not made.
+        """
         try:
-            state = self._finish(str(run_id))
+            rid = str(run_id)
+            state = self._finish(rid)
             if state is None:
                 logger.debug("lunatrace: end for unknown or finished run %s ignored", run_id)
                 return False
             if not state.sampled:
                 return True
-            if "customEvents" in state.extra:
+            if state.extra and "customEvents" in state.extra:
                 metadata = {**(metadata or {}), "customEvents": state.extra["customEvents"]}
-            raw = build(
-                "end",
-                state.run_type,
-                str(run_id),
-                output=output,
-                input=input,
-                tokens_usage=usage or None,
-                metadata=metadata or None,
-            )
+            raw: dict[str, Any] = {  # ``None`` fields are dropped by ``to_wire``
+                "type": state.run_type,
+                "event": "end",
+                "runId": rid,
+                "output": output,
+                "input": input,
+                "tokensUsage": usage or None,
+                "metadata": metadata or None,
+            }
             if state.run_type == "llm" and not usage:
                 raw[ESTIMATE_KEY] = (model or state.model, input or state.prompt, output)
+            if fill is not None:
+                raw[FILL_KEY] = fill
             self._emit(raw)
             return True
         except Exception as exc:  # noqa: BLE001
@@ -329,11 +331,23 @@ class Tracer:
         """Attach integration data to an open run (read back with :meth:`run_extra`)."""
         state = self._runs.get(str(run_id))
         if state is not None:
+            if state.extra is None:
+                state.extra = {}
             state.extra.update(extra)
 
     def run_extra(self, run_id: Any) -> dict[str, Any]:
+        """An open run's integration data, to read and update in place (``{}`` if not open)."""
         state = self._runs.get(str(run_id))
-        return state.extra if state is not None else {}
+        if state is None:
+            return {}
+        if state.extra is None:
+            state.extra = {}
+        return state.extra
+
+    def run_age(self, run_id: Any) -> float | None:
+        """Seconds since an open run started (``None`` if not open)."""
+        state = self._runs.get(str(run_id))
+        return None if state is None else time.monotonic() - state.started
 
     # --- other events -----------------------------------------------------------------
 
@@ -415,6 +429,8 @@ class Tracer:
         state = self._runs.get(str(run_id))
         if state is None:
             return
+        if state.extra is None:
+            state.extra = {}
         events = state.extra.setdefault("customEvents", [])
         if len(events) < 100:
             events.append({"name": str(name), "data": data, "timestampMs": time.time_ns() // 1_000_000})

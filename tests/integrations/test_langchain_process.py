@@ -19,6 +19,7 @@ from langchain_core.runnables import RunnableLambda
 import lunatrace
 from lunatrace.core.transport import MemorySink
 from lunatrace.integrations.langchain import CallbackHandler, instrument, instrumented_handler, uninstrument
+from lunatrace.integrations.langchain import handler as handler_module
 from lunatrace.integrations.langchain.handler import HIDDEN
 from tests.integrations.lc_fakes import events_of
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
@@ -118,7 +119,26 @@ def test_no_growth_over_ten_thousand_invokes(memory_sink: MemorySink) -> None:
             memory_sink.events.clear()
     assert tracer.open_runs == 0
     assert not handler._unsampled and not handler._exchanges and not HIDDEN and not handler._warned
+    assert not handler_module._ID_STRINGS  # the id strings of ended runs are not kept
     assert len(memory_sink.events) == (10_000 - 101) * 6
+
+
+def test_ids_given_as_other_objects_or_strings_match_the_same_run(memory_sink: MemorySink) -> None:
+    # LangChain passes one UUID object per run; any equal id (another object, a string)
+    # must still name the same run, for its end and as its children's parent.
+    handler = CallbackHandler()
+    root, child = uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start(None, {"q": 1}, run_id=root, name="root")
+    handler.on_chain_start(None, {"q": 2}, run_id=child, parent_run_id=str(root), name="child")
+    handler.on_chain_end("child done", run_id=uuid.UUID(str(child)))
+    handler.on_chain_end("root done", run_id=str(root))
+    events = memory_sink.events
+    assert_valid_tree(events)
+    (child_start,) = by_name(events, "child")
+    assert child_start["parentRunId"] == str(root)
+    assert end_of(events, str(child))["output"] == "child done"
+    assert end_of(events, str(root))["output"] == "root done"
+    assert lunatrace.get_tracer().open_runs == 0
 
 
 def test_instrument_traces_without_callbacks(events_of: Any, no_instrumentation: None) -> None:
@@ -257,6 +277,7 @@ def test_a_failing_hook_warns_once_and_never_raises(caplog: pytest.LogCaptureFix
     with caplog.at_level(logging.DEBUG, logger="lunatrace"):
         for _ in range(3):
             handler.on_chain_start(None, {"x": 1}, run_id=uuid.uuid4(), metadata=ExplodingMetadata(k=1))
+        lunatrace.flush()  # metadata is mapped on the worker
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "on_chain_start" in warnings[0] and "metadata exploded" in warnings[0]

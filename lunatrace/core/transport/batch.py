@@ -39,6 +39,9 @@ class Item:
         if self.body is None and self.raw is not None:
             self.wire = to_wire(self.raw, encoder)
             self.body = dumps(self.wire)
+            # The raw event holds the application's objects (messages, results): free them
+            # now rather than when the batch is delivered, so the collector sees less.
+            self.raw = None
 
     @property
     def size(self) -> int:
@@ -48,7 +51,11 @@ class Item:
 
 
 def dumps(wire: dict[str, Any]) -> str:
-    return json.dumps(wire, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(wire)
+
+
+# One encoder for every event: ``json.dumps`` with options builds a new one each time.
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def split_batches(items: Sequence[Item], max_events: int, max_bytes: int) -> Iterator[list[Item]]:

@@ -3,8 +3,11 @@
 Why a *sync*, *inline* handler: an ``AsyncCallbackHandler`` costs milliseconds per invoke
 on the sync path, and a non-inline sync handler is hopped to a thread pool for every
 event under ``ainvoke``. Inline, the hooks run on the application's thread, so each does
-O(1) work: it reads the few fields it needs, wraps payloads for late conversion
-(:mod:`.convert`) and hands a raw event to the tracer. No serialization, no I/O.
+O(1) work: it decides what must be known at once (left out or not, the parent, the run
+state) and hands the tracer a raw event carrying the hook's arguments and a *fill*
+(:func:`_fill_start`, :func:`_fill_llm_end`, :func:`_fill_chain_end`) that maps them on
+the background worker, where payloads are also converted (:mod:`.convert`). No
+serialization, no I/O, as few objects as possible.
 
 Runs are identified by LangChain's own ``run_id`` and parented by ``parent_run_id``
 only, so one handler can serve any number of threads, tasks and requests at once. The
@@ -16,8 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -25,8 +27,9 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
+from lunatrace.core.events import ESTIMATE_KEY
 from lunatrace.core.serialize import Deferred
-from lunatrace.core.tracer import FROM_CONTEXT
+from lunatrace.core.tracer import FROM_CONTEXT, Fill
 from lunatrace.integrations.langchain import mapping
 from lunatrace.integrations.langchain.convert import (
     chain_payload,
@@ -47,6 +50,8 @@ HIDDEN: dict[str, Any] = {}
 MAX_ENTRIES = 50_000
 _FOLDABLE = frozenset({"chain"})
 _STREAM_PLACEHOLDER = {"input": ""}
+# id() of an open run's id object -> (that object, its string): see ``_id_str``.
+_ID_STRINGS: dict[int, tuple[Any, str]] = {}
 
 
 class CallbackHandler(BaseCallbackHandler):
@@ -109,11 +114,11 @@ class CallbackHandler(BaseCallbackHandler):
         else:
             logger.debug("lunatrace: %s failed again", hook, exc_info=exc)
 
-    def _parent(self, parent_run_id: UUID | None) -> Any:
+    def _parent(self, parent_id: str | None) -> Any:
         """The lunatrace parent of a run: LangChain's parent, folded and nesting-aware."""
-        if parent_run_id is None:
+        if parent_id is None:
             return FROM_CONTEXT  # a LangChain root: nest under the enclosing lunatrace run
-        parent: Any = str(parent_run_id)
+        parent: Any = parent_id
         if HIDDEN:
             parent = HIDDEN.get(parent, parent)
         frame = context.current_frame()
@@ -123,20 +128,20 @@ class CallbackHandler(BaseCallbackHandler):
             return frame.run_id
         return parent
 
-    def _skipped(self, rid: str, parent_run_id: UUID | None, tags: Sequence[str] | None, folds: bool) -> bool:
+    def _skipped(self, rid: str, parent_id: str | None, tags: Sequence[str] | None, folds: bool) -> bool:
         """Whether to leave this run out: folded internal run, or a trace not sampled.
 
         Only chains are folded: LangChain tags are inherited, so the model calls and tools
         under a hidden chain carry the tag too, and they are the content worth seeing.
         """
-        if self._unsampled and parent_run_id is not None and str(parent_run_id) in self._unsampled:
+        if self._unsampled and parent_id is not None and parent_id in self._unsampled:
             _remember(self._unsampled, rid, None)
             return True
-        if parent_run_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+        if parent_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             _remember(self._unsampled, rid, None)
             return True
         if folds and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
-            _remember(HIDDEN, rid, self._parent(parent_run_id))
+            _remember(HIDDEN, rid, self._parent(parent_id))
             return True
         return False
 
@@ -151,6 +156,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _start(
         self,
+        hook: str,
         run_type: str,
         name: str,
         payload: Any,
@@ -159,41 +165,57 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
         *,
-        params: Mapping[str, Any] | None = None,
+        convert_input: Callable[[Any], Any] | None = None,
+        invocation_params: Any = _MISSING,
         extra: Mapping[str, Any] | None = None,
     ) -> str | None:
-        rid = str(run_id)
-        if self._skipped(rid, parent_run_id, tags, run_type in _FOLDABLE):
+        """Open a run: decide on the calling thread only what must be known at once.
+
+        That is whether the run is left out, its parent, and for a root its user and
+        thread message. Filtering LangChain's tags and metadata and picking the model
+        parameters is left to the worker (:func:`_fill_start`), with the arguments as
+        LangChain passed them; so is wrapping a chain's ``payload`` for conversion
+        (``convert_input``). Each event allocates as few objects as possible: whatever
+        waits in the queue is work for the garbage collector on this thread.
+        """
+        rid = _opened(run_id)
+        parent_id = None if parent_run_id is None else _id_str(parent_run_id)
+        # The checks are only called when they can say yes (the common case skips both).
+        may_skip = self._unsampled or self.sample_rate < 1.0 or (tags and not self.show_internal)
+        if may_skip and self._skipped(rid, parent_id, tags, run_type in _FOLDABLE):
             return None
-        run_tags = mapping.user_tags(tags) if tags else None
-        run_metadata = mapping.user_metadata(metadata) if metadata else None
-        if extra:
-            run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
-        if run_tags:  # retry tags are user-visible tags: only look when some are left
-            attempt = mapping.retry_attempt(run_tags)
-            if attempt is not None:
-                run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
         user_id = user_props = None
-        parent = self._parent(parent_run_id)
-        if parent_run_id is None:
-            if self.tags:
-                run_tags = list(dict.fromkeys([*self.tags, *(run_tags or ())]))
-            if self.metadata:
-                run_metadata = {**self.metadata, **(run_metadata or {})}
+        if parent_id is not None and not HIDDEN and context.current_frame() is None:
+            parent: Any = parent_id  # what _parent answers without folds or decorated functions
+        else:
+            parent = self._parent(parent_id)
+        handler_tags = handler_metadata = None
+        if parent_id is None:
+            handler_tags, handler_metadata = self.tags, self.metadata
             user_id, user_props = self._user(metadata)
             if self.thread is not None:
                 parent = self._open_exchange(rid, payload, user_id, user_props)
+        fill = (
+            _fill_start,
+            self,
+            hook,
+            convert_input,
+            tags,
+            metadata,
+            extra,
+            handler_tags,
+            handler_metadata,
+            invocation_params,
+        )
         get_tracer().start_run(
             run_type,
             name,
             payload,
             run_id=rid,
             parent_run_id=parent,
-            params=params,
-            tags=run_tags,
-            metadata=run_metadata,
             user_id=user_id,
             user_props=user_props,
+            fill=fill,
         )
         return rid
 
@@ -211,7 +233,7 @@ class CallbackHandler(BaseCallbackHandler):
         return get_tracer().track_message(
             thread.id,
             "user",
-            _chat_text(payload),
+            _chat_text(payload, "input"),
             thread_tags=thread.tags,
             user_id=user_id if user_id is not None else thread.user_id,
             user_props=user_props or thread.user_props,
@@ -220,7 +242,7 @@ class CallbackHandler(BaseCallbackHandler):
     def _close_exchange(self, rid: str, output: Any) -> None:
         thread = self._exchanges.pop(rid, None)
         if thread is not None and output is not None:
-            thread.track_message("assistant", _chat_text(output))
+            thread.track_message("assistant", _chat_text(output, "output"))
 
     def _end(
         self,
@@ -229,16 +251,17 @@ class CallbackHandler(BaseCallbackHandler):
         *,
         metadata: Mapping[str, Any] | None = None,
         payload: Any = None,
+        fill: Fill | None = None,
     ) -> None:
-        rid = str(run_id)
+        rid = _closed(run_id)
         if self._forget(rid):
             return
-        get_tracer().end_run(rid, output, metadata=metadata, input=payload)
+        get_tracer().end_run(rid, output, metadata=metadata, input=payload, fill=fill)
         if self._exchanges:
             self._close_exchange(rid, output)
 
     def _error(self, run_id: UUID, error: BaseException) -> None:
-        rid = str(run_id)
+        rid = _closed(run_id)
         if self._forget(rid):
             return
         if mapping.is_control_flow(error):
@@ -253,7 +276,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _annotate(self, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
-        target: Any = str(run_id)
+        target: Any = _id_str(run_id)
         if HIDDEN:
             target = HIDDEN.get(target, target)
         if isinstance(target, str):
@@ -274,9 +297,16 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = kwargs.get("name") or mapping.class_name(serialized) or "chain"
-            payload = None if _deferred_inputs(inputs, kwargs) else _deferred_payload(inputs, "input")
             self._start(
-                mapping.chain_type(name, metadata), name, payload, run_id, parent_run_id, tags, metadata
+                "on_chain_start",
+                mapping.chain_type(name, metadata),
+                name,
+                None if _deferred_inputs(inputs, kwargs) else inputs,
+                run_id,
+                parent_run_id,
+                tags,
+                metadata,
+                convert_input=_unwrapped_input,
             )
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed("on_chain_start", exc)
@@ -285,12 +315,7 @@ class CallbackHandler(BaseCallbackHandler):
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            inputs = kwargs.get("inputs")
-            self._end(
-                run_id,
-                _deferred_payload(outputs, "output"),
-                payload=None if inputs is None else _deferred_payload(inputs, "input"),
-            )
+            self._end(run_id, outputs, payload=kwargs.get("inputs"), fill=_FILL_CHAIN_END)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chain_end", exc)
 
@@ -334,6 +359,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             self._start_llm(
+                "on_chat_model_start",
                 serialized,
                 Deferred(prompt_batches_to_openai, messages),
                 run_id,
@@ -361,12 +387,15 @@ class CallbackHandler(BaseCallbackHandler):
                 payload: Any = [{"role": "user", "content": prompts[0]}]
             else:
                 payload = [[{"role": "user", "content": p}] for p in prompts]
-            self._start_llm(serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
+            self._start_llm(
+                "on_llm_start", serialized, payload, run_id, parent_run_id, tags, metadata, kwargs
+            )
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_start", exc)
 
     def _start_llm(
         self,
+        hook: str,
         serialized: dict[str, Any] | None,
         payload: Any,
         run_id: UUID,
@@ -378,7 +407,8 @@ class CallbackHandler(BaseCallbackHandler):
         invocation_params = kwargs.get("invocation_params")
         name, _ = mapping.model_name(serialized, metadata, invocation_params)
         run_name = kwargs.get("name")
-        rid = self._start(
+        self._start(
+            hook,
             "llm",
             name,
             payload,
@@ -386,11 +416,9 @@ class CallbackHandler(BaseCallbackHandler):
             parent_run_id,
             tags,
             metadata,
-            params=mapping.llm_params(invocation_params, metadata),
+            invocation_params=invocation_params,
             extra={"runName": run_name} if run_name else None,
         )
-        if rid is not None:
-            get_tracer().update_run(rid, t0=time.perf_counter())
 
     def on_llm_new_token(
         self,
@@ -402,9 +430,13 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            extra = get_tracer().run_extra(str(run_id))
-            if "ttft" not in extra and "t0" in extra:
-                extra["ttft"] = round((time.perf_counter() - extra["t0"]) * 1000.0, 2)
+            tracer = get_tracer()
+            rid = _id_str(run_id)
+            extra = tracer.run_extra(rid)
+            if "ttft" not in extra:
+                age = tracer.run_age(rid)
+                if age is not None:
+                    extra["ttft"] = round(age * 1000.0, 2)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_new_token", exc)
 
@@ -412,23 +444,14 @@ class CallbackHandler(BaseCallbackHandler):
         self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            rid = str(run_id)
+            rid = _closed(run_id)
             if self._forget(rid):
                 return
             tracer = get_tracer()
-            extra = tracer.run_extra(rid)
-            metadata: dict[str, Any] = {}
-            if "ttft" in extra:
-                metadata["timeToFirstTokenMs"] = extra["ttft"]
-            model = mapping.response_model(response)
-            if model:
-                metadata["responseModel"] = model
             tracer.end_run(
                 rid,
                 Deferred(generations_to_openai, getattr(response, "generations", None) or []),
-                usage=mapping.usage_of(response),
-                metadata=metadata,
-                model=model,
+                fill=(_fill_llm_end, self, response, tracer.run_extra(rid).get("ttft")),
             )
             if self._exchanges:
                 self._close_exchange(rid, getattr(response, "generations", None))
@@ -461,6 +484,7 @@ class CallbackHandler(BaseCallbackHandler):
             name = kwargs.get("name") or mapping.class_name(serialized) or "tool"
             call_id = kwargs.get("tool_call_id")
             self._start(
+                "on_tool_start",
                 "tool",
                 name,
                 inputs if inputs is not None else input_str,
@@ -484,7 +508,7 @@ class CallbackHandler(BaseCallbackHandler):
                 # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
                 metadata = {"toolCallId": call_id} if call_id else None
                 if getattr(output, "status", None) == "error":
-                    rid = str(run_id)
+                    rid = _closed(run_id)
                     if not self._forget(rid):
                         message = content if isinstance(content, str) else repr(content)
                         get_tracer().error_run(rid, message, metadata=metadata)
@@ -517,7 +541,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             name = kwargs.get("name") or mapping.class_name(serialized) or "retriever"
-            self._start("retriever", name, query, run_id, parent_run_id, tags, metadata)
+            self._start("on_retriever_start", "retriever", name, query, run_id, parent_run_id, tags, metadata)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retriever_start", exc)
 
@@ -568,7 +592,40 @@ class CallbackHandler(BaseCallbackHandler):
             self._failed("on_retry", exc)
 
 
-def _remember(store: dict[str, Any], key: str, value: Any) -> None:
+def _opened(run_id: Any) -> str:
+    """``str(run_id)`` of a starting run, kept until its end for :func:`_id_str`."""
+    rid = str(run_id)
+    if len(_ID_STRINGS) >= MAX_ENTRIES:
+        _remember(_ID_STRINGS, id(run_id), (run_id, rid))
+    else:
+        _ID_STRINGS[id(run_id)] = (run_id, rid)
+    return rid
+
+
+def _id_str(run_id: Any) -> str:
+    """``str(run_id)``, without ``UUID.__str__`` (slow Python) for the ids of open runs.
+
+    LangChain passes the same ``UUID`` object as a run's id to its start and end and as
+    its children's parent id. The cache holds that object, so its ``id()`` cannot be
+    reused by another object while the entry exists. Any other object (an equal UUID, a
+    string) simply misses; an entry whose end came with another object stays until the
+    :data:`MAX_ENTRIES` bound forgets it, like the state of runs that never end.
+    """
+    entry = _ID_STRINGS.get(id(run_id))
+    if entry is not None and entry[0] is run_id:
+        return entry[1]
+    return str(run_id)
+
+
+def _closed(run_id: Any) -> str:
+    """:func:`_id_str` of an ending run; its cache entry is dropped."""
+    entry = _ID_STRINGS.pop(id(run_id), None)
+    if entry is not None and entry[0] is run_id:
+        return entry[1]
+    return str(run_id)
+
+
+def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
     """Add an entry to a run-keyed map, forgetting the oldest half past :data:`MAX_ENTRIES`."""
     if len(store) >= MAX_ENTRIES:
         for old in list(store)[: MAX_ENTRIES // 2]:
@@ -586,18 +643,120 @@ def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
     return bool(kwargs.get("defers_inputs")) or inputs == _STREAM_PLACEHOLDER
 
 
-def _deferred_payload(value: Any, wrapper_key: str) -> Any:
-    """A chain payload without its ``{"input": ...}`` wrapper, converted on the worker."""
-    value = mapping.unwrap(value, wrapper_key)
-    if value is None or isinstance(value, str | int | float | bool):
+def _fill_start(
+    raw: dict[str, Any],
+    handler: CallbackHandler,
+    hook: str,
+    convert_input: Callable[[Any], Any] | None,
+    tags: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    handler_tags: Sequence[str] | None,
+    handler_metadata: Mapping[str, Any] | None,
+    invocation_params: Any,
+) -> None:
+    """Set a start event's tags, metadata and (llm runs) params; runs on the worker.
+
+    LangChain's bookkeeping tags and metadata are dropped, a retry tag becomes
+    ``retryAttempt``, and a root gets the handler's own tags and metadata under its own.
+    A failure is reported as the hook's (:meth:`CallbackHandler._failed`) and costs only
+    these fields, not the run.
+    """
+    try:
+        if convert_input is not None:
+            raw["input"] = _deferred_payload(raw.get("input"), convert_input)
+        _map_start(raw, tags, metadata, extra, handler_tags, handler_metadata, invocation_params)
+    except Exception as exc:  # noqa: BLE001
+        handler._failed(hook, exc)
+
+
+def _map_start(
+    raw: dict[str, Any],
+    tags: Sequence[str] | None,
+    metadata: Mapping[str, Any] | None,
+    extra: Mapping[str, Any] | None,
+    handler_tags: Sequence[str] | None,
+    handler_metadata: Mapping[str, Any] | None,
+    invocation_params: Any,
+) -> None:
+    run_tags = mapping.user_tags(tags) if tags else None
+    run_metadata = mapping.user_metadata(metadata) if metadata else None
+    if extra:
+        run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
+    if run_tags:  # retry tags are user-visible tags: only look when some are left
+        attempt = mapping.retry_attempt(run_tags)
+        if attempt is not None:
+            run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
+    if handler_tags:
+        run_tags = list(dict.fromkeys([*handler_tags, *(run_tags or ())]))
+    if handler_metadata:
+        run_metadata = {**handler_metadata, **(run_metadata or {})}
+    if run_tags:
+        raw["tags"] = run_tags
+    if run_metadata:
+        raw["metadata"] = run_metadata
+    if invocation_params is not _MISSING:
+        raw["params"] = mapping.llm_params(invocation_params, metadata) or None
+
+
+def _fill_llm_end(raw: dict[str, Any], handler: CallbackHandler, response: Any, ttft: float | None) -> None:
+    """Set an llm end's usage and metadata from the ``LLMResult``; runs on the worker.
+
+    The model the provider answered with also names the model for a token estimate
+    (made only when the provider reported no usage).
+    """
+    try:
+        _map_llm_end(raw, response, ttft)
+    except Exception as exc:  # noqa: BLE001
+        handler._failed("on_llm_end", exc)
+
+
+def _map_llm_end(raw: dict[str, Any], response: Any, ttft: float | None) -> None:
+    metadata = dict(raw.get("metadata") or {})
+    if ttft is not None:
+        metadata["timeToFirstTokenMs"] = ttft
+    model = mapping.response_model(response)
+    if model:
+        metadata["responseModel"] = model
+        estimate = raw.get(ESTIMATE_KEY)
+        if estimate:
+            raw[ESTIMATE_KEY] = (model, *estimate[1:])
+    if metadata:
+        raw["metadata"] = metadata
+    usage = mapping.usage_of(response)
+    if usage:
+        raw["tokensUsage"] = usage
+
+
+def _unwrapped_input(value: Any) -> Any:
+    return chain_payload(mapping.unwrap(value, "input"))
+
+
+def _unwrapped_output(value: Any) -> Any:
+    return chain_payload(mapping.unwrap(value, "output"))
+
+
+def _fill_chain_end(raw: dict[str, Any]) -> None:
+    """Wrap a chain end's output (and inputs sent only now) for conversion; on the worker."""
+    raw["output"] = _deferred_payload(raw.get("output"), _unwrapped_output)
+    raw["input"] = _deferred_payload(raw.get("input"), _unwrapped_input)
+
+
+_FILL_CHAIN_END: Fill = (_fill_chain_end,)
+
+
+def _deferred_payload(value: Any, convert: Callable[[Any], Any]) -> Any:
+    """A chain payload converted (and its ``{"input": ...}`` wrapper removed) when encoded."""
+    if value is None or type(value) is str:
         return value
-    return Deferred(chain_payload, value)
+    return Deferred(convert, value)
 
 
-def _chat_text(value: Any) -> Any:
+def _chat_text(value: Any, wrapper_key: str) -> Any:
     """The content of a chat exchange side: a string, a message's content, else the value."""
     if isinstance(value, Deferred):
         value = value.value
+    value = mapping.unwrap(value, wrapper_key)
     if isinstance(value, Mapping):
         messages = value.get("messages")
         if isinstance(messages, Sequence) and messages and not isinstance(messages, str):

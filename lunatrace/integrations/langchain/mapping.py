@@ -1,7 +1,9 @@
 """Where LangChain keeps each field a Lunary run needs (see docs/langchain.md).
 
-Every function here runs on the application's thread inside a callback, so each reads a
-handful of keys and never converts or copies payloads. Every argument may be ``None``
+The few functions a hook needs at once (names, run types, fold and control-flow checks)
+run on the application's thread, so each reads a handful of keys and never converts or
+copies payloads; the rest (tags, metadata, parameters, usage, response model) run on
+the background worker from the hook's arguments. Every argument may be ``None``
 or of an unexpected type: LangChain has changed callback arguments between releases
 (``serialized`` became ``None`` for most runnables), so nothing is assumed present.
 """
@@ -81,7 +83,7 @@ def _kwargs_of(serialized: Any) -> Any:
 
 def class_name(serialized: Any) -> str | None:
     """The class behind a run, from ``serialized`` (``name``, else the last id part)."""
-    if not isinstance(serialized, Mapping):
+    if serialized is None or not isinstance(serialized, Mapping):  # None: most runnables
         return None
     name = serialized.get("name")
     if name:
