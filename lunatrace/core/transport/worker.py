@@ -93,6 +93,10 @@ class BatchWorker:
         self.counters = destination.counters
         self._max_queue = config.queue_size
         self._batch_events = config.batch_max_events
+        # The worker wakes on its timer, or early once the queue is a quarter full: waking
+        # it for every full batch would make it contend with the application for the
+        # interpreter lock in many small slices instead of a few large ones.
+        self._wake_at = max(config.batch_max_events, config.queue_size // 4)
         self._batch_bytes = config.batch_max_bytes
         self._init_state()
         destination.backlogged = lambda: 2 * len(self._queue) >= self._max_queue
@@ -124,8 +128,8 @@ class BatchWorker:
             self._drop()
             return
         queue.append(event)
-        if len(queue) >= self._batch_events and not self._wake.is_set():
-            self._wake.set()  # a full batch is waiting; setting an already set Event costs a lock
+        if len(queue) >= self._wake_at and not self._wake.is_set():
+            self._wake.set()  # setting an already set Event would cost a lock
 
     def _drop(self) -> None:
         self.counters.dropped += 1

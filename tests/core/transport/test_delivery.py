@@ -273,3 +273,19 @@ def test_a_forked_child_delivers_its_own_events_once(lunary_server: FakeLunary, 
     assert sorted(names) == ["child-0", "child-1", "parent-0", "parent-1", "parent-2"]
     assert set(parent_keys) <= set(keys_of(lunary_server.events))
     assert len(keys_of(lunary_server.events)) == len(set(keys_of(lunary_server.events)))
+
+
+def test_the_worker_wakes_early_only_for_a_quarter_full_queue(lunary_server: FakeLunary, spool: Path) -> None:
+    # Long timer: only the queue's fill level can wake the worker before it.
+    send_to(lunary_server, spool, flush_interval=30.0, queue_size=2_400, batch_max_events=100)
+    emit_traces(1)  # the first event starts the worker, which then sleeps on its timer
+    emit_traces(80)  # 486 events in all: several full batches, under a quarter of the queue
+    time.sleep(0.5)
+    assert lunary_server.events == []  # not woken for each full batch
+    emit_traces(40)  # 726 events: past a quarter (600)
+    deadline = time.monotonic() + 5
+    while len(lunary_server.events) < 600 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(lunary_server.events) >= 600
+    assert lunatrace.flush(5)
+    assert len(lunary_server.events) == 121 * 6
