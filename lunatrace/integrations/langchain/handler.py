@@ -54,6 +54,26 @@ _STREAM_PLACEHOLDER = {"input": ""}
 _ID_STRINGS: dict[int, tuple[Any, str]] = {}
 
 
+def _error_hook(hook: str) -> Callable[..., None]:
+    """The ``*_error`` hooks: all four end their run the same way (see ``_error``)."""
+
+    def on_error(
+        self: CallbackHandler,
+        error: BaseException,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self._error(run_id, error)
+        except Exception as exc:  # noqa: BLE001 - never break the user's run
+            self._failed(hook, exc)
+
+    on_error.__name__ = on_error.__qualname__ = hook
+    return on_error
+
+
 class CallbackHandler(BaseCallbackHandler):
     """Trace LangChain / LangGraph runs into lunatrace.
 
@@ -319,13 +339,7 @@ class CallbackHandler(BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chain_end", exc)
 
-    def on_chain_error(
-        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._error(run_id, error)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_chain_error", exc)
+    on_chain_error = _error_hook("on_chain_error")
 
     def on_agent_action(
         self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -458,13 +472,7 @@ class CallbackHandler(BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_end", exc)
 
-    def on_llm_error(
-        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._error(run_id, error)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_llm_error", exc)
+    on_llm_error = _error_hook("on_llm_error")
 
     # --- tools -------------------------------------------------------------------------------
 
@@ -518,13 +526,7 @@ class CallbackHandler(BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_end", exc)
 
-    def on_tool_error(
-        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._error(run_id, error)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_tool_error", exc)
+    on_tool_error = _error_hook("on_tool_error")
 
     # --- retrievers --------------------------------------------------------------------------
 
@@ -553,13 +555,7 @@ class CallbackHandler(BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retriever_end", exc)
 
-    def on_retriever_error(
-        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._error(run_id, error)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_retriever_error", exc)
+    on_retriever_error = _error_hook("on_retriever_error")
 
     # --- events on a run -------------------------------------------------------------------
 
