@@ -8,9 +8,18 @@ LangChain run in the process without passing callbacks. Importing this module im
 
 from __future__ import annotations
 
-from lunatrace.integrations.langchain.handler import CallbackHandler
-from lunatrace.integrations.langchain.instrument import instrument, instrumented_handler, uninstrument
-from lunatrace.integrations.langchain.nesting import register as _register_nesting
+from lunatrace.integrations._requires import require
+
+require("langchain", ("langchain_core",), "langchain")
+
+# The imports below need langchain_core, checked just above.
+from lunatrace.integrations.langchain.handler import CallbackHandler  # noqa: E402
+from lunatrace.integrations.langchain.instrument import (  # noqa: E402
+    instrument,
+    instrumented_handler,
+    uninstrument,
+)
+from lunatrace.integrations.langchain.nesting import register as _register_nesting  # noqa: E402
 
 _register_nesting()
 

@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from lunatrace.integrations.llama_index.instrumentation import instrument, is_active, uninstrument
+from lunatrace.integrations._requires import require
+
+require("llama_index", ("llama_index_instrumentation", "llama_index.core"), "llama-index")
+
+# The import below needs LlamaIndex, checked just above.
+from lunatrace.integrations.llama_index.instrumentation import (  # noqa: E402
+    instrument,
+    is_active,
+    uninstrument,
+)
 
 if TYPE_CHECKING:
     from lunatrace.integrations.llama_index.legacy import CallbackHandler
