@@ -200,8 +200,12 @@ class CallbackHandler(BaseCallbackHandler):
         """
         rid = _opened(run_id)
         parent_id = None if parent_run_id is None else _id_str(parent_run_id)
-        # The checks are only called when they can say yes (the common case skips both).
-        may_skip = self._unsampled or self.sample_rate < 1.0 or (tags and not self.show_internal)
+        # The checks are only called when they can say yes (the common case skips them).
+        may_skip = (
+            self._unsampled
+            or self.sample_rate < 1.0
+            or (tags and mapping.HIDDEN_TAG in tags and run_type in _FOLDABLE and not self.show_internal)
+        )
         if may_skip and self._skipped(rid, parent_id, tags, run_type in _FOLDABLE):
             return None
         user_id = user_props = None
@@ -227,16 +231,7 @@ class CallbackHandler(BaseCallbackHandler):
             handler_metadata,
             invocation_params,
         )
-        get_tracer().start_run(
-            run_type,
-            name,
-            payload,
-            run_id=rid,
-            parent_run_id=parent,
-            user_id=user_id,
-            user_props=user_props,
-            fill=fill,
-        )
+        get_tracer().open_run(run_type, rid, parent, name, payload, user_id, user_props, fill)
         return rid
 
     def _user(self, metadata: Mapping[str, Any] | None) -> tuple[Any, Any]:
@@ -268,7 +263,6 @@ class CallbackHandler(BaseCallbackHandler):
         self,
         run_id: UUID,
         output: Any,
-        *,
         metadata: Mapping[str, Any] | None = None,
         payload: Any = None,
         fill: Fill | None = None,
@@ -276,7 +270,7 @@ class CallbackHandler(BaseCallbackHandler):
         rid = _closed(run_id)
         if self._forget(rid):
             return
-        get_tracer().end_run(rid, output, metadata=metadata, input=payload, fill=fill)
+        get_tracer().close_run(rid, output, payload, metadata, fill)
         if self._exchanges:
             self._close_exchange(rid, output)
 
@@ -286,9 +280,8 @@ class CallbackHandler(BaseCallbackHandler):
             return
         if mapping.is_control_flow(error):
             output = mapping.interrupt_payload(error)
-            get_tracer().end_run(
-                rid, output, metadata={"interrupted": True, "interruptType": type(error).__name__}
-            )
+            metadata = {"interrupted": True, "interruptType": type(error).__name__}
+            get_tracer().close_run(rid, output, None, metadata)
         else:
             get_tracer().error_run(rid, error)
         if self._exchanges:
@@ -335,7 +328,7 @@ class CallbackHandler(BaseCallbackHandler):
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            self._end(run_id, outputs, payload=kwargs.get("inputs"), fill=_FILL_CHAIN_END)
+            self._end(run_id, outputs, None, kwargs.get("inputs"), _FILL_CHAIN_END)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chain_end", exc)
 
@@ -462,10 +455,12 @@ class CallbackHandler(BaseCallbackHandler):
             if self._forget(rid):
                 return
             tracer = get_tracer()
-            tracer.end_run(
+            tracer.close_run(
                 rid,
                 Deferred(generations_to_openai, getattr(response, "generations", None) or []),
-                fill=(_fill_llm_end, self, response, tracer.run_extra(rid).get("ttft")),
+                None,
+                None,
+                (_fill_llm_end, self, response, tracer.extra_value(rid, "ttft")),
             )
             if self._exchanges:
                 self._close_exchange(rid, getattr(response, "generations", None))
@@ -522,7 +517,7 @@ class CallbackHandler(BaseCallbackHandler):
                         get_tracer().error_run(rid, message, metadata=metadata)
                     return
                 output = content
-            self._end(run_id, output, metadata=metadata)
+            self._end(run_id, output, metadata)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_end", exc)
 
