@@ -56,14 +56,14 @@ _ADOPTED: tuple[str, bool | None] = ("chain", None)
 # Shared ``_recent`` values, so that remembering an ended run allocates nothing.
 _RECENT_ENTRIES = {t: {s: (t, s) for s in (True, False, None)} for t in RUN_TYPES}
 ABANDONED_AFTER_S = 3600.0
-SWEEP_INTERVAL_S = 60.0
+SWEEP_INTERVAL_NS = 60_000_000_000
 
 
 # What the tracer keeps about an open run until it ends: its type, its trace's root id,
-# whether that trace is sampled, its start (``time.monotonic()``) and, for llm runs, the
+# whether that trace is sampled, its start (``perf_counter_ns()``) and, for llm runs, the
 # model and prompt a token estimate at the end needs. A tuple, not an object: one is
 # made for every run, on the application's thread.
-RunState = tuple[str, str, bool, float, str | None, Any]
+RunState = tuple[str, str, bool, int, str | None, Any]
 
 
 class Tracer:
@@ -77,22 +77,26 @@ class Tracer:
         )
         self._clock = MonotonicClock()
         self._emit_lock = threading.Lock()
-        self._state_lock = threading.Lock()
         self._runs: dict[str, RunState] = {}
         # Open run id -> integration data (``update_run``); created on first use.
         self._extras: dict[str, dict[str, Any]] = {}
         # Ended (or adopted) run id -> (type, whether it was sent; ``None`` when adopted).
         self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
-        self._last_sweep = time.monotonic()
+        self._last_sweep = perf_counter_ns()
         self.errors = 0
 
     # --- emission -----------------------------------------------------------------
 
-    def _now(self) -> int:
-        """The event timestamp; only called under ``_emit_lock``, which serialises every clock
-        read, so the clock needs no lock of its own (``MonotonicClock.now_ms_unlocked``)."""
+    def _now(self, counter_ns: int) -> int:
+        """The timestamp of an event that happened at ``counter_ns`` (``perf_counter_ns()``).
+
+        Only called under ``_emit_lock``, which serialises every clock update, so the clock
+        needs no lock of its own (``MonotonicClock.now_ms_unlocked``). The counter may be
+        read before the lock: the clock still never goes back in the order events are
+        queued, which is all the server needs.
+        """
         clock = self._clock
-        now = (clock.anchor_ns + perf_counter_ns()) // 1_000_000
+        now = (clock.anchor_ns + counter_ns) // 1_000_000
         if now < clock.last:
             now = clock.last
         clock.last = now
@@ -105,7 +109,7 @@ class Tracer:
         :meth:`close_run` as one tuple built under the same lock.
         """
         with self._emit_lock:
-            self.sink.emit((self._now(), raw))
+            self.sink.emit((self._now(perf_counter_ns()), raw))
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
@@ -138,9 +142,8 @@ class Tracer:
         except (TypeError, ValueError, AttributeError):
             logger.warning("lunatrace: parent %r is not a run id (a UUID); ignored", run_id)
             return False
-        with self._state_lock:
-            if rid not in self._runs and rid not in self._recent:
-                self._remember(rid, run_type)
+        if rid not in self._runs and rid not in self._recent:
+            self._remember(rid, run_type)
         return True
 
     def resolve_parent(self, parent_run_id: Any) -> str | None:
@@ -245,20 +248,20 @@ class Tracer:
                 root = rid
                 rate = self.config.sample_rate
                 sampled = rate >= 1.0 or random.random() < rate
-            now = time.monotonic()
+            now = perf_counter_ns()
             # A single dict store is atomic: no lock on the hot path. Only an llm run keeps
             # its model and prompt (for a token estimate at the end).
             if run_type == "llm":
                 self._runs[rid] = (run_type, root, sampled, now, name, input)
             else:
                 self._runs[rid] = (run_type, root, sampled, now, None, None)
-            if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            if now - self._last_sweep >= SWEEP_INTERVAL_NS:
                 self._sweep(now)
             if sampled:
                 with self._emit_lock:  # stamp and hand over together: see ``_emit``
                     self.sink.emit(
                         (
-                            self._now(),
+                            self._now(now),
                             start_event,
                             run_type,
                             rid,
@@ -281,14 +284,23 @@ class Tracer:
             self._failed(f"start of {run_type} run", exc)
 
     def _finish(self, run_id: str) -> RunState | None:
-        with self._state_lock:
-            state = self._runs.pop(run_id, None)
-            if state is not None:
-                self._remember(run_id, state[0], state[2])
-        return state
+        """Close an open run: ``None`` if it was not open (or another thread closed it).
+
+        No lock: it is remembered as ended *before* it stops being open, so a concurrent
+        ``is_known`` never misses it; ``pop`` (atomic) decides which thread closes it.
+        """
+        state = self._runs.get(run_id)
+        if state is None:
+            return None
+        self._remember(run_id, state[0], state[2])
+        return state if self._runs.pop(run_id, None) is not None else None
 
     def _remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
-        """Record an id as a known parent (bounded: the oldest are forgotten). Caller holds the lock."""
+        """Record an id as a known parent (bounded: the oldest are forgotten).
+
+        Each step is one atomic operation on the ordered dict, so no lock: concurrent
+        callers at the bound may forget one entry more than needed, nothing worse.
+        """
         entry = _RECENT_ENTRIES.get(run_type)
         self._recent[run_id] = (run_type, sampled) if entry is None else entry[sampled]
         while len(self._recent) > RECENT_RUNS:
@@ -342,7 +354,7 @@ class Tracer:
             with self._emit_lock:  # stamp and hand over together: see ``_emit``
                 self.sink.emit(
                     (
-                        self._now(),
+                        self._now(perf_counter_ns()),
                         end_event,
                         state[0],
                         rid,
@@ -409,7 +421,7 @@ class Tracer:
     def run_age(self, run_id: Any) -> float | None:
         """Seconds since an open run started (``None`` if not open)."""
         state = self._runs.get(str(run_id))
-        return None if state is None else time.monotonic() - state[3]
+        return None if state is None else (perf_counter_ns() - state[3]) / 1e9
 
     # --- other events -----------------------------------------------------------------
 
@@ -468,8 +480,7 @@ class Tracer:
             user = context.current_user()
             if user_id is None and user is not None:
                 user_id, user_props = user.user_id, user_props or user.props
-            with self._state_lock:
-                self._remember(mid, "chat")
+            self._remember(mid, "chat")
             self._emit(
                 build(
                     "chat",
@@ -501,14 +512,14 @@ class Tracer:
     def open_runs(self) -> int:
         return len(self._runs)
 
-    def _sweep(self, now: float) -> None:
-        """Close abandoned runs; called from a start at most every ``SWEEP_INTERVAL_S``."""
+    def _sweep(self, now: int) -> None:
+        """Close abandoned runs; called from a start at most every ``SWEEP_INTERVAL_NS``."""
         self._last_sweep = now
         self.close_abandoned(ABANDONED_AFTER_S)
 
     def close_abandoned(self, max_age_s: float) -> int:
         """End as errors the runs open longer than ``max_age_s`` (they would stay 'started')."""
-        cutoff = time.monotonic() - max_age_s
+        cutoff = perf_counter_ns() - max_age_s * 1e9
         stale = [rid for rid, state in list(self._runs.items()) if state[3] <= cutoff]
         for rid in stale:
             self.error_run(rid, f"run abandoned: no end after {max_age_s:.0f} s")

@@ -584,8 +584,16 @@ class CallbackHandler(BaseCallbackHandler):
 
 
 def _opened(run_id: Any) -> str:
-    """``str(run_id)`` of a starting run, kept until its end for :func:`_id_str`."""
-    rid = str(run_id)
+    """``str(run_id)`` of a starting run, kept until its end for :func:`_id_str`.
+
+    A ``UUID`` is formatted here from its integer: ``UUID.__str__`` slices and formats in
+    Python, at a quarter more cost, and every run start pays it.
+    """
+    if type(run_id) is UUID:
+        digits = "%032x" % run_id.int  # noqa: UP031 - the fastest spelling
+        rid = "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
+    else:
+        rid = str(run_id)
     if len(_ID_STRINGS) >= MAX_ENTRIES:
         _remember(_ID_STRINGS, id(run_id), (run_id, rid))
     else:
