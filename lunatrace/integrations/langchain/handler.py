@@ -637,9 +637,10 @@ def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
 
     Streaming chains start with the placeholder ``{"input": ""}``; depending on the
     release, ``defers_inputs`` is then ``True``, ``False`` or absent, so the placeholder
-    itself is the signal.
+    itself is the signal. (Only a dict can equal it: comparing a message or prompt value
+    would run its model's Python ``__eq__``.)
     """
-    return bool(kwargs.get("defers_inputs")) or inputs == _STREAM_PLACEHOLDER
+    return bool(kwargs.get("defers_inputs")) or (type(inputs) is dict and inputs == _STREAM_PLACEHOLDER)
 
 
 def _fill_start(
