@@ -219,13 +219,13 @@ class CallbackHandler(BaseCallbackHandler):
             user_id, user_props = self._user(metadata)
             if self.thread is not None:
                 parent = self._open_exchange(rid, payload, user_id, user_props)
-        fill = (
+        fill = (  # empty tags and metadata are let go: what the queue holds costs collections
             _fill_start,
             self,
             hook,
             convert_input,
-            tags,
-            metadata,
+            tags or None,
+            metadata or None,
             extra,
             handler_tags,
             handler_metadata,
