@@ -4,7 +4,8 @@ Why a *sync*, *inline* handler: an ``AsyncCallbackHandler`` costs milliseconds p
 on the sync path, and a non-inline sync handler is hopped to a thread pool for every
 event under ``ainvoke``. Inline, the hooks run on the application's thread, so each does
 O(1) work: it decides what must be known at once (left out or not, the parent, the run
-state) and hands the tracer a raw event carrying the hook's arguments and a *fill*
+state) and hands the tracer (``Tracer.open_run``/``close_run``, which queue one tuple
+per event) the hook's arguments and a *fill*
 (:func:`_fill_start`, :func:`_fill_llm_end`, :func:`_fill_chain_end`) that maps them on
 the background worker, where payloads are also converted (:mod:`.convert`). No
 serialization, no I/O, as few objects as possible.
