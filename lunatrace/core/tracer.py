@@ -18,24 +18,21 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from time import perf_counter_ns
 from typing import Any
 
 from lunatrace.core import context
 from lunatrace.core.config import Config
 from lunatrace.core.events import (
-    CONTEXT_KEY,
-    ESTIMATE_KEY,
-    FILL_KEY,
     RUN_TYPES,
     THUMBS,
-    TIMESTAMP_KEY,
     MonotonicClock,
     build,
+    end_event,
     error_payload,
     new_run_id,
     run_id_str,
+    start_event,
 )
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import Sink
@@ -59,20 +56,14 @@ _ADOPTED: tuple[str, bool | None] = ("chain", None)
 # Shared ``_recent`` values, so that remembering an ended run allocates nothing.
 _RECENT_ENTRIES = {t: {s: (t, s) for s in (True, False, None)} for t in RUN_TYPES}
 ABANDONED_AFTER_S = 3600.0
-SWEEP_INTERVAL_S = 60.0
+SWEEP_INTERVAL_NS = 60_000_000_000
 
 
-@dataclass(slots=True)
-class RunState:
-    """What the tracer keeps about an open run until it ends."""
-
-    run_type: str
-    root_id: str
-    sampled: bool
-    started: float
-    model: str | None = None
-    prompt: Any = None
-    extra: dict[str, Any] | None = None  # created on first use: most runs never need it
+# What the tracer keeps about an open run until it ends: its type, its trace's root id,
+# whether that trace is sampled, its start (``perf_counter_ns()``) and, for llm runs, the
+# model and prompt a token estimate at the end needs. A tuple, not an object: one is
+# made for every run, on the application's thread.
+RunState = tuple[str, str, bool, int, str | None, Any]
 
 
 class Tracer:
@@ -86,25 +77,39 @@ class Tracer:
         )
         self._clock = MonotonicClock()
         self._emit_lock = threading.Lock()
-        self._state_lock = threading.Lock()
         self._runs: dict[str, RunState] = {}
+        # Open run id -> integration data (``update_run``); created on first use.
+        self._extras: dict[str, dict[str, Any]] = {}
         # Ended (or adopted) run id -> (type, whether it was sent; ``None`` when adopted).
         self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
-        self._last_sweep = time.monotonic()
+        self._last_sweep = perf_counter_ns()
         self.errors = 0
 
     # --- emission -----------------------------------------------------------------
 
-    def _emit(self, raw: dict[str, Any]) -> None:
+    def _now(self, counter_ns: int) -> int:
+        """The timestamp of an event that happened at ``counter_ns`` (``perf_counter_ns()``).
+
+        Only called under ``_emit_lock``, which serialises every clock update, so the clock
+        needs no lock of its own (``MonotonicClock.now_ms_unlocked``). The counter may be
+        read before the lock: the clock still never goes back in the order events are
+        queued, which is all the server needs.
+        """
         clock = self._clock
+        now = (clock.anchor_ns + counter_ns) // 1_000_000
+        if now < clock.last:
+            now = clock.last
+        clock.last = now
+        return now
+
+    def _emit(self, raw: dict[str, Any]) -> None:
+        """Stamp an event and queue it as ``(timestamp, raw)`` (see ``events.complete``).
+
+        Run starts and ends, most events, are queued by :meth:`open_run` and
+        :meth:`close_run` as one tuple built under the same lock.
+        """
         with self._emit_lock:
-            # This lock serialises every clock read, so the clock needs no lock of its own
-            # (``MonotonicClock.now_ms_unlocked``, inlined: this runs for every event).
-            now = (clock.anchor_ns + perf_counter_ns()) // 1_000_000
-            if now < clock.last:
-                now = clock.last
-            clock.last = raw[TIMESTAMP_KEY] = now
-            self.sink.emit(raw)
+            self.sink.emit((self._now(perf_counter_ns()), raw))
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
@@ -118,7 +123,7 @@ class Tracer:
     def run_type(self, run_id: str) -> str | None:
         state = self._runs.get(run_id)
         if state is not None:
-            return state.run_type
+            return state[0]
         recent = self._recent.get(run_id)
         return recent[0] if recent is not None else None
 
@@ -137,9 +142,8 @@ class Tracer:
         except (TypeError, ValueError, AttributeError):
             logger.warning("lunatrace: parent %r is not a run id (a UUID); ignored", run_id)
             return False
-        with self._state_lock:
-            if rid not in self._runs and rid not in self._recent:
-                self._remember(rid, run_type)
+        if rid not in self._runs and rid not in self._recent:
+            self._remember(rid, run_type)
         return True
 
     def resolve_parent(self, parent_run_id: Any) -> str | None:
@@ -181,11 +185,51 @@ class Tracer:
         the arguments. It runs before the context's tags and metadata are merged in.
         """
         rid = str(run_id) if run_id is not None else new_run_id()
-        if not self.config.enabled:
+        if run_type not in RUN_TYPES:
+            if self.config.enabled:
+                self._failed(f"start of {run_type} run", ValueError(f"unknown run type {run_type!r}"))
             return rid
-        try:  # one frame, not a helper: this runs for every run started
-            if run_type not in RUN_TYPES:
-                raise ValueError(f"unknown run type {run_type!r}")
+        self.open_run(
+            run_type,
+            rid,
+            parent_run_id,
+            name,
+            input,
+            user_id,
+            user_props,
+            fill,
+            params,
+            tags,
+            metadata,
+            template_version_id,
+        )
+        return rid
+
+    def open_run(
+        self,
+        run_type: str,
+        rid: str,
+        parent_run_id: Any,
+        name: str | None,
+        input: Any,  # noqa: A002 - the wire field's name
+        user_id: Any = None,
+        user_props: Mapping[str, Any] | None = None,
+        fill: Fill | None = None,
+        params: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        template_version_id: int | None = None,
+    ) -> None:
+        """:meth:`start_run` for an integration's hot path: ``rid`` a string, ``run_type`` valid.
+
+        Positional (a call with keywords costs more), and it does on the calling thread
+        only what later runs depend on at once: the parent, the trace's sampling and the
+        run's state. The event itself is queued as a tuple with a snapshot of the
+        context's user, tags and metadata, and built on the worker (``events.start_event``).
+        """
+        if not self.config.enabled:
+            return
+        try:  # one frame, not helpers: this runs for every run started
             # The common case first: the parent is an open run, named by its string id.
             parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
             if parent_state is not None:
@@ -194,7 +238,7 @@ class Tracer:
                 parent = self.resolve_parent(parent_run_id)
                 parent_state = self._runs.get(parent) if parent else None
             if parent_state is not None:
-                root, sampled = parent_state.root_id, parent_state.sampled
+                root, sampled = parent_state[1], parent_state[2]
             elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
                 # A late child (a task outliving its caller) follows its parent's decision:
                 # sent, it would otherwise point at a parent the server never saw, or dropped,
@@ -204,54 +248,59 @@ class Tracer:
                 root = rid
                 rate = self.config.sample_rate
                 sampled = rate >= 1.0 or random.random() < rate
-            now = time.monotonic()
-            if run_type == "llm":  # what a token estimate at the end needs
-                self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
-            else:  # a single dict store is atomic: no lock on the hot path
-                self._runs[rid] = RunState(run_type, root, sampled, now)
-            if now - self._last_sweep >= SWEEP_INTERVAL_S:
+            now = perf_counter_ns()
+            # A single dict store is atomic: no lock on the hot path. Only an llm run keeps
+            # its model and prompt (for a token estimate at the end).
+            if run_type == "llm":
+                self._runs[rid] = (run_type, root, sampled, now, name, input)
+            else:
+                self._runs[rid] = (run_type, root, sampled, now, None, None)
+            if now - self._last_sweep >= SWEEP_INTERVAL_NS:
                 self._sweep(now)
-            if not sampled:
-                return rid
-            user = context.current_user()
-            if user_id is None and user is not None:
-                user_id, user_props = user.user_id, user_props or user.props
-            # A plain literal, not ``build``: ``None`` fields are dropped by ``to_wire``.
-            raw: dict[str, Any] = {
-                "type": run_type,
-                "event": "start",
-                "runId": rid,
-                "parentRunId": parent,
-                "name": name,
-                "input": input,
-                "params": params or None,
-                "tags": tuple(tags) if tags else None,
-                "metadata": metadata or None,
-                "userId": None if user_id is None else str(user_id),
-                "userProps": user_props if user_id is not None else None,
-                "templateVersionId": template_version_id,
-            }
-            if fill is not None:
-                raw[FILL_KEY] = fill
-            # The context's tags and metadata are merged in on the worker (events.complete).
-            context_tags = context.current_tags()
-            context_metadata = context.current_metadata()
-            if context_tags or context_metadata:
-                raw[CONTEXT_KEY] = (context_tags, context_metadata)
-            self._emit(raw)
+            if sampled:
+                with self._emit_lock:  # stamp and hand over together: see ``_emit``
+                    self.sink.emit(
+                        (
+                            self._now(now),
+                            start_event,
+                            run_type,
+                            rid,
+                            parent,
+                            name,
+                            input,
+                            user_id,
+                            user_props,
+                            fill,
+                            params,
+                            tags,
+                            metadata,
+                            template_version_id,
+                            context.current_user(),
+                            context.current_tags(),
+                            context.current_metadata(),
+                        )
+                    )
         except Exception as exc:  # noqa: BLE001
             self._failed(f"start of {run_type} run", exc)
-        return rid
 
     def _finish(self, run_id: str) -> RunState | None:
-        with self._state_lock:
-            state = self._runs.pop(run_id, None)
-            if state is not None:
-                self._remember(run_id, state.run_type, state.sampled)
-        return state
+        """Close an open run: ``None`` if it was not open (or another thread closed it).
+
+        No lock: it is remembered as ended *before* it stops being open, so a concurrent
+        ``is_known`` never misses it; ``pop`` (atomic) decides which thread closes it.
+        """
+        state = self._runs.get(run_id)
+        if state is None:
+            return None
+        self._remember(run_id, state[0], state[2])
+        return state if self._runs.pop(run_id, None) is not None else None
 
     def _remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
-        """Record an id as a known parent (bounded: the oldest are forgotten). Caller holds the lock."""
+        """Record an id as a known parent (bounded: the oldest are forgotten).
+
+        Each step is one atomic operation on the ordered dict, so no lock: concurrent
+        callers at the bound may forget one entry more than needed, nothing worse.
+        """
         entry = _RECENT_ENTRIES.get(run_type)
         self._recent[run_id] = (run_type, sampled) if entry is None else entry[sampled]
         while len(self._recent) > RECENT_RUNS:
@@ -273,30 +322,51 @@ class Tracer:
         ``fill`` is deferred work as in :meth:`start_run`; it may set ``tokensUsage``, in
         which case an llm run's token estimate is not made.
         """
+        return self.close_run(run_id, output, input, metadata, fill, usage, model)
+
+    def close_run(
+        self,
+        run_id: Any,
+        output: Any,
+        input: Any = None,  # noqa: A002 - inputs known only at the end (streaming)
+        metadata: Mapping[str, Any] | None = None,
+        fill: Fill | None = None,
+        usage: Mapping[str, int] | None = None,
+        model: str | None = None,
+    ) -> bool:
+        """:meth:`end_run` for an integration's hot path (positional).
+
+        The event is queued as a tuple and built on the worker (``events.end_event``).
+        """
         try:
-            rid = str(run_id)
+            rid = run_id if type(run_id) is str else str(run_id)
             state = self._finish(rid)
             if state is None:
-                logger.debug("lunatrace: end for unknown or finished run %s ignored", run_id)
+                logger.debug("lunatrace: end for unknown or finished run %s ignored", rid)
                 return False
-            if not state.sampled:
+            if not state[2]:
                 return True
-            if state.extra and "customEvents" in state.extra:
-                metadata = {**(metadata or {}), "customEvents": state.extra["customEvents"]}
-            raw: dict[str, Any] = {  # ``None`` fields are dropped by ``to_wire``
-                "type": state.run_type,
-                "event": "end",
-                "runId": rid,
-                "output": output,
-                "input": input,
-                "tokensUsage": usage or None,
-                "metadata": metadata or None,
-            }
-            if state.run_type == "llm" and not usage:
-                raw[ESTIMATE_KEY] = (model or state.model, input or state.prompt, output)
-            if fill is not None:
-                raw[FILL_KEY] = fill
-            self._emit(raw)
+            if self._extras:
+                extra = self._extras.pop(rid, None)
+                if extra and "customEvents" in extra:
+                    metadata = {**(metadata or {}), "customEvents": extra["customEvents"]}
+            model = model or state[4]
+            with self._emit_lock:  # stamp and hand over together: see ``_emit``
+                self.sink.emit(
+                    (
+                        self._now(perf_counter_ns()),
+                        end_event,
+                        state[0],
+                        rid,
+                        output,
+                        input,
+                        usage,
+                        metadata,
+                        model,
+                        state[5],
+                        fill,
+                    )
+                )
             return True
         except Exception as exc:  # noqa: BLE001
             self._failed("end of run", exc)
@@ -311,17 +381,20 @@ class Tracer:
     ) -> bool:
         """Record a run's failure, with the stack taken from the exception itself."""
         try:
-            state = self._finish(str(run_id))
+            rid = str(run_id)
+            state = self._finish(rid)
             if state is None:
                 return False
-            if not state.sampled:
+            if self._extras:
+                self._extras.pop(rid, None)
+            if not state[2]:
                 return True
             payload = (
                 error_payload(error)
                 if isinstance(error, BaseException)
                 else {"message": str(error), "stack": ""}
             )
-            self._emit(build("error", state.run_type, str(run_id), error=payload, metadata=metadata or None))
+            self._emit(build("error", state[0], rid, error=payload, metadata=metadata or None))
             return True
         except Exception as exc:  # noqa: BLE001
             self._failed("error of run", exc)
@@ -329,25 +402,26 @@ class Tracer:
 
     def update_run(self, run_id: Any, **extra: Any) -> None:
         """Attach integration data to an open run (read back with :meth:`run_extra`)."""
-        state = self._runs.get(str(run_id))
-        if state is not None:
-            if state.extra is None:
-                state.extra = {}
-            state.extra.update(extra)
+        rid = str(run_id)
+        if rid in self._runs:
+            self._extras.setdefault(rid, {}).update(extra)
 
     def run_extra(self, run_id: Any) -> dict[str, Any]:
         """An open run's integration data, to read and update in place (``{}`` if not open)."""
-        state = self._runs.get(str(run_id))
-        if state is None:
+        rid = str(run_id)
+        if rid not in self._runs:
             return {}
-        if state.extra is None:
-            state.extra = {}
-        return state.extra
+        return self._extras.setdefault(rid, {})
+
+    def extra_value(self, run_id: str, key: str) -> Any:
+        """One value of an open run's integration data (``None`` if unset); creates nothing."""
+        extra = self._extras.get(run_id) if self._extras else None
+        return None if extra is None else extra.get(key)
 
     def run_age(self, run_id: Any) -> float | None:
         """Seconds since an open run started (``None`` if not open)."""
         state = self._runs.get(str(run_id))
-        return None if state is None else time.monotonic() - state.started
+        return None if state is None else (perf_counter_ns() - state[3]) / 1e9
 
     # --- other events -----------------------------------------------------------------
 
@@ -406,8 +480,7 @@ class Tracer:
             user = context.current_user()
             if user_id is None and user is not None:
                 user_id, user_props = user.user_id, user_props or user.props
-            with self._state_lock:
-                self._remember(mid, "chat")
+            self._remember(mid, "chat")
             self._emit(
                 build(
                     "chat",
@@ -426,12 +499,10 @@ class Tracer:
 
     def custom_event(self, run_id: Any, name: str, data: Any = None) -> None:
         """Record a named event on an open run (kept in that run's metadata on end)."""
-        state = self._runs.get(str(run_id))
-        if state is None:
+        rid = str(run_id)
+        if rid not in self._runs:
             return
-        if state.extra is None:
-            state.extra = {}
-        events = state.extra.setdefault("customEvents", [])
+        events = self._extras.setdefault(rid, {}).setdefault("customEvents", [])
         if len(events) < 100:
             events.append({"name": str(name), "data": data, "timestampMs": time.time_ns() // 1_000_000})
 
@@ -441,15 +512,15 @@ class Tracer:
     def open_runs(self) -> int:
         return len(self._runs)
 
-    def _sweep(self, now: float) -> None:
-        """Close abandoned runs; called from a start at most every ``SWEEP_INTERVAL_S``."""
+    def _sweep(self, now: int) -> None:
+        """Close abandoned runs; called from a start at most every ``SWEEP_INTERVAL_NS``."""
         self._last_sweep = now
         self.close_abandoned(ABANDONED_AFTER_S)
 
     def close_abandoned(self, max_age_s: float) -> int:
         """End as errors the runs open longer than ``max_age_s`` (they would stay 'started')."""
-        cutoff = time.monotonic() - max_age_s
-        stale = [rid for rid, state in list(self._runs.items()) if state.started <= cutoff]
+        cutoff = perf_counter_ns() - max_age_s * 1e9
+        stale = [rid for rid, state in list(self._runs.items()) if state[3] <= cutoff]
         for rid in stale:
             self.error_run(rid, f"run abandoned: no end after {max_age_s:.0f} s")
         return len(stale)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import lunatrace
+from lunatrace.core.events import RawEvent
 from lunatrace.core.transport import MemorySink, Sink
 from lunatrace.view.model import Trace, build_trace
 from lunatrace.view.text import render_text
@@ -27,7 +28,7 @@ class _Tee:
         self.sink = sink
         self.copy = copy
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: RawEvent) -> None:
         self.sink.emit(event)
         self.copy.emit(event)
 

@@ -13,6 +13,7 @@ import pytest
 import lunatrace
 from lunatrace import api
 from lunatrace.core.config import Config
+from lunatrace.core.events import RawEvent
 from lunatrace.core.tracer import Tracer
 from lunatrace.core.transport import MemorySink
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
@@ -346,7 +347,7 @@ async def test_async_generator_error_and_asend(memory_sink: MemorySink) -> None:
 
 
 class ExplodingSink(MemorySink):
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: RawEvent) -> None:
         raise RuntimeError("sink is broken")
 
 

@@ -255,7 +255,7 @@ def test_the_periodic_sweep_runs_on_start(memory_sink: MemorySink, monkeypatch: 
     tracer = lunatrace.get_tracer()
     stale = tracer.start_run("chain", "forgotten", None)
     monkeypatch.setattr(tracer_module, "ABANDONED_AFTER_S", 0.0)
-    tracer._last_sweep -= 61  # a minute has passed since the last sweep
+    tracer._last_sweep -= 61 * 10**9  # a minute has passed since the last sweep (ns)
     tracer.start_run("chain", "next", None)
     assert end_of(memory_sink.events, stale)["event"] == "error"
 

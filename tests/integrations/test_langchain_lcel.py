@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from uuid import UUID
 
 import pytest
-from langchain_core.callbacks import dispatch_custom_event
+from langchain_core.callbacks import BaseCallbackHandler, dispatch_custom_event
 from langchain_core.documents import Document
 from langchain_core.language_models.fake import FakeListLLM
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -549,3 +550,24 @@ def test_abandoned_stream_still_ends_every_run(events_of: Any) -> None:
     import lunatrace
 
     assert lunatrace.get_tracer().open_runs == 0
+
+
+def test_runs_are_sent_under_langchains_own_run_ids(events_of: Any) -> None:
+    class Ids(BaseCallbackHandler):
+        run_inline = True
+
+        def __init__(self) -> None:
+            self.ids: list[str] = []
+
+        def on_chain_start(self, *args: Any, run_id: UUID, **kwargs: Any) -> None:
+            self.ids.append(str(run_id))
+
+        def on_chat_model_start(self, *args: Any, run_id: UUID, **kwargs: Any) -> None:
+            self.ids.append(str(run_id))
+
+    ids = Ids()
+    simple_chain().invoke({"word": "hi"}, config={"callbacks": [ids, CallbackHandler()]})
+    events = events_of()
+    assert len(ids.ids) == 4
+    assert [e["runId"] for e in events if e["event"] == "start"] == ids.ids
+    assert [e.get("parentRunId") for e in events if e["event"] == "start"] == [None] + [ids.ids[0]] * 3

@@ -8,18 +8,17 @@ sink for a configuration.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
 from typing import Any, Protocol
 
 from lunatrace.core.config import Config
-from lunatrace.core.events import EventError, to_wire
+from lunatrace.core.events import EventError, RawEvent, to_wire
 from lunatrace.core.serialize import FieldEncoder
 
 
 class Sink(Protocol):
     """What the tracer hands raw events to."""
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: RawEvent) -> None:
         """Accept one raw event without blocking; never raises."""
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -35,10 +34,10 @@ class MemorySink:
     def __init__(self, encoder: FieldEncoder | None = None) -> None:
         self.encoder = encoder or FieldEncoder(64_000)
         self.events: list[dict[str, Any]] = []
-        self.rejected: list[tuple[Mapping[str, Any], str]] = []
+        self.rejected: list[tuple[RawEvent, str]] = []
         self._lock = threading.Lock()
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: RawEvent) -> None:
         try:
             wire = to_wire(event, self.encoder)
         except EventError as exc:

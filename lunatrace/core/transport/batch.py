@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from lunatrace.core.events import to_wire
+from lunatrace.core.events import RawEvent, to_wire
 from lunatrace.core.serialize import FieldEncoder
 
 
@@ -20,7 +20,7 @@ class Item:
 
     def __init__(
         self,
-        raw: dict[str, Any] | None = None,
+        raw: RawEvent | None = None,
         wire: dict[str, Any] | None = None,
         body: str | None = None,
         row: int | None = None,

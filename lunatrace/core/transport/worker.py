@@ -23,10 +23,10 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Protocol
 
 from lunatrace.core.config import Config
-from lunatrace.core.events import EventError
+from lunatrace.core.events import EventError, RawEvent
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.sender import Counters
@@ -103,7 +103,7 @@ class BatchWorker:
         _WORKERS.add(self)
 
     def _init_state(self) -> None:
-        self._queue: deque[dict[str, Any] | _Marker] = deque()
+        self._queue: deque[RawEvent | _Marker] = deque()
         self._wake = threading.Event()
         self._start_lock = threading.Lock()
         self._handoff = threading.Lock()  # guards _inflight/_abandoned against a takeover
@@ -119,7 +119,7 @@ class BatchWorker:
 
     # --- caller's side ------------------------------------------------------------------
 
-    def emit(self, event: dict[str, Any]) -> None:
+    def emit(self, event: RawEvent) -> None:
         """Queue one raw event; never blocks, never raises."""
         if self._thread is None:
             self._ensure_started()
