@@ -30,7 +30,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from lunatrace._version import __version__
 from lunatrace.core.serialize import FieldEncoder, dumps, scrub_text, to_jsonable
@@ -51,10 +51,6 @@ TIMESTAMP_KEY = "_ts_ms"
 ESTIMATE_KEY = "_estimate"
 FILL_KEY = "_fill"  # (function, *args): function(raw, *args) sets fields on the worker
 CONTEXT_KEY = "_context"  # (context tags, context metadata) to merge under the run's own
-# What the tracer queues: ``(timestamp in ms, raw dict)``, or ``(timestamp in ms, builder,
-# *fields)`` where ``builder(event)`` makes the raw dict (see :func:`complete`); or, from
-# callers that stamp events themselves, a raw dict with its timestamp under ``TIMESTAMP_KEY``.
-RawEvent = dict[str, Any] | tuple[Any, ...]
 
 logger = logging.getLogger("lunatrace")
 
@@ -74,11 +70,13 @@ class MonotonicClock:
     def now_ms(self) -> int:
         """A non-decreasing epoch time in milliseconds (thread-safe)."""
         with self._lock:
-            return self.now_ms_unlocked()
+            return self.ms_at(time.perf_counter_ns())
 
-    def now_ms_unlocked(self) -> int:
-        """:meth:`now_ms` for a caller that already serialises every read under its own lock."""
-        now = (self.anchor_ns + time.perf_counter_ns()) // 1_000_000
+    def ms_at(self, counter_ns: int) -> int:
+        """The epoch milliseconds of ``counter_ns`` (a ``perf_counter_ns()`` reading), never
+        below the last one returned. Not locked: for a caller that serialises every call
+        under its own lock (the tracer's emit lock)."""
+        now = (self.anchor_ns + counter_ns) // 1_000_000
         if now < self.last:
             now = self.last
         self.last = now
@@ -221,87 +219,118 @@ def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
         raise EventError(f"{key} is not a UUID: {raw.get(key)!r}") from None
 
 
-def start_event(event: tuple[Any, ...]) -> dict[str, Any]:
-    """The raw dict of a run start queued as a tuple by ``Tracer.open_run``; on the worker."""
-    (
-        _,
-        _,
-        run_type,
-        run_id,
-        parent,
-        name,
-        payload,
-        user_id,
-        user_props,
-        fill,
-        params,
-        tags,
-        metadata,
-        template_version_id,
-        user,
-        context_tags,
-        context_metadata,
-    ) = event
-    if user_id is None and user is not None:
-        user_id, user_props = user.user_id, user_props or user.props
-    raw: dict[str, Any] = {  # ``None`` fields are dropped by ``to_wire``
-        "type": run_type,
-        "event": "start",
-        "runId": run_id,
-        "parentRunId": parent,
-        "name": name,
-        "input": payload,
-        "params": params or None,
-        "tags": tuple(tags) if tags else None,
-        "metadata": metadata or None,
-        "userId": None if user_id is None else str(user_id),
-        "userProps": user_props if user_id is not None else None,
-        "templateVersionId": template_version_id,
-    }
-    if fill is not None:
-        raw[FILL_KEY] = fill
-    if context_tags or context_metadata:
-        raw[CONTEXT_KEY] = (context_tags, context_metadata)
-    return raw
+class StartRecord(NamedTuple):
+    """A run start as the tracer queues it, built into its raw dict on the worker.
+
+    A tuple, not a dict: one is made for every run on the application's thread. It holds
+    the start's arguments and a snapshot of the context (user, tags, metadata) taken there.
+    """
+
+    ts_ms: int
+    run_type: str
+    run_id: str
+    parent: str | None
+    name: str | None
+    payload: Any
+    user_id: Any
+    user_props: Any
+    fill: Any
+    params: Any
+    tags: Any
+    metadata: Any
+    template_version_id: Any
+    user: Any
+    context_tags: tuple[str, ...]
+    context_metadata: Mapping[str, Any]
+
+    def build(self) -> dict[str, Any]:
+        user_id, user_props, user = self.user_id, self.user_props, self.user
+        if user_id is None and user is not None:
+            user_id, user_props = user.user_id, user_props or user.props
+        raw: dict[str, Any] = {  # ``None`` fields are dropped by ``to_wire``
+            "type": self.run_type,
+            "event": "start",
+            "runId": self.run_id,
+            "parentRunId": self.parent,
+            "name": self.name,
+            "input": self.payload,
+            "params": self.params or None,
+            "tags": tuple(self.tags) if self.tags else None,
+            "metadata": self.metadata or None,
+            "userId": None if user_id is None else str(user_id),
+            "userProps": user_props if user_id is not None else None,
+            "templateVersionId": self.template_version_id,
+        }
+        if self.fill is not None:
+            raw[FILL_KEY] = self.fill
+        if self.context_tags or self.context_metadata:
+            raw[CONTEXT_KEY] = (self.context_tags, self.context_metadata)
+        return raw
 
 
-def end_event(event: tuple[Any, ...]) -> dict[str, Any]:
-    """The raw dict of a run end queued as a tuple by ``Tracer.end_run``; on the worker.
+class EndRecord(NamedTuple):
+    """A run end as the tracer queues it, built into its raw dict on the worker.
 
     An llm run whose end reports no usage gets a token estimate from its model, its
     prompt (the end's input, else the start's) and its output.
     """
-    _, _, run_type, run_id, output, payload, usage, metadata, model, prompt, fill = event
-    raw: dict[str, Any] = {
-        "type": run_type,
-        "event": "end",
-        "runId": run_id,
-        "output": output,
-        "input": payload,
-        "tokensUsage": usage or None,
-        "metadata": metadata or None,
-    }
-    if run_type == "llm" and not usage:
-        raw[ESTIMATE_KEY] = (model, payload or prompt, output)
-    if fill is not None:
-        raw[FILL_KEY] = fill
-    return raw
+
+    ts_ms: int
+    run_type: str
+    run_id: str
+    output: Any
+    payload: Any
+    usage: Any
+    metadata: Any
+    model: str | None
+    prompt: Any
+    fill: Any
+
+    def build(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {
+            "type": self.run_type,
+            "event": "end",
+            "runId": self.run_id,
+            "output": self.output,
+            "input": self.payload,
+            "tokensUsage": self.usage or None,
+            "metadata": self.metadata or None,
+        }
+        if self.run_type == "llm" and not self.usage:
+            raw[ESTIMATE_KEY] = (self.model, self.payload or self.prompt, self.output)
+        if self.fill is not None:
+            raw[FILL_KEY] = self.fill
+        return raw
+
+
+class StampedEvent(NamedTuple):
+    """Any other event (error, feedback, thread message): its raw dict and timestamp."""
+
+    ts_ms: int
+    raw: dict[str, Any]
+
+    def build(self) -> dict[str, Any]:
+        return dict(self.raw)
+
+
+# What a sink receives: a queued record, or a raw dict carrying its own timestamp under
+# ``TIMESTAMP_KEY`` (from callers that stamp events themselves).
+RawEvent = dict[str, Any] | StartRecord | EndRecord | StampedEvent
 
 
 def complete(raw: RawEvent) -> Mapping[str, Any]:
     """Do the work the hot path postponed; returns a new event, ``raw`` is left as is.
 
-    A queued tuple (see :data:`RawEvent`) becomes its dict first. The fill runs next (it sets
+    A queued record (see :data:`RawEvent`) becomes its dict first. The fill runs next (it sets
     the run's own tags and metadata), then the context's tags go before the run's and
     its metadata under the run's. A fill that fails costs only the fields it would have
     set, never the event.
     """
-    if type(raw) is tuple:
-        builder = raw[1]
-        done = dict(builder) if type(builder) is dict else builder(raw)
-        done[TIMESTAMP_KEY] = raw[0]
+    if isinstance(raw, dict):
+        done: dict[str, Any] = raw
     else:
-        done = raw  # type: ignore[assignment]
+        done = raw.build()
+        done[TIMESTAMP_KEY] = raw.ts_ms
     fill = done.get(FILL_KEY)
     context_fields = done.get(CONTEXT_KEY)
     if fill is None and context_fields is None:

@@ -19,20 +19,21 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, NamedTuple
 
 from lunatrace.core import context
 from lunatrace.core.config import Config
 from lunatrace.core.events import (
     RUN_TYPES,
     THUMBS,
+    EndRecord,
     MonotonicClock,
+    StampedEvent,
+    StartRecord,
     build,
-    end_event,
     error_payload,
     new_run_id,
     run_id_str,
-    start_event,
 )
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import Sink
@@ -59,11 +60,20 @@ ABANDONED_AFTER_S = 3600.0
 SWEEP_INTERVAL_NS = 60_000_000_000
 
 
-# What the tracer keeps about an open run until it ends: its type, its trace's root id,
-# whether that trace is sampled, its start (``perf_counter_ns()``) and, for llm runs, the
-# model and prompt a token estimate at the end needs. A tuple, not an object: one is
-# made for every run, on the application's thread.
-RunState = tuple[str, str, bool, int, str | None, Any]
+class RunState(NamedTuple):
+    """What the tracer keeps about an open run until it ends.
+
+    A tuple, not an object with a ``__dict__``: one is made for every run, on the
+    application's thread. ``model`` and ``prompt`` are kept for llm runs only, for a
+    token estimate at the end.
+    """
+
+    run_type: str
+    root_id: str
+    sampled: bool
+    started_ns: int  # perf_counter_ns()
+    model: str | None
+    prompt: Any
 
 
 class Tracer:
@@ -87,29 +97,16 @@ class Tracer:
 
     # --- emission -----------------------------------------------------------------
 
-    def _now(self, counter_ns: int) -> int:
-        """The timestamp of an event that happened at ``counter_ns`` (``perf_counter_ns()``).
-
-        Only called under ``_emit_lock``, which serialises every clock update, so the clock
-        needs no lock of its own (``MonotonicClock.now_ms_unlocked``). The counter may be
-        read before the lock: the clock still never goes back in the order events are
-        queued, which is all the server needs.
-        """
-        clock = self._clock
-        now = (clock.anchor_ns + counter_ns) // 1_000_000
-        if now < clock.last:
-            now = clock.last
-        clock.last = now
-        return now
-
     def _emit(self, raw: dict[str, Any]) -> None:
-        """Stamp an event and queue it as ``(timestamp, raw)`` (see ``events.complete``).
+        """Stamp an event and queue it as a ``StampedEvent`` (see ``events.complete``).
 
         Run starts and ends, most events, are queued by :meth:`open_run` and
-        :meth:`close_run` as one tuple built under the same lock.
+        :meth:`close_run` as records built under the same lock. Stamping under the lock
+        that orders the queue keeps timestamps non-decreasing in queue order, even when
+        the ``perf_counter_ns()`` reading was taken before the lock.
         """
         with self._emit_lock:
-            self.sink.emit((self._now(perf_counter_ns()), raw))
+            self.sink.emit(StampedEvent(self._clock.ms_at(perf_counter_ns()), raw))
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self.errors += 1
@@ -123,7 +120,7 @@ class Tracer:
     def run_type(self, run_id: str) -> str | None:
         state = self._runs.get(run_id)
         if state is not None:
-            return state[0]
+            return state.run_type
         recent = self._recent.get(run_id)
         return recent[0] if recent is not None else None
 
@@ -224,8 +221,8 @@ class Tracer:
 
         Positional (a call with keywords costs more), and it does on the calling thread
         only what later runs depend on at once: the parent, the trace's sampling and the
-        run's state. The event itself is queued as a tuple with a snapshot of the
-        context's user, tags and metadata, and built on the worker (``events.start_event``).
+        run's state. The event itself is queued as a ``StartRecord`` with a snapshot of the
+        context's user, tags and metadata, and built on the worker.
         """
         if not self.config.enabled:
             return
@@ -238,7 +235,7 @@ class Tracer:
                 parent = self.resolve_parent(parent_run_id)
                 parent_state = self._runs.get(parent) if parent else None
             if parent_state is not None:
-                root, sampled = parent_state[1], parent_state[2]
+                root, sampled = parent_state.root_id, parent_state.sampled
             elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
                 # A late child (a task outliving its caller) follows its parent's decision:
                 # sent, it would otherwise point at a parent the server never saw, or dropped,
@@ -252,17 +249,16 @@ class Tracer:
             # A single dict store is atomic: no lock on the hot path. Only an llm run keeps
             # its model and prompt (for a token estimate at the end).
             if run_type == "llm":
-                self._runs[rid] = (run_type, root, sampled, now, name, input)
+                self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
             else:
-                self._runs[rid] = (run_type, root, sampled, now, None, None)
+                self._runs[rid] = RunState(run_type, root, sampled, now, None, None)
             if now - self._last_sweep >= SWEEP_INTERVAL_NS:
                 self._sweep(now)
             if sampled:
                 with self._emit_lock:  # stamp and hand over together: see ``_emit``
                     self.sink.emit(
-                        (
-                            self._now(now),
-                            start_event,
+                        StartRecord(
+                            self._clock.ms_at(now),
                             run_type,
                             rid,
                             parent,
@@ -292,7 +288,7 @@ class Tracer:
         state = self._runs.get(run_id)
         if state is None:
             return None
-        self._remember(run_id, state[0], state[2])
+        self._remember(run_id, state.run_type, state.sampled)
         return state if self._runs.pop(run_id, None) is not None else None
 
     def _remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
@@ -336,7 +332,7 @@ class Tracer:
     ) -> bool:
         """:meth:`end_run` for an integration's hot path (positional).
 
-        The event is queued as a tuple and built on the worker (``events.end_event``).
+        The event is queued as an ``EndRecord`` and built on the worker.
         """
         try:
             rid = run_id if type(run_id) is str else str(run_id)
@@ -344,26 +340,25 @@ class Tracer:
             if state is None:
                 logger.debug("lunatrace: end for unknown or finished run %s ignored", rid)
                 return False
-            if not state[2]:
+            if not state.sampled:
                 return True
             if self._extras:
                 extra = self._extras.pop(rid, None)
                 if extra and "customEvents" in extra:
                     metadata = {**(metadata or {}), "customEvents": extra["customEvents"]}
-            model = model or state[4]
+            model = model or state.model
             with self._emit_lock:  # stamp and hand over together: see ``_emit``
                 self.sink.emit(
-                    (
-                        self._now(perf_counter_ns()),
-                        end_event,
-                        state[0],
+                    EndRecord(
+                        self._clock.ms_at(perf_counter_ns()),
+                        state.run_type,
                         rid,
                         output,
                         input,
                         usage,
                         metadata,
                         model,
-                        state[5],
+                        state.prompt,
                         fill,
                     )
                 )
@@ -387,14 +382,14 @@ class Tracer:
                 return False
             if self._extras:
                 self._extras.pop(rid, None)
-            if not state[2]:
+            if not state.sampled:
                 return True
             payload = (
                 error_payload(error)
                 if isinstance(error, BaseException)
                 else {"message": str(error), "stack": ""}
             )
-            self._emit(build("error", state[0], rid, error=payload, metadata=metadata or None))
+            self._emit(build("error", state.run_type, rid, error=payload, metadata=metadata or None))
             return True
         except Exception as exc:  # noqa: BLE001
             self._failed("error of run", exc)
@@ -421,7 +416,7 @@ class Tracer:
     def run_age(self, run_id: Any) -> float | None:
         """Seconds since an open run started (``None`` if not open)."""
         state = self._runs.get(str(run_id))
-        return None if state is None else (perf_counter_ns() - state[3]) / 1e9
+        return None if state is None else (perf_counter_ns() - state.started_ns) / 1e9
 
     # --- other events -----------------------------------------------------------------
 
@@ -520,7 +515,7 @@ class Tracer:
     def close_abandoned(self, max_age_s: float) -> int:
         """End as errors the runs open longer than ``max_age_s`` (they would stay 'started')."""
         cutoff = perf_counter_ns() - max_age_s * 1e9
-        stale = [rid for rid, state in list(self._runs.items()) if state[3] <= cutoff]
+        stale = [rid for rid, state in list(self._runs.items()) if state.started_ns <= cutoff]
         for rid in stale:
             self.error_run(rid, f"run abandoned: no end after {max_age_s:.0f} s")
         return len(stale)
