@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from lunatrace._version import __version__
-from lunatrace.core.serialize import FieldEncoder, dumps, scrub_text, to_jsonable
+from lunatrace.core.serialize import Deferred, FieldEncoder, dumps, scrub_text, to_jsonable
 from lunatrace.core.usage import estimate_usage
 
 RUNTIME = f"lunatrace-py/{__version__}"
@@ -353,7 +353,17 @@ def complete(raw: RawEvent) -> Mapping[str, Any]:
 
 
 def to_wire(queued: RawEvent, encoder: FieldEncoder) -> dict[str, Any]:
-    """Turn a raw event into the exact JSON object the server accepts.
+    """The JSON object the server receives for a raw event (:func:`wire_json`, parsed)."""
+    wire: dict[str, Any] = json.loads(wire_json(queued, encoder))
+    return wire
+
+
+def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str:
+    """Turn a raw event into the exact JSON text the server accepts.
+
+    The text is written directly, field by field, rather than built as a dict and
+    encoded: the worker does this for every event, and each payload field comes out of
+    the encoder as JSON already (:meth:`FieldEncoder.encode_json`).
 
     Raises :class:`EventError` for an event that would be refused or ignored; the worker
     logs and counts those instead of sending them.
@@ -365,26 +375,28 @@ def to_wire(queued: RawEvent, encoder: FieldEncoder) -> dict[str, Any]:
         raise EventError(f"unknown run type {run_type!r}")
     if name not in EVENT_NAMES:
         raise EventError(f"unknown event name {name!r}")
-    wire: dict[str, Any] = {"type": run_type, "event": name, "runId": _uuid_field(raw, "runId")}
+    # Type and event names are from fixed sets, ids canonical UUIDs: nothing to escape.
+    parts = [f'{{"type":"{run_type}","event":"{name}","runId":"{_uuid_field(raw, "runId")}"']
     if raw.get("parentRunId") is not None:
-        wire["parentRunId"] = _uuid_field(raw, "parentRunId")
+        parts.append(f',"parentRunId":"{_uuid_field(raw, "parentRunId")}"')
     ts = raw.get(TIMESTAMP_KEY)
-    wire["timestamp"] = format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))
+    parts.append(f',"timestamp":"{format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))}"')
+    metadata: dict[str, Any] | None = None
+    tokens: dict[str, int] | None = None
+    runtime = RUNTIME
     for key, value in raw.items():
-        if value is None or key in wire or key.startswith("_"):
+        if value is None or key in _HEADER_FIELDS or key.startswith("_"):
             continue
+        text: str | None = None
         if key in _PAYLOAD_FIELDS:
-            converted = encoder.encode(value, masked=key in _MASKED_FIELDS)
-            if converted is not None:
-                wire[key] = converted
+            if key == "feedback":
+                text = _feedback_json(value, encoder)
+            else:
+                text = encoder.encode_json(value, masked=key in _MASKED_FIELDS)
         elif key == "metadata":
-            metadata = flatten_metadata(value, encoder)
-            if metadata:
-                wire["metadata"] = metadata
+            metadata = flatten_metadata(value, encoder) or None
         elif key == "tokensUsage":
             tokens = _tokens(value)
-            if tokens:
-                wire["tokensUsage"] = tokens
         elif key in ("tags", "threadTags"):
             tags = (
                 [scrub_text(_text(t), encoder.secrets) for t in value if t is not None]
@@ -392,31 +404,64 @@ def to_wire(queued: RawEvent, encoder: FieldEncoder) -> dict[str, Any]:
                 else []
             )
             if tags:
-                wire[key] = list(dict.fromkeys(tags))
+                text = dumps(list(dict.fromkeys(tags)))
         elif key in ("userId", "name"):
-            wire[key] = scrub_text(_text(value), encoder.secrets)
+            text = dumps(scrub_text(_text(value), encoder.secrets))
         elif key == "templateVersionId":
             template = _template_version(value)
             if template is not None:
-                wire[key] = template
+                text = str(template)
+        elif key == "runtime":
+            runtime = scrub_text(_text(value), encoder.secrets)
         else:
             converted = to_jsonable(value, encoder.secrets)
             if converted is not None:
-                wire[key] = converted
+                text = dumps(converted)
+        if text is not None:
+            parts.append(_field_prefix(key))
+            parts.append(text)
     estimate = raw.get(ESTIMATE_KEY)
-    if estimate and "tokensUsage" not in wire:
+    if estimate and not tokens:
         model, prompt, completion = estimate
-        wire["tokensUsage"] = estimate_usage(
-            model, to_jsonable(prompt, encoder.secrets), to_jsonable(completion, encoder.secrets)
-        )
-        wire["metadata"] = {**wire.get("metadata", {}), "tokensEstimated": True}
-    wire.setdefault("runtime", RUNTIME)
-    # Everything above is valid by construction (ids normalised, payloads JSON-ready,
-    # no nulls); only the feedback thumb can still be off. ``validate`` checks it all.
-    feedback = wire.get("feedback")
+        tokens = estimate_usage(model, _plain(prompt, encoder), _plain(completion, encoder))
+        metadata = {**(metadata or {}), "tokensEstimated": True}
+    if tokens:
+        parts.append(f',"tokensUsage":{dumps(tokens)}')
+    if metadata:
+        parts.append(f',"metadata":{dumps(metadata)}')
+    parts.append(f',"runtime":{dumps(runtime)}}}')
+    return "".join(parts)
+
+
+_HEADER_FIELDS = frozenset({"type", "event", "runId", "parentRunId", "timestamp"})
+_FIELD_PREFIXES: dict[str, str] = {}
+
+
+def _field_prefix(key: str) -> str:
+    """``,"key":`` with the key escaped; the few keys events use are computed once."""
+    prefix = _FIELD_PREFIXES.get(key)
+    if prefix is None:
+        prefix = f",{dumps(key)}:"
+        if len(_FIELD_PREFIXES) < 256:
+            _FIELD_PREFIXES[key] = prefix
+    return prefix
+
+
+def _feedback_json(value: Any, encoder: FieldEncoder) -> str | None:
+    """A feedback field as JSON; raises :class:`EventError` for a thumb the server refuses."""
+    feedback = encoder.encode(value, masked=False)
     if isinstance(feedback, Mapping) and feedback.get("thumb") not in (None, *THUMBS):
         raise EventError("feedback thumb must be 'up' or 'down'")
-    return wire
+    return None if feedback is None else dumps(feedback)
+
+
+def _plain(value: Any, encoder: FieldEncoder) -> Any:
+    """Plain data for a token count: a ``Deferred``'s (kept) result, else the converted value."""
+    if type(value) is Deferred:
+        value = value.resolve()
+    if value is None or type(value) is str:
+        return value
+    return to_jsonable(value, encoder.secrets)
 
 
 def validate(wire: Mapping[str, Any]) -> None:

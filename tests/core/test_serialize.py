@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from lunatrace.core.serialize import (
     MASKED,
     REDACTED,
+    Deferred,
     FieldEncoder,
     cap_size,
     dumps,
@@ -452,3 +453,94 @@ def test_size_bound_never_underestimates(value: object) -> None:
     encoder = _Encoder(())
     data = encoder.convert(value)
     assert len(json.dumps(data, ensure_ascii=False).encode("utf-8")) <= encoder.max_json_bytes()
+
+
+# --- the JSON fast path -------------------------------------------------------------------
+
+_plain_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=2**62, max_value=2**80),
+    st.floats(),
+    st.text(),
+    st.sampled_from(
+        [
+            "\ud800",
+            "my-project-key-123",
+            "a my-project-key-123 b",
+            "sk-" + "A" * 30,
+            "x\nsk-" + "B" * 20,
+            "Bearer abcdefghijklmnopqrstuvwxyz",
+            "TOKEN",
+            'quote"and\\backslash',
+        ]
+    ),
+)
+
+
+def _plain_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    keys = st.one_of(
+        st.text(max_size=12),
+        st.sampled_from(
+            ["api_key", "openaiApiKey", "x-api-key", "password", "max_tokens", "token", "Cookie"]
+        ),
+        st.integers(),
+        st.booleans(),
+        st.none(),
+        st.floats(allow_nan=False),
+    )
+    return st.one_of(
+        st.lists(inner, max_size=6),
+        st.tuples(inner, inner),
+        st.dictionaries(keys, inner, max_size=5),
+        inner.map(lambda v: Deferred(lambda x: {"resolved": x}, v)),
+    )
+
+
+plain = st.recursive(_plain_leaves, _plain_containers, max_leaves=40)
+
+
+def _general_json(value: Any, max_bytes: int) -> str | None:
+    data = FieldEncoder(max_bytes, secrets=("my-project-key-123",)).encode(value)
+    return None if data is None else dumps(data)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.one_of(plain, arbitrary), max_bytes=st.integers(min_value=64, max_value=20_000))
+def test_json_fast_path_gives_exactly_the_general_result(value: Any, max_bytes: int) -> None:
+    encoder = FieldEncoder(max_bytes, secrets=("my-project-key-123",))
+    assert encoder.encode_json(value) == _general_json(value, max_bytes)
+
+
+def _nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        _nested(45),
+        list(range(2_500)),
+        {f"k{i}": i for i in range(2_100)},
+        {"nested": {"authorization": "Basic abc"}},
+        {"n": 2**64},
+        "x" * 70_000,
+    ],
+    ids=["deep", "long-list", "many-keys", "secret-key", "huge-int", "over-the-cap"],
+)
+def test_json_fast_path_defers_to_the_general_path_at_every_limit(value: Any) -> None:
+    encoder = FieldEncoder(64_000, secrets=("my-project-key-123",))
+    assert encoder._plain_json(value) is None  # the fast path must step aside...
+    assert encoder.encode_json(value) == _general_json(value, 64_000)  # ...for the same result
+
+
+def test_json_fast_path_takes_ordinary_payloads() -> None:
+    encoder = FieldEncoder(64_000, secrets=("my-project-key-123",))
+    messages = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Say hi"}]
+    assert encoder._plain_json(messages) == dumps(messages)
+    assert encoder._plain_json(Deferred(lambda v: v, messages)) == dumps(messages)
+    assert encoder.encode_json(None) is None

@@ -6,17 +6,19 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from lunatrace.core.events import RawEvent, to_wire
+from lunatrace.core.events import RawEvent, wire_json
 from lunatrace.core.serialize import FieldEncoder
 
 
 class Item:
-    """One event: the raw dict from the caller, then its wire form and JSON once encoded.
+    """One event: the raw event from the caller, then its JSON once encoded.
 
-    ``row`` is the store row id for events read back from the store.
+    ``row`` is the store row id for events read back from the store. ``wire`` (the
+    event as a dict) is parsed from the JSON only when asked for, by the store: sending
+    needs the text alone.
     """
 
-    __slots__ = ("body", "raw", "row", "wire")
+    __slots__ = ("_wire", "body", "raw", "row")
 
     def __init__(
         self,
@@ -26,7 +28,7 @@ class Item:
         row: int | None = None,
     ) -> None:
         self.raw = raw
-        self.wire = wire
+        self._wire = wire
         self.body = body
         self.row = row
 
@@ -34,11 +36,16 @@ class Item:
     def stored(cls, row: int, wire: dict[str, Any]) -> Item:
         return cls(wire=wire, body=dumps(wire), row=row)
 
+    @property
+    def wire(self) -> dict[str, Any] | None:
+        if self._wire is None and self.body is not None:
+            self._wire = json.loads(self.body)
+        return self._wire
+
     def encode(self, encoder: FieldEncoder) -> None:
-        """Fill ``wire`` and ``body`` from ``raw``; raises ``EventError`` for a bad event."""
+        """Fill ``body`` from ``raw``; raises ``EventError`` for a bad event."""
         if self.body is None and self.raw is not None:
-            self.wire = to_wire(self.raw, encoder)
-            self.body = dumps(self.wire)
+            self.body = wire_json(self.raw, encoder)
             # The raw event holds the application's objects (messages, results): free them
             # now rather than when the batch is delivered, so the collector sees less.
             self.raw = None
@@ -75,4 +82,4 @@ def split_batches(items: Sequence[Item], max_events: int, max_bytes: int) -> Ite
 
 def as_pairs(items: Sequence[Item]) -> list[tuple[dict[str, Any], str]]:
     """``(wire, json)`` pairs for the store (encoded items only)."""
-    return [(item.wire, item.body) for item in items if item.wire is not None and item.body is not None]
+    return [(wire, item.body) for item in items if item.body is not None and (wire := item.wire) is not None]
