@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 from lunatrace._version import __version__
@@ -313,15 +313,34 @@ class StampedEvent(NamedTuple):
         return dict(self.raw)
 
 
+class HookRecord(NamedTuple):
+    """A framework callback as an integration queues it: its arguments, mapped on the worker.
+
+    ``builder(ts_ms, ns, *args)`` returns the raw event, or ``None`` when the callback
+    makes none. Builders run on the worker in queue order, one at a time, so an
+    integration can keep the state of its open runs there, off the application's
+    thread. ``ns`` is the ``perf_counter_ns()`` reading behind ``ts_ms``, for durations.
+    """
+
+    ts_ms: int
+    ns: int
+    builder: Callable[..., dict[str, Any] | None]
+    args: tuple[Any, ...]
+
+    def build(self) -> dict[str, Any] | None:
+        return self.builder(self.ts_ms, self.ns, *self.args)
+
+
 # What a sink receives: a queued record, or a raw dict carrying its own timestamp under
 # ``TIMESTAMP_KEY`` (from callers that stamp events themselves).
-RawEvent = dict[str, Any] | StartRecord | EndRecord | StampedEvent
+RawEvent = dict[str, Any] | StartRecord | EndRecord | StampedEvent | HookRecord
 
 
-def complete(raw: RawEvent) -> Mapping[str, Any]:
+def complete(raw: RawEvent) -> Mapping[str, Any] | None:
     """Do the work the hot path postponed; returns a new event, ``raw`` is left as is.
 
-    A queued record (see :data:`RawEvent`) becomes its dict first. The fill runs next (it sets
+    A queued record (see :data:`RawEvent`) becomes its dict first (a ``HookRecord`` may
+    make none: ``None``). The fill runs next (it sets
     the run's own tags and metadata), then the context's tags go before the run's and
     its metadata under the run's. A fill that fails costs only the fields it would have
     set, never the event.
@@ -329,7 +348,10 @@ def complete(raw: RawEvent) -> Mapping[str, Any]:
     if isinstance(raw, dict):
         done: dict[str, Any] = raw
     else:
-        done = raw.build()
+        built = raw.build()
+        if built is None:
+            return None
+        done = built
         done[TIMESTAMP_KEY] = raw.ts_ms
     fill = done.get(FILL_KEY)
     context_fields = done.get(CONTEXT_KEY)
@@ -352,13 +374,16 @@ def complete(raw: RawEvent) -> Mapping[str, Any]:
     return done
 
 
-def to_wire(queued: RawEvent, encoder: FieldEncoder) -> dict[str, Any]:
+def to_wire(queued: RawEvent, encoder: FieldEncoder) -> dict[str, Any] | None:
     """The JSON object the server receives for a raw event (:func:`wire_json`, parsed)."""
-    wire: dict[str, Any] = json.loads(wire_json(queued, encoder))
+    text = wire_json(queued, encoder)
+    if text is None:
+        return None
+    wire: dict[str, Any] = json.loads(text)
     return wire
 
 
-def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str:
+def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
     """Turn a raw event into the exact JSON text the server accepts.
 
     The text is written directly, field by field, rather than built as a dict and
@@ -366,9 +391,11 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str:
     the encoder as JSON already (:meth:`FieldEncoder.encode_json`).
 
     Raises :class:`EventError` for an event that would be refused or ignored; the worker
-    logs and counts those instead of sending them.
+    logs and counts those instead of sending them. ``None``: the record makes no event.
     """
     raw = complete(queued)
+    if raw is None:
+        return None
     run_type = raw.get("type")
     name = raw.get("event")
     if run_type not in RUN_TYPES:

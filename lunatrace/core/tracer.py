@@ -27,6 +27,7 @@ from lunatrace.core.events import (
     RUN_TYPES,
     THUMBS,
     EndRecord,
+    HookRecord,
     MonotonicClock,
     StampedEvent,
     StartRecord,
@@ -123,6 +124,38 @@ class Tracer:
             return state.run_type
         recent = self._recent.get(run_id)
         return recent[0] if recent is not None else None
+
+    def is_sampled(self, run_id: str) -> bool:
+        """Whether a known run's trace is sent (runs this tracer never saw count as sent)."""
+        state = self._runs.get(run_id)
+        if state is not None:
+            return state.sampled
+        recent = self._recent.get(run_id)
+        return recent is None or recent[1] is not False
+
+    def note_run(self, run_id: str, run_type: str, sampled: bool = True) -> None:
+        """Know a run an integration tracks itself, so that runs started inside it nest
+        under it (and follow its trace's sampling)."""
+        self._remember(run_id, run_type, sampled)
+
+    def emit_event(self, raw: dict[str, Any]) -> None:
+        """Queue a raw event an integration built itself (:func:`~lunatrace.core.events.build`)."""
+        self._emit(raw)
+
+    def queue_record(self, builder: Any, args: tuple[Any, ...]) -> None:
+        """Queue an integration's callback as a :class:`HookRecord`, built on the worker.
+
+        The cheapest way to record an event: a timestamp and a tuple, handed over under
+        the emit lock like every event (see ``_emit``).
+        """
+        if not self.config.enabled:
+            return
+        try:
+            with self._emit_lock:
+                ns = perf_counter_ns()
+                self.sink.emit(HookRecord(self._clock.ms_at(ns), ns, builder, args))
+        except Exception as exc:  # noqa: BLE001
+            self._failed("queueing an event", exc)
 
     def is_known(self, run_id: str | None) -> bool:
         """Whether ``run_id`` was started by this tracer (open, or recently ended)."""

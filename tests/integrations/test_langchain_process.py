@@ -18,8 +18,13 @@ from langchain_core.runnables import RunnableLambda
 
 import lunatrace
 from lunatrace.core.transport import MemorySink
-from lunatrace.integrations.langchain import CallbackHandler, instrument, instrumented_handler, uninstrument
-from lunatrace.integrations.langchain import handler as handler_module
+from lunatrace.integrations.langchain import (
+    CallbackHandler,
+    instrument,
+    instrumented_handler,
+    runs,
+    uninstrument,
+)
 from lunatrace.integrations.langchain.handler import HIDDEN
 from tests.integrations.lc_fakes import events_of
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
@@ -119,7 +124,7 @@ def test_no_growth_over_ten_thousand_invokes(memory_sink: MemorySink) -> None:
             memory_sink.events.clear()
     assert tracer.open_runs == 0
     assert not handler._unsampled and not handler._exchanges and not HIDDEN and not handler._warned
-    assert not handler_module._ID_STRINGS  # the id strings of ended runs are not kept
+    assert not handler._streaming and not runs.BOOK.open  # the worker keeps no ended run
     assert len(memory_sink.events) == (10_000 - 101) * 6
 
 

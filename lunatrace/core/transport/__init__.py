@@ -38,14 +38,16 @@ class MemorySink:
         self._lock = threading.Lock()
 
     def emit(self, event: RawEvent) -> None:
-        try:
-            wire = to_wire(event, self.encoder)
-        except EventError as exc:
-            with self._lock:
-                self.rejected.append((event, str(exc)))
-            return
+        # Converted under the lock: records are built one at a time, in order, as the
+        # background worker builds them.
         with self._lock:
-            self.events.append(wire)
+            try:
+                wire = to_wire(event, self.encoder)
+            except EventError as exc:
+                self.rejected.append((event, str(exc)))
+                return
+            if wire is not None:
+                self.events.append(wire)
 
     def flush(self, timeout: float | None = None) -> bool:
         return True

@@ -255,13 +255,15 @@ class BatchWorker:
         return True
 
     def _encode(self, item: Item) -> bool:
+        """Encode ``item``; ``False`` when there is nothing to send: an invalid event (logged
+        and counted as failed) or a record that makes no event."""
         try:
             item.encode(self.encoder)
-            return True
         except (EventError, ValueError, TypeError, KeyError) as exc:
             self.counters.failed += 1
             logger.warning("lunatrace: invalid event not sent (%s)", exc)
             return False
+        return item.body is not None
 
     def _send(self, batch: list[Item]) -> None:
         if batch:

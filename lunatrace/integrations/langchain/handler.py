@@ -1,19 +1,18 @@
-"""The LangChain callback handler: LangChain's run lifecycle -> core ``Tracer`` calls.
+"""The LangChain callback handler: LangChain's run lifecycle, queued for the worker.
 
 Why a *sync*, *inline* handler: an ``AsyncCallbackHandler`` costs milliseconds per invoke
 on the sync path, and a non-inline sync handler is hopped to a thread pool for every
 event under ``ainvoke``. Inline, the hooks run on the application's thread, so each does
-O(1) work: it decides what must be known at once (left out or not, the parent, the run
-state) and hands the tracer (``Tracer.open_run``/``close_run``, which queue one tuple
-per event) the hook's arguments and a *fill*
-(:func:`_fill_start`, :func:`_fill_llm_end`, :func:`_fill_chain_end`) that maps them on
-the background worker, where payloads are also converted (:mod:`.convert`). No
-serialization, no I/O, as few objects as possible.
+as little as it can: it decides only what cannot wait (a run folded away, a trace not
+sampled, a root's parent and user, which read the caller's context) and queues its
+arguments as they are (``Tracer.queue_record``). Everything else (names, run types,
+parents, payloads, usage, the state of open runs) is worked out by the background worker
+(:mod:`.runs`), in queue order.
 
 Runs are identified by LangChain's own ``run_id`` and parented by ``parent_run_id``
-only, so one handler can serve any number of threads, tasks and requests at once. The
-handler's own state (folded internal runs, unsampled traces, thread exchanges) is keyed
-by run id and dropped when the run ends; the core tracer keeps the rest.
+only, so one handler can serve any number of threads, tasks and requests at once. What
+the hooks keep (folded internal runs, unsampled traces, thread exchanges, streams that
+have started) is keyed by run id and dropped when the run ends.
 """
 
 from __future__ import annotations
@@ -28,35 +27,27 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
-from lunatrace.core.events import ESTIMATE_KEY
 from lunatrace.core.serialize import Deferred
-from lunatrace.core.tracer import FROM_CONTEXT, Fill
-from lunatrace.integrations.langchain import mapping
-from lunatrace.integrations.langchain.convert import (
-    chain_payload,
-    documents_to_dicts,
-    generations_to_openai,
-    message_to_openai,
-    prompt_batches_to_openai,
-)
+from lunatrace.core.tracer import FROM_CONTEXT
+from lunatrace.integrations.langchain import mapping, runs
+from lunatrace.integrations.langchain.convert import message_to_openai
 
 logger = logging.getLogger("lunatrace")
 
 _MISSING: Any = object()
-# Folded internal runs (``langsmith:hidden``) -> the parent their children get instead.
-# Shared by all handlers (run ids are unique) so the framework resolver can see it.
-HIDDEN: dict[str, Any] = {}
+_SKIP: Any = object()
+# Folded internal runs (``langsmith:hidden``) -> the LangChain parent their children get
+# instead (``None``: they become roots). Shared by all handlers (run ids are unique) so
+# the framework resolver can see it.
+HIDDEN: dict[Any, Any] = {}
 # Bound on each of these maps: entries of runs that never end (an abandoned generator)
 # must not accumulate forever; past the bound the oldest half is forgotten.
 MAX_ENTRIES = 50_000
-_FOLDABLE = frozenset({"chain"})
-_STREAM_PLACEHOLDER = {"input": ""}
-# id() of an open run's id object -> (that object, its string): see ``_id_str``.
-_ID_STRINGS: dict[int, tuple[Any, str]] = {}
+_FOLDABLE = frozenset({"on_chain_start"})
 
 
 def _error_hook(hook: str) -> Callable[..., None]:
-    """The ``*_error`` hooks: all four end their run the same way (see ``_error``)."""
+    """The ``*_error`` hooks: all four end their run the same way (see ``runs.build_error``)."""
 
     def on_error(
         self: CallbackHandler,
@@ -67,7 +58,10 @@ def _error_hook(hook: str) -> Callable[..., None]:
         **kwargs: Any,
     ) -> None:
         try:
-            self._error(run_id, error)
+            if self._ended(run_id):
+                get_tracer().queue_record(runs.build_error, (self, hook, run_id, error))
+            if self._exchanges:
+                self._exchanges.pop(run_id, None)
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed(hook, exc)
 
@@ -113,8 +107,9 @@ class CallbackHandler(BaseCallbackHandler):
         self.thread = Thread(thread) if isinstance(thread, str) else thread
         self.sample_rate = float(sample_rate)
         self.show_internal = show_internal
-        self._unsampled: dict[str, None] = {}  # runs of traces not sampled
-        self._exchanges: dict[str, Thread] = {}  # root run id -> thread, when ``thread`` is set
+        self._unsampled: dict[Any, None] = {}  # runs of traces not sampled
+        self._exchanges: dict[Any, Thread] = {}  # root run id -> thread, when ``thread`` is set
+        self._streaming: dict[Any, None] = {}  # llm runs whose first token was seen
         self._warned: set[str] = set()
 
     def __repr__(self) -> str:
@@ -135,105 +130,103 @@ class CallbackHandler(BaseCallbackHandler):
         else:
             logger.debug("lunatrace: %s failed again", hook, exc_info=exc)
 
-    def _parent(self, parent_id: str | None) -> Any:
-        """The lunatrace parent of a run: LangChain's parent, folded and nesting-aware."""
-        if parent_id is None:
-            return FROM_CONTEXT  # a LangChain root: nest under the enclosing lunatrace run
-        parent: Any = parent_id
-        if HIDDEN:
-            parent = HIDDEN.get(parent, parent)
-        frame = context.current_frame()
-        if frame is not None and parent in frame.framework_runs:
-            # A decorated function was called inside the LangChain parent and this run
-            # started inside that function: it belongs to the function.
-            return frame.run_id
-        return parent
-
-    def _skipped(self, rid: str, parent_id: str | None, tags: Sequence[str] | None, folds: bool) -> bool:
-        """Whether to leave this run out: folded internal run, or a trace not sampled.
-
-        Only chains are folded: LangChain tags are inherited, so the model calls and tools
-        under a hidden chain carry the tag too, and they are the content worth seeing.
-        """
-        if self._unsampled and parent_id is not None and parent_id in self._unsampled:
-            _remember(self._unsampled, rid, None)
-            return True
-        if parent_id is None and self.sample_rate < 1.0 and random.random() >= self.sample_rate:
-            _remember(self._unsampled, rid, None)
-            return True
-        if folds and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
-            _remember(HIDDEN, rid, self._parent(parent_id))
-            return True
-        return False
-
-    def _forget(self, rid: str) -> bool:
-        """Drop a left-out run's state on its end; ``True`` if it was left out."""
-        if HIDDEN and HIDDEN.pop(rid, _MISSING) is not _MISSING:
-            return True
-        if self._unsampled and rid in self._unsampled:
-            self._unsampled.pop(rid, None)
-            return True
-        return False
-
     def _start(
         self,
         hook: str,
-        run_type: str,
-        name: str,
+        serialized: Any,
         payload: Any,
         run_id: UUID,
         parent_run_id: UUID | None,
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
-        *,
-        convert_input: Callable[[Any], Any] | None = None,
-        invocation_params: Any = _MISSING,
-        extra: Mapping[str, Any] | None = None,
-    ) -> str | None:
-        """Open a run: decide on the calling thread only what must be known at once.
+        kwargs: Mapping[str, Any],
+    ) -> None:
+        """Queue a run start with what only the calling thread can know.
 
-        That is whether the run is left out, its parent, and for a root its user and
-        thread message. Filtering LangChain's tags and metadata and picking the model
-        parameters is left to the worker (:func:`_fill_start`), with the arguments as
-        LangChain passed them; so is wrapping a chain's ``payload`` for conversion
-        (``convert_input``). Each event allocates as few objects as possible: whatever
-        waits in the queue is work for the garbage collector on this thread.
+        That is whether the run is left out, a root's parent and user (read from the
+        caller's context) and, for any run, the context's user, tags and metadata and
+        its innermost decorated function. The rest is :func:`runs.build_start`'s job.
         """
-        rid = _opened(run_id)
-        parent_id = None if parent_run_id is None else _id_str(parent_run_id)
+        parent: Any = parent_run_id
+        if HIDDEN and parent is not None:
+            parent = HIDDEN.get(parent, parent)
+        root = None
         # The checks are only called when they can say yes (the common case skips them).
-        may_skip = (
-            self._unsampled
-            or self.sample_rate < 1.0
-            or (tags and mapping.HIDDEN_TAG in tags and run_type in _FOLDABLE and not self.show_internal)
+        if (
+            parent is None
+            or self._unsampled
+            or (tags and hook in _FOLDABLE and mapping.HIDDEN_TAG in tags and not self.show_internal)
+        ):
+            root = self._admit(hook, run_id, parent, tags, metadata, payload)
+            if root is _SKIP:
+                return
+        get_tracer().queue_record(
+            runs.build_start,
+            (
+                self,
+                hook,
+                run_id,
+                parent,
+                root,
+                context.current_frame(),
+                context.current_user(),
+                context.current_tags(),
+                context.current_metadata(),
+                serialized,
+                payload,
+                tags,
+                metadata,
+                kwargs,
+            ),
         )
-        if may_skip and self._skipped(rid, parent_id, tags, run_type in _FOLDABLE):
+
+    def _admit(
+        self,
+        hook: str,
+        run_id: UUID,
+        parent: Any,
+        tags: Sequence[str] | None,
+        metadata: Mapping[str, Any] | None,
+        payload: Any,
+    ) -> Any:
+        """``_SKIP`` for a run left out (folded, or in a trace not sampled); for a root,
+        its parent and user; else ``None``.
+
+        Only chains are folded: LangChain tags are inherited, so the model calls and tools
+        under a hidden chain carry the tag too, and they are the content worth seeing. A
+        root's trace is sampled at the handler's rate (and the tracer's); a root started
+        inside an unsampled lunatrace trace is left out with it.
+        """
+        if parent is not None and self._unsampled and parent in self._unsampled:
+            _remember(self._unsampled, run_id, None)
+            return _SKIP
+        if hook in _FOLDABLE and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
+            _remember(HIDDEN, run_id, parent)
+            return _SKIP
+        if parent is not None:
             return None
-        user_id = user_props = None
-        if parent_id is not None and not HIDDEN and context.current_frame() is None:
-            parent: Any = parent_id  # what _parent answers without folds or decorated functions
-        else:
-            parent = self._parent(parent_id)
-        handler_tags = handler_metadata = None
-        if parent_id is None:
-            handler_tags, handler_metadata = self.tags, self.metadata
-            user_id, user_props = self._user(metadata)
-            if self.thread is not None:
-                parent = self._open_exchange(rid, payload, user_id, user_props)
-        fill = (  # empty tags and metadata are let go: what the queue holds costs collections
-            _fill_start,
-            self,
-            hook,
-            convert_input,
-            tags or None,
-            metadata or None,
-            extra,
-            handler_tags,
-            handler_metadata,
-            invocation_params,
-        )
-        get_tracer().open_run(run_type, rid, parent, name, payload, user_id, user_props, fill)
-        return rid
+        tracer = get_tracer()
+        context_parent = tracer.resolve_parent(FROM_CONTEXT)
+        rate = self.sample_rate * tracer.config.sample_rate
+        if (context_parent is not None and not tracer.is_sampled(context_parent)) or (
+            rate < 1.0 and random.random() >= rate
+        ):
+            _remember(self._unsampled, run_id, None)
+            return _SKIP
+        user_id, user_props = self._user(metadata)
+        if self.thread is not None:
+            context_parent = self._open_exchange(run_id, payload, user_id, user_props)
+        return (context_parent, user_id, user_props)
+
+    def _ended(self, run_id: UUID) -> bool:
+        """Drop what the hooks kept about an ending run; ``False`` if it was left out."""
+        if HIDDEN and HIDDEN.pop(run_id, _MISSING) is not _MISSING:
+            return False
+        if self._unsampled and self._unsampled.pop(run_id, _MISSING) is not _MISSING:
+            return False
+        if self._streaming:
+            self._streaming.pop(run_id, None)
+        return True
 
     def _user(self, metadata: Mapping[str, Any] | None) -> tuple[Any, Any]:
         if metadata:
@@ -242,10 +235,10 @@ class CallbackHandler(BaseCallbackHandler):
                 return str(user_id), metadata.get("user_props") or metadata.get("userProps")
         return self.user_id, self.user_props
 
-    def _open_exchange(self, rid: str, payload: Any, user_id: Any, user_props: Any) -> str:
+    def _open_exchange(self, run_id: UUID, payload: Any, user_id: Any, user_props: Any) -> str:
         thread = self.thread
         assert thread is not None
-        _remember(self._exchanges, rid, thread)
+        _remember(self._exchanges, run_id, thread)
         return get_tracer().track_message(
             thread.id,
             "user",
@@ -255,46 +248,22 @@ class CallbackHandler(BaseCallbackHandler):
             user_props=user_props or thread.user_props,
         )
 
-    def _close_exchange(self, rid: str, output: Any) -> None:
-        thread = self._exchanges.pop(rid, None)
+    def _close_exchange(self, run_id: UUID, output: Any) -> None:
+        thread = self._exchanges.pop(run_id, None)
         if thread is not None and output is not None:
             thread.track_message("assistant", _chat_text(output, "output"))
 
-    def _end(
-        self,
-        run_id: UUID,
-        output: Any,
-        metadata: Mapping[str, Any] | None = None,
-        payload: Any = None,
-        fill: Fill | None = None,
-    ) -> None:
-        rid = _closed(run_id)
-        if self._forget(rid):
-            return
-        get_tracer().close_run(rid, output, payload, metadata, fill)
-        if self._exchanges:
-            self._close_exchange(rid, output)
+    def _end(self, builder: Callable[..., Any], run_id: UUID, *args: Any) -> None:
+        if self._ended(run_id):
+            get_tracer().queue_record(builder, (self, run_id, *args))
 
-    def _error(self, run_id: UUID, error: BaseException) -> None:
-        rid = _closed(run_id)
-        if self._forget(rid):
-            return
-        if mapping.is_control_flow(error):
-            output = mapping.interrupt_payload(error)
-            metadata = {"interrupted": True, "interruptType": type(error).__name__}
-            get_tracer().close_run(rid, output, None, metadata)
-        else:
-            get_tracer().error_run(rid, error)
-        if self._exchanges:
-            self._exchanges.pop(rid, None)
-
-    def _annotate(self, run_id: UUID, name: str, data: Any) -> None:
+    def _annotate(self, hook: str, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
-        target: Any = _id_str(run_id)
+        target: Any = run_id
         if HIDDEN:
             target = HIDDEN.get(target, target)
-        if isinstance(target, str):
-            get_tracer().custom_event(target, name, data)
+        if target is not None:
+            get_tracer().queue_record(runs.build_annotation, (self, hook, target, name, data))
 
     # --- chains and agents -----------------------------------------------------------------
 
@@ -310,18 +279,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            name = kwargs.get("name") or mapping.class_name(serialized) or "chain"
-            self._start(
-                "on_chain_start",
-                mapping.chain_type(name, metadata),
-                name,
-                None if _deferred_inputs(inputs, kwargs) else inputs,
-                run_id,
-                parent_run_id,
-                tags,
-                metadata,
-                convert_input=_unwrapped_input,
-            )
+            self._start("on_chain_start", serialized, inputs, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed("on_chain_start", exc)
 
@@ -329,7 +287,9 @@ class CallbackHandler(BaseCallbackHandler):
         self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            self._end(run_id, outputs, None, kwargs.get("inputs"), _FILL_CHAIN_END)
+            self._end(runs.build_chain_end, run_id, outputs, kwargs.get("inputs"))
+            if self._exchanges:
+                self._close_exchange(run_id, outputs)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chain_end", exc)
 
@@ -340,7 +300,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             data = {"tool": getattr(action, "tool", None), "toolInput": getattr(action, "tool_input", None)}
-            self._annotate(run_id, "agent_action", data)
+            self._annotate("on_agent_action", run_id, "agent_action", data)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_agent_action", exc)
 
@@ -348,7 +308,7 @@ class CallbackHandler(BaseCallbackHandler):
         self, finish: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            self._annotate(run_id, "agent_finish", getattr(finish, "return_values", None))
+            self._annotate("on_agent_finish", run_id, "agent_finish", getattr(finish, "return_values", None))
         except Exception as exc:  # noqa: BLE001
             self._failed("on_agent_finish", exc)
 
@@ -366,15 +326,8 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._start_llm(
-                "on_chat_model_start",
-                serialized,
-                Deferred(prompt_batches_to_openai, messages),
-                run_id,
-                parent_run_id,
-                tags,
-                metadata,
-                kwargs,
+            self._start(
+                "on_chat_model_start", serialized, messages, run_id, parent_run_id, tags, metadata, kwargs
             )
         except Exception as exc:  # noqa: BLE001
             self._failed("on_chat_model_start", exc)
@@ -391,42 +344,9 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if len(prompts) == 1:
-                payload: Any = [{"role": "user", "content": prompts[0]}]
-            else:
-                payload = [[{"role": "user", "content": p}] for p in prompts]
-            self._start_llm(
-                "on_llm_start", serialized, payload, run_id, parent_run_id, tags, metadata, kwargs
-            )
+            self._start("on_llm_start", serialized, prompts, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_start", exc)
-
-    def _start_llm(
-        self,
-        hook: str,
-        serialized: dict[str, Any] | None,
-        payload: Any,
-        run_id: UUID,
-        parent_run_id: UUID | None,
-        tags: list[str] | None,
-        metadata: dict[str, Any] | None,
-        kwargs: dict[str, Any],
-    ) -> None:
-        invocation_params = kwargs.get("invocation_params")
-        name, _ = mapping.model_name(serialized, metadata, invocation_params)
-        run_name = kwargs.get("name")
-        self._start(
-            hook,
-            "llm",
-            name,
-            payload,
-            run_id,
-            parent_run_id,
-            tags,
-            metadata,
-            invocation_params=invocation_params,
-            extra={"runName": run_name} if run_name else None,
-        )
 
     def on_llm_new_token(
         self,
@@ -438,13 +358,9 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            tracer = get_tracer()
-            rid = _id_str(run_id)
-            extra = tracer.run_extra(rid)
-            if "ttft" not in extra:
-                age = tracer.run_age(rid)
-                if age is not None:
-                    extra["ttft"] = round(age * 1000.0, 2)
+            if run_id not in self._streaming:  # only the first token's time is kept
+                _remember(self._streaming, run_id, None)
+                get_tracer().queue_record(runs.build_first_token, (self, run_id))
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_new_token", exc)
 
@@ -452,19 +368,9 @@ class CallbackHandler(BaseCallbackHandler):
         self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            rid = _closed(run_id)
-            if self._forget(rid):
-                return
-            tracer = get_tracer()
-            tracer.close_run(
-                rid,
-                Deferred(generations_to_openai, getattr(response, "generations", None) or []),
-                None,
-                None,
-                (_fill_llm_end, self, response, tracer.extra_value(rid, "ttft")),
-            )
+            self._end(runs.build_llm_end, run_id, response)
             if self._exchanges:
-                self._close_exchange(rid, getattr(response, "generations", None))
+                self._close_exchange(run_id, getattr(response, "generations", None))
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_end", exc)
 
@@ -485,19 +391,9 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            name = kwargs.get("name") or mapping.class_name(serialized) or "tool"
-            call_id = kwargs.get("tool_call_id")
-            self._start(
-                "on_tool_start",
-                "tool",
-                name,
-                inputs if inputs is not None else input_str,
-                run_id,
-                parent_run_id,
-                tags,
-                metadata,
-                extra={"toolCallId": call_id} if call_id else None,
-            )
+            if inputs is not None:
+                kwargs["inputs"] = inputs
+            self._start("on_tool_start", serialized, input_str, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_start", exc)
 
@@ -505,20 +401,9 @@ class CallbackHandler(BaseCallbackHandler):
         self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            metadata = None
-            if getattr(output, "type", None) == "tool":  # a ToolMessage
-                content = getattr(output, "content", None)
-                call_id = getattr(output, "tool_call_id", None)
-                # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
-                metadata = {"toolCallId": call_id} if call_id else None
-                if getattr(output, "status", None) == "error":
-                    rid = _closed(run_id)
-                    if not self._forget(rid):
-                        message = content if isinstance(content, str) else repr(content)
-                        get_tracer().error_run(rid, message, metadata=metadata)
-                    return
-                output = content
-            self._end(run_id, output, metadata)
+            self._end(runs.build_tool_end, run_id, output)
+            if self._exchanges:
+                self._close_exchange(run_id, output)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_end", exc)
 
@@ -538,8 +423,9 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            name = kwargs.get("name") or mapping.class_name(serialized) or "retriever"
-            self._start("on_retriever_start", "retriever", name, query, run_id, parent_run_id, tags, metadata)
+            self._start(
+                "on_retriever_start", serialized, query, run_id, parent_run_id, tags, metadata, kwargs
+            )
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retriever_start", exc)
 
@@ -547,7 +433,9 @@ class CallbackHandler(BaseCallbackHandler):
         self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         try:
-            self._end(run_id, Deferred(documents_to_dicts, documents))
+            self._end(runs.build_retriever_end, run_id, documents)
+            if self._exchanges:
+                self._close_exchange(run_id, documents)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retriever_end", exc)
 
@@ -566,7 +454,7 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            self._annotate(run_id, name, data)
+            self._annotate("on_custom_event", run_id, name, data)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_custom_event", exc)
 
@@ -579,50 +467,9 @@ class CallbackHandler(BaseCallbackHandler):
             data = {"attempt": getattr(retry_state, "attempt_number", None)}
             if error is not None:
                 data["error"] = f"{type(error).__name__}: {error}"
-            self._annotate(run_id, "retry", data)
+            self._annotate("on_retry", run_id, "retry", data)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_retry", exc)
-
-
-def _opened(run_id: Any) -> str:
-    """``str(run_id)`` of a starting run, kept until its end for :func:`_id_str`.
-
-    A ``UUID`` is formatted here from its integer: ``UUID.__str__`` slices and formats in
-    Python, at a quarter more cost, and every run start pays it.
-    """
-    if type(run_id) is UUID:
-        digits = "%032x" % run_id.int  # noqa: UP031 - the fastest spelling
-        rid = "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
-    else:
-        rid = str(run_id)
-    if len(_ID_STRINGS) >= MAX_ENTRIES:
-        _remember(_ID_STRINGS, id(run_id), (run_id, rid))
-    else:
-        _ID_STRINGS[id(run_id)] = (run_id, rid)
-    return rid
-
-
-def _id_str(run_id: Any) -> str:
-    """``str(run_id)``, without ``UUID.__str__`` (slow Python) for the ids of open runs.
-
-    LangChain passes the same ``UUID`` object as a run's id to its start and end and as
-    its children's parent id. The cache holds that object, so its ``id()`` cannot be
-    reused by another object while the entry exists. Any other object (an equal UUID, a
-    string) simply misses; an entry whose end came with another object stays until the
-    :data:`MAX_ENTRIES` bound forgets it, like the state of runs that never end.
-    """
-    entry = _ID_STRINGS.get(id(run_id))
-    if entry is not None and entry[0] is run_id:
-        return entry[1]
-    return str(run_id)
-
-
-def _closed(run_id: Any) -> str:
-    """:func:`_id_str` of an ending run; its cache entry is dropped."""
-    entry = _ID_STRINGS.pop(id(run_id), None)
-    if entry is not None and entry[0] is run_id:
-        return entry[1]
-    return str(run_id)
 
 
 def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
@@ -631,126 +478,6 @@ def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
         for old in list(store)[: MAX_ENTRIES // 2]:
             store.pop(old, None)
     store[key] = value
-
-
-def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
-    """Whether LangChain will send this chain's real inputs only with its end (streaming).
-
-    Streaming chains start with the placeholder ``{"input": ""}``; depending on the
-    release, ``defers_inputs`` is then ``True``, ``False`` or absent, so the placeholder
-    itself is the signal. (Only a dict can equal it: comparing a message or prompt value
-    would run its model's Python ``__eq__``.)
-    """
-    return bool(kwargs.get("defers_inputs")) or (type(inputs) is dict and inputs == _STREAM_PLACEHOLDER)
-
-
-def _fill_start(
-    raw: dict[str, Any],
-    handler: CallbackHandler,
-    hook: str,
-    convert_input: Callable[[Any], Any] | None,
-    tags: Sequence[str] | None,
-    metadata: Mapping[str, Any] | None,
-    extra: Mapping[str, Any] | None,
-    handler_tags: Sequence[str] | None,
-    handler_metadata: Mapping[str, Any] | None,
-    invocation_params: Any,
-) -> None:
-    """Set a start event's tags, metadata and (llm runs) params; runs on the worker.
-
-    LangChain's bookkeeping tags and metadata are dropped, a retry tag becomes
-    ``retryAttempt``, and a root gets the handler's own tags and metadata under its own.
-    A failure is reported as the hook's (:meth:`CallbackHandler._failed`) and costs only
-    these fields, not the run.
-    """
-    try:
-        if convert_input is not None:
-            raw["input"] = _deferred_payload(raw.get("input"), convert_input)
-        _map_start(raw, tags, metadata, extra, handler_tags, handler_metadata, invocation_params)
-    except Exception as exc:  # noqa: BLE001
-        handler._failed(hook, exc)
-
-
-def _map_start(
-    raw: dict[str, Any],
-    tags: Sequence[str] | None,
-    metadata: Mapping[str, Any] | None,
-    extra: Mapping[str, Any] | None,
-    handler_tags: Sequence[str] | None,
-    handler_metadata: Mapping[str, Any] | None,
-    invocation_params: Any,
-) -> None:
-    run_tags = mapping.user_tags(tags) if tags else None
-    run_metadata = mapping.user_metadata(metadata) if metadata else None
-    if extra:
-        run_metadata = {**run_metadata, **extra} if run_metadata else dict(extra)
-    if run_tags:  # retry tags are user-visible tags: only look when some are left
-        attempt = mapping.retry_attempt(run_tags)
-        if attempt is not None:
-            run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
-    if handler_tags:
-        run_tags = list(dict.fromkeys([*handler_tags, *(run_tags or ())]))
-    if handler_metadata:
-        run_metadata = {**handler_metadata, **(run_metadata or {})}
-    if run_tags:
-        raw["tags"] = run_tags
-    if run_metadata:
-        raw["metadata"] = run_metadata
-    if invocation_params is not _MISSING:
-        raw["params"] = mapping.llm_params(invocation_params, metadata) or None
-
-
-def _fill_llm_end(raw: dict[str, Any], handler: CallbackHandler, response: Any, ttft: float | None) -> None:
-    """Set an llm end's usage and metadata from the ``LLMResult``; runs on the worker.
-
-    The model the provider answered with also names the model for a token estimate
-    (made only when the provider reported no usage).
-    """
-    try:
-        _map_llm_end(raw, response, ttft)
-    except Exception as exc:  # noqa: BLE001
-        handler._failed("on_llm_end", exc)
-
-
-def _map_llm_end(raw: dict[str, Any], response: Any, ttft: float | None) -> None:
-    metadata = dict(raw.get("metadata") or {})
-    if ttft is not None:
-        metadata["timeToFirstTokenMs"] = ttft
-    model = mapping.response_model(response)
-    if model:
-        metadata["responseModel"] = model
-        estimate = raw.get(ESTIMATE_KEY)
-        if estimate:
-            raw[ESTIMATE_KEY] = (model, *estimate[1:])
-    if metadata:
-        raw["metadata"] = metadata
-    usage = mapping.usage_of(response)
-    if usage:
-        raw["tokensUsage"] = usage
-
-
-def _unwrapped_input(value: Any) -> Any:
-    return chain_payload(mapping.unwrap(value, "input"))
-
-
-def _unwrapped_output(value: Any) -> Any:
-    return chain_payload(mapping.unwrap(value, "output"))
-
-
-def _fill_chain_end(raw: dict[str, Any]) -> None:
-    """Wrap a chain end's output (and inputs sent only now) for conversion; on the worker."""
-    raw["output"] = _deferred_payload(raw.get("output"), _unwrapped_output)
-    raw["input"] = _deferred_payload(raw.get("input"), _unwrapped_input)
-
-
-_FILL_CHAIN_END: Fill = (_fill_chain_end,)
-
-
-def _deferred_payload(value: Any, convert: Callable[[Any], Any]) -> Any:
-    """A chain payload converted (and its ``{"input": ...}`` wrapper removed) when encoded."""
-    if value is None or type(value) is str:
-        return value
-    return Deferred(convert, value)
 
 
 def _chat_text(value: Any, wrapper_key: str) -> Any:

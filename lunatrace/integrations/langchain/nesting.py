@@ -3,17 +3,23 @@
 Inside a ``RunnableLambda``, a tool or a graph node, LangChain keeps the child config
 of the running step in ``var_child_runnable_config``; its callback manager's
 ``parent_run_id`` is the step's own run id. Core asks this resolver when a
-``@lunatrace.trace`` function starts, and nests the function under that run when the
-tracer knows it (folded internal runs answer with their shown ancestor).
+``@lunatrace.trace`` function starts, and nests the function under that run when a
+lunatrace handler traces it (folded internal runs answer with their shown ancestor).
+
+The handler's runs are tracked on the background worker, so the resolver tells the
+tracer about the run it names (``note_run``): the function then nests under it and
+follows its trace's sampling.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from langchain_core.runnables.config import var_child_runnable_config
 
 from lunatrace.api import get_tracer
 from lunatrace.core.context import register_framework_resolver
-from lunatrace.integrations.langchain.handler import HIDDEN
+from lunatrace.integrations.langchain.handler import HIDDEN, CallbackHandler
 
 
 def current_langchain_run() -> str | None:
@@ -21,13 +27,20 @@ def current_langchain_run() -> str | None:
     config = var_child_runnable_config.get()
     if not config:
         return None
-    run_id = getattr(config.get("callbacks"), "parent_run_id", None)
+    manager = config.get("callbacks")
+    run_id: Any = getattr(manager, "parent_run_id", None)
     if run_id is None:
         return None
-    shown = HIDDEN.get(str(run_id), str(run_id)) if HIDDEN else str(run_id)
-    if isinstance(shown, str) and get_tracer().is_known(shown):
-        return shown
-    return None
+    handler = next((h for h in getattr(manager, "handlers", ()) if isinstance(h, CallbackHandler)), None)
+    if handler is None:
+        return None  # LangChain runs no lunatrace handler sees are not traced
+    while HIDDEN and run_id in HIDDEN:
+        run_id = HIDDEN[run_id]  # a folded run: its shown ancestor
+        if run_id is None:
+            return None
+    rid = str(run_id)
+    get_tracer().note_run(rid, "chain", sampled=run_id not in handler._unsampled)
+    return rid
 
 
 def register() -> None:
