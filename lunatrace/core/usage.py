@@ -5,8 +5,11 @@ Gemini ``prompt_token_count``, LangChain's normalised ``usage_metadata``), and a
 may be present but ``None``. :func:`usage_from_mapping` reads all of them into the wire
 shape ``{prompt, completion, promptCached}``.
 
-When nothing is reported, :func:`count_tokens` estimates with tiktoken. tiktoken
-downloads its encoding files on first use; on a machine without network that download
+When nothing is reported, :func:`count_tokens` estimates with tiktoken. Applications
+send the same texts again and again (system prompts, tool descriptions, few-shot
+examples), so each message's text is counted on its own and its count is kept in a
+small cache: a repeated text costs a dictionary lookup instead of a tiktoken call.
+tiktoken downloads its encoding files on first use; on a machine without network that download
 can hang for minutes. Encodings are therefore loaded on a helper thread with a short
 bound, and on failure the count falls back to a character-based estimate. Either way
 the result is flagged as an estimate (metadata ``tokensEstimated``). Air-gapped users
@@ -15,10 +18,12 @@ can pre-seed ``TIKTOKEN_CACHE_DIR`` (see docs/configuration.md).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 logger = logging.getLogger("lunatrace")
@@ -105,8 +110,13 @@ _loading: dict[str, threading.Thread] = {}
 _lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=256)
 def encoding_name_for_model(model: str | None) -> str:
-    """tiktoken's encoding for ``model``, ``cl100k_base`` for models it does not know."""
+    """tiktoken's encoding for ``model``, ``cl100k_base`` for models it does not know.
+
+    Cached: tiktoken's lookup walks its prefix table on every call, and an application
+    uses a handful of model names.
+    """
     if model:
         try:
             import tiktoken
@@ -139,6 +149,9 @@ def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
     once instead of each waiting again (a download hanging for minutes would otherwise
     stall every token count). A load that failed is not retried for a few minutes.
     """
+    encoder = _encoders.get(name)  # loaded: no lock needed to read it
+    if encoder is not None:
+        return encoder
     with _lock:
         if name in _encoders:
             return _encoders[name]
@@ -156,21 +169,27 @@ def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
         return _encoders.get(name)
 
 
-def _text_of(value: Any) -> str:
+def _texts_of(value: Any, out: list[str]) -> list[str]:
+    """Append the texts a value contributes to its count (each message's content, tool call
+    names and arguments) to ``out``, each on its own as OpenAI counts them, so that a
+    repeated system prompt is recognised whatever the messages after it."""
     if isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        parts = [_text_of(value.get("content"))]
+        if value:
+            out.append(value)
+    elif isinstance(value, Mapping):
+        _texts_of(value.get("content"), out)
         for call in value.get("tool_calls") or ():
             function = _get(call, "function") or {}
-            parts.append(str(_get(function, "name") or ""))
-            parts.append(str(_get(function, "arguments") or ""))
+            _texts_of(str(_get(function, "name") or ""), out)
+            _texts_of(str(_get(function, "arguments") or ""), out)
         if value.get("text"):
-            parts.append(str(value["text"]))
-        return "".join(parts)
-    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
-        return "".join(_text_of(v) for v in value)
-    return "" if value is None else str(value)
+            _texts_of(str(value["text"]), out)
+    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        for item in value:
+            _texts_of(item, out)
+    elif value is not None:
+        _texts_of(str(value), out)
+    return out
 
 
 def _message_count(value: Any) -> int:
@@ -191,9 +210,10 @@ def count_tokens(value: Any, model: str | None = None) -> tuple[int, bool]:
 
 
 def _count_all(values: Sequence[Any], model: str | None) -> tuple[list[int], bool]:
-    """:func:`count_tokens` of several values with a single tiktoken call."""
+    """:func:`count_tokens` of several values, with at most one tiktoken call for the texts
+    not already in the cache."""
     try:
-        texts = [_text_of(value) for value in values]
+        texts = [_texts_of(value, []) for value in values]
         overheads = []
         for value in values:
             overhead = 3 * _message_count(value)
@@ -204,11 +224,96 @@ def _count_all(values: Sequence[Any], model: str | None) -> tuple[list[int], boo
             encoder = get_encoder(candidate, max(0.0, deadline - time.monotonic()))
             if encoder is not None:
                 exact = candidate.removesuffix("_offline") == name
-                counts = _encoded_lengths(encoder, texts)
-                return [c + o for c, o in zip(counts, overheads, strict=True)], exact
-        return [(len(t) + 3) // 4 + o for t, o in zip(texts, overheads, strict=True)], False
+                counts = _token_counts.counts(candidate, encoder, [t for group in texts for t in group])
+                return [
+                    sum(counts[t] for t in group) + o for group, o in zip(texts, overheads, strict=True)
+                ], exact
+        return [
+            sum((len(t) + 3) // 4 for t in group) + o for group, o in zip(texts, overheads, strict=True)
+        ], False
     except Exception:  # noqa: BLE001
         return [0] * len(values), False
+
+
+class TokenCountCache:
+    """Token counts by (encoding, text), for texts counted with a real tiktoken encoder.
+
+    Bounded three ways, least recently used evicted first: at most ``max_entries``
+    texts, no text longer than ``max_text_chars`` (longer ones are counted every time:
+    they are rarely repeated and would crowd out the short ones that are), and at most
+    ``max_total_chars`` characters held in all. Reads take no lock (single dictionary
+    operations are atomic); inserting and evicting take one, once per counting call.
+    Keys carry the encoding's name, so a count made with a stand-in encoding is never
+    read back once the model's own encoding is available.
+    """
+
+    def __init__(self, max_entries: int, max_text_chars: int, max_total_chars: int) -> None:
+        self.max_entries = max_entries
+        self.max_text_chars = max_text_chars
+        self.max_total_chars = max_total_chars
+        self._counts: OrderedDict[tuple[str, str], int] = OrderedDict()
+        self._chars = 0
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    @property
+    def total_chars(self) -> int:
+        return self._chars
+
+    def get(self, encoding: str, text: str) -> int | None:
+        key = (encoding, text)
+        count = self._counts.get(key)
+        if count is not None:
+            try:
+                self._counts.move_to_end(key)
+            except KeyError:  # evicted by another thread meanwhile
+                pass
+        return count
+
+    def counts(self, encoding: str, encoder: Any, texts: Iterable[str]) -> dict[str, int]:
+        """The count of each text: cached ones looked up, the others (if any) counted with
+        ``encoder`` in one call and cached."""
+        found: dict[str, int] = {}
+        missing: dict[str, None] = {}  # ordered, and each repeated text counted once
+        for text in texts:
+            if text not in found:
+                count = self.get(encoding, text)
+                if count is None:
+                    missing[text] = None
+                else:
+                    found[text] = count
+        if missing:
+            counted = dict(zip(missing, _encoded_lengths(encoder, list(missing)), strict=True))
+            found.update(counted)
+            self._put(encoding, counted)
+        return found
+
+    def _put(self, encoding: str, counted: Mapping[str, int]) -> None:
+        entries = self._counts
+        with self._lock:
+            for text, count in counted.items():
+                size = len(text)
+                key = (encoding, text)
+                if size > self.max_text_chars or key in entries:
+                    continue
+                while entries and (
+                    len(entries) >= self.max_entries or self._chars + size > self.max_total_chars
+                ):
+                    (_, old), _ = entries.popitem(last=False)
+                    self._chars -= len(old)
+                entries[key] = count
+                self._chars += size
+
+
+# A system prompt or a tool description is typically 500 to 5,000 characters: 20,000
+# admits long ones, and 4,096 entries hold every repeated text of a typical application.
+# 4,000,000 characters (4 MB of ASCII, at most 16 MB of other scripts) caps the memory.
+CACHE_MAX_ENTRIES = 4_096
+CACHE_MAX_TEXT_CHARS = 20_000
+CACHE_MAX_TOTAL_CHARS = 4_000_000
+_token_counts = TokenCountCache(CACHE_MAX_ENTRIES, CACHE_MAX_TEXT_CHARS, CACHE_MAX_TOTAL_CHARS)
 
 
 _SEPARATOR = "<|endoftext|>"

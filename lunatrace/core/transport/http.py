@@ -74,7 +74,21 @@ class IngestClient:
         return f"IngestClient(url={self.url!r}, key={mask_key(self._key)!r})"
 
     def _new_session(self) -> requests.Session:
+        """A session with the environment's settings for ``self.url`` resolved once.
+
+        With ``trust_env`` on, requests reads the environment again on every request:
+        proxies (``HTTPS_PROXY``, ``NO_PROXY``: a walk over ``os.environ``), the CA bundle
+        (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) and ``~/.netrc``. The URL never
+        changes, so the proxies and CA bundle are resolved here and set on the session,
+        and the environment is not read again. ``~/.netrc`` is no longer consulted: its
+        credentials for the host would replace the project key's ``Authorization``.
+        """
         session = requests.Session()
+        settings = session.merge_environment_settings(self.url, {}, None, None, None)
+        session.trust_env = False
+        session.proxies = settings["proxies"]
+        session.verify = settings["verify"]
+        session.cert = settings["cert"]
         session.headers.update(
             {
                 "Authorization": f"Bearer {self._key}",
@@ -85,7 +99,8 @@ class IngestClient:
         return session
 
     def reset(self) -> None:
-        """A fresh session (after ``fork``: the parent's sockets must not be shared)."""
+        """A fresh session (after ``fork``: the parent's sockets must not be shared), with
+        the environment resolved again."""
         self._session = self._new_session()
 
     def close(self) -> None:
