@@ -2,18 +2,17 @@
 
 Events are built in two steps so the caller's thread stays cheap:
 
-1. On the hot path the tracer captures the caller's raw values (no serialization) and
-   queues them with the event's timestamp as ``(timestamp, event)``. ``event`` is a
-   plain dict (:func:`build`, camelCase keys, ``None`` fields dropped), or for run starts
-   and ends, which are most events, a tuple whose first item builds that dict later
-   (:func:`start_event`, :func:`end_event`): a tuple costs the application's thread a
-   fraction of a dict, and the garbage collector less while it waits in the queue. Work
-   the hot path can postpone travels with the event: an integration's *fill* (mapping a
-   framework's tags, metadata, parameters) and the context's user, tags and metadata.
-2. :func:`to_wire` runs on the background worker. It first completes the event with
+1. On the hot path the caller's raw values are queued with the event's timestamp, as a
+   record that builds the event's dict later, on the worker (:class:`StartRecord`,
+   :class:`EndRecord`, :class:`StampedEvent`; an integration's :class:`HookRecord`
+   holds a framework callback's arguments and the function that maps them): a tuple
+   costs the application's thread a fraction of a dict, and the garbage collector
+   less while it waits in the queue. The context's user, tags and metadata travel with
+   a start.
+2. :func:`wire_json` runs on the background worker. It first completes the event with
    that postponed work (:func:`complete`), then stamps the ISO timestamp, converts
    and caps every payload field, scrubs secrets, flattens metadata to what the server
-   keeps, and validates the result.
+   keeps, and writes the JSON text the server receives.
 
 Timestamps come from a monotonic clock anchored once to the wall clock, so they never go
 backwards inside a process: the server sorts each batch by timestamp, and a clock step
@@ -30,6 +29,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from typing import Any, NamedTuple
 
 from lunatrace._version import __version__
@@ -49,7 +49,6 @@ _PAYLOAD_FIELDS = frozenset({"input", "output", "params", "error", "feedback", "
 _MASKED_FIELDS = frozenset({"input", "output", "message"})
 TIMESTAMP_KEY = "_ts_ms"
 ESTIMATE_KEY = "_estimate"
-FILL_KEY = "_fill"  # (function, *args): function(raw, *args) sets fields on the worker
 CONTEXT_KEY = "_context"  # (context tags, context metadata) to merge under the run's own
 
 logger = logging.getLogger("lunatrace")
@@ -234,7 +233,6 @@ class StartRecord(NamedTuple):
     payload: Any
     user_id: Any
     user_props: Any
-    fill: Any
     params: Any
     tags: Any
     metadata: Any
@@ -261,8 +259,6 @@ class StartRecord(NamedTuple):
             "userProps": user_props if user_id is not None else None,
             "templateVersionId": self.template_version_id,
         }
-        if self.fill is not None:
-            raw[FILL_KEY] = self.fill
         if self.context_tags or self.context_metadata:
             raw[CONTEXT_KEY] = (self.context_tags, self.context_metadata)
         return raw
@@ -284,7 +280,6 @@ class EndRecord(NamedTuple):
     metadata: Any
     model: str | None
     prompt: Any
-    fill: Any
 
     def build(self) -> dict[str, Any]:
         raw: dict[str, Any] = {
@@ -298,8 +293,6 @@ class EndRecord(NamedTuple):
         }
         if self.run_type == "llm" and not self.usage:
             raw[ESTIMATE_KEY] = (self.model, self.payload or self.prompt, self.output)
-        if self.fill is not None:
-            raw[FILL_KEY] = self.fill
         return raw
 
 
@@ -340,10 +333,8 @@ def complete(raw: RawEvent) -> Mapping[str, Any] | None:
     """Do the work the hot path postponed; returns a new event, ``raw`` is left as is.
 
     A queued record (see :data:`RawEvent`) becomes its dict first (a ``HookRecord`` may
-    make none: ``None``). The fill runs next (it sets
-    the run's own tags and metadata), then the context's tags go before the run's and
-    its metadata under the run's. A fill that fails costs only the fields it would have
-    set, never the event.
+    make none: ``None``). Then the context's tags go before the run's own and its
+    metadata under the run's.
     """
     if isinstance(raw, dict):
         done: dict[str, Any] = raw
@@ -353,24 +344,17 @@ def complete(raw: RawEvent) -> Mapping[str, Any] | None:
             return None
         done = built
         done[TIMESTAMP_KEY] = raw.ts_ms
-    fill = done.get(FILL_KEY)
     context_fields = done.get(CONTEXT_KEY)
-    if fill is None and context_fields is None:
+    if context_fields is None:
         return done
     if done is raw:
         done = dict(done)
-    if fill is not None:
-        try:
-            fill[0](done, *fill[1:])
-        except Exception as exc:  # noqa: BLE001 - a mapping bug must not lose the run
-            logger.warning("lunatrace: mapping a run's fields failed (%s: %s)", type(exc).__name__, exc)
-    if context_fields is not None:
-        context_tags, context_metadata = context_fields
-        tags, metadata = done.get("tags"), done.get("metadata")
-        if context_tags:
-            done["tags"] = list(dict.fromkeys([*context_tags, *(tags or ())]))
-        if context_metadata:
-            done["metadata"] = {**context_metadata, **metadata} if metadata else context_metadata
+    context_tags, context_metadata = context_fields
+    tags, metadata = done.get("tags"), done.get("metadata")
+    if context_tags:
+        done["tags"] = list(dict.fromkeys([*context_tags, *(tags or ())]))
+    if context_metadata:
+        done["metadata"] = {**context_metadata, **metadata} if metadata else context_metadata
     return done
 
 
@@ -433,7 +417,7 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
             if tags:
                 text = dumps(list(dict.fromkeys(tags)))
         elif key in ("userId", "name"):
-            text = dumps(scrub_text(_text(value), encoder.secrets))
+            text = encode_basestring(scrub_text(_text(value), encoder.secrets))
         elif key == "templateVersionId":
             template = _template_version(value)
             if template is not None:
@@ -450,16 +434,17 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
     estimate = raw.get(ESTIMATE_KEY)
     if estimate and not tokens:
         model, prompt, completion = estimate
-        tokens = estimate_usage(model, _plain(prompt, encoder), _plain(completion, encoder))
+        tokens = estimate_usage(model, _counted(prompt), _counted(completion))
         metadata = {**(metadata or {}), "tokensEstimated": True}
     if tokens:
         parts.append(f',"tokensUsage":{dumps(tokens)}')
     if metadata:
         parts.append(f',"metadata":{dumps(metadata)}')
-    parts.append(f',"runtime":{dumps(runtime)}}}')
+    parts.append(_RUNTIME_JSON if runtime is RUNTIME else f',"runtime":{encode_basestring(runtime)}}}')
     return "".join(parts)
 
 
+_RUNTIME_JSON = f',"runtime":"{RUNTIME}"}}'
 _HEADER_FIELDS = frozenset({"type", "event", "runId", "parentRunId", "timestamp"})
 _FIELD_PREFIXES: dict[str, str] = {}
 
@@ -482,13 +467,10 @@ def _feedback_json(value: Any, encoder: FieldEncoder) -> str | None:
     return None if feedback is None else dumps(feedback)
 
 
-def _plain(value: Any, encoder: FieldEncoder) -> Any:
-    """Plain data for a token count: a ``Deferred``'s (kept) result, else the converted value."""
-    if type(value) is Deferred:
-        value = value.resolve()
-    if value is None or type(value) is str:
-        return value
-    return to_jsonable(value, encoder.secrets)
+def _counted(value: Any) -> Any:
+    """What a token count reads: a ``Deferred``'s (kept) result, else the value itself
+    (the counter reads strings, messages and lists of them, and ``str()`` of the rest)."""
+    return value.resolve() if type(value) is Deferred else value
 
 
 def validate(wire: Mapping[str, Any]) -> None:

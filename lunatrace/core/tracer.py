@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from time import perf_counter_ns
@@ -50,9 +49,6 @@ class _FromContext:
 
 
 FROM_CONTEXT: Any = _FromContext()
-# An event's deferred work, ``(function, *args)``: the worker calls ``function(raw, *args)``
-# to fill in fields. One tuple: each object an event holds is work for the garbage collector.
-Fill = tuple[Any, ...]
 RECENT_RUNS = 50_000
 _ADOPTED: tuple[str, bool | None] = ("chain", None)
 # Shared ``_recent`` values, so that remembering an ended run allocates nothing.
@@ -89,8 +85,6 @@ class Tracer:
         self._clock = MonotonicClock()
         self._emit_lock = threading.Lock()
         self._runs: dict[str, RunState] = {}
-        # Open run id -> integration data (``update_run``); created on first use.
-        self._extras: dict[str, dict[str, Any]] = {}
         # Ended (or adopted) run id -> (type, whether it was sent; ``None`` when adopted).
         self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
         self._last_sweep = perf_counter_ns()
@@ -101,8 +95,8 @@ class Tracer:
     def _emit(self, raw: dict[str, Any]) -> None:
         """Stamp an event and queue it as a ``StampedEvent`` (see ``events.complete``).
 
-        Run starts and ends, most events, are queued by :meth:`open_run` and
-        :meth:`close_run` as records built under the same lock. Stamping under the lock
+        Run starts and ends, most events, are queued by :meth:`open_run`, :meth:`end_run`
+        and :meth:`queue_record` as records built under the same lock. Stamping under the lock
         that orders the queue keeps timestamps non-decreasing in queue order, even when
         the ``perf_counter_ns()`` reading was taken before the lock.
         """
@@ -205,15 +199,8 @@ class Tracer:
         user_id: Any = None,
         user_props: Mapping[str, Any] | None = None,
         template_version_id: int | None = None,
-        fill: Fill | None = None,
     ) -> str:
-        """Record the start of a run and return its id (``run_id`` if given).
-
-        ``fill`` is an integration's deferred work, ``(function, *args)``: the worker calls
-        ``function(raw_event, *args)`` to set fields that are costly to compute (mapping a
-        framework's tags, metadata and parameters), so the caller's thread only captures
-        the arguments. It runs before the context's tags and metadata are merged in.
-        """
+        """Record the start of a run and return its id (``run_id`` if given)."""
         rid = str(run_id) if run_id is not None else new_run_id()
         if run_type not in RUN_TYPES:
             if self.config.enabled:
@@ -227,7 +214,6 @@ class Tracer:
             input,
             user_id,
             user_props,
-            fill,
             params,
             tags,
             metadata,
@@ -244,7 +230,6 @@ class Tracer:
         input: Any,  # noqa: A002 - the wire field's name
         user_id: Any = None,
         user_props: Mapping[str, Any] | None = None,
-        fill: Fill | None = None,
         params: Mapping[str, Any] | None = None,
         tags: Sequence[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
@@ -299,7 +284,6 @@ class Tracer:
                             input,
                             user_id,
                             user_props,
-                            fill,
                             params,
                             tags,
                             metadata,
@@ -344,26 +328,8 @@ class Tracer:
         metadata: Mapping[str, Any] | None = None,
         input: Any = None,  # noqa: A002 - inputs known only at the end (streaming)
         model: str | None = None,
-        fill: Fill | None = None,
     ) -> bool:
         """Record a run's successful end. ``False`` if the run was not open.
-
-        ``fill`` is deferred work as in :meth:`start_run`; it may set ``tokensUsage``, in
-        which case an llm run's token estimate is not made.
-        """
-        return self.close_run(run_id, output, input, metadata, fill, usage, model)
-
-    def close_run(
-        self,
-        run_id: Any,
-        output: Any,
-        input: Any = None,  # noqa: A002 - inputs known only at the end (streaming)
-        metadata: Mapping[str, Any] | None = None,
-        fill: Fill | None = None,
-        usage: Mapping[str, int] | None = None,
-        model: str | None = None,
-    ) -> bool:
-        """:meth:`end_run` for an integration's hot path (positional).
 
         The event is queued as an ``EndRecord`` and built on the worker.
         """
@@ -375,11 +341,6 @@ class Tracer:
                 return False
             if not state.sampled:
                 return True
-            if self._extras:
-                extra = self._extras.pop(rid, None)
-                if extra and "customEvents" in extra:
-                    metadata = {**(metadata or {}), "customEvents": extra["customEvents"]}
-            model = model or state.model
             with self._emit_lock:  # stamp and hand over together: see ``_emit``
                 self.sink.emit(
                     EndRecord(
@@ -390,9 +351,8 @@ class Tracer:
                         input,
                         usage,
                         metadata,
-                        model,
+                        model or state.model,
                         state.prompt,
-                        fill,
                     )
                 )
             return True
@@ -413,8 +373,6 @@ class Tracer:
             state = self._finish(rid)
             if state is None:
                 return False
-            if self._extras:
-                self._extras.pop(rid, None)
             if not state.sampled:
                 return True
             payload = (
@@ -427,31 +385,6 @@ class Tracer:
         except Exception as exc:  # noqa: BLE001
             self._failed("error of run", exc)
             return False
-
-    def update_run(self, run_id: Any, **extra: Any) -> None:
-        """Attach integration data to an open run (read back with :meth:`run_extra`)."""
-        rid = str(run_id)
-        if rid in self._runs:
-            self._extras.setdefault(rid, {}).update(extra)
-
-    def run_extra(self, run_id: Any) -> dict[str, Any]:
-        """An open run's integration data, to read and update in place (``{}`` if not open)."""
-        rid = str(run_id)
-        if rid not in self._runs:
-            return {}
-        return self._extras.setdefault(rid, {})
-
-    def extra_value(self, run_id: str, key: str) -> Any:
-        """One value of an open run's integration data (``None`` if unset); creates nothing."""
-        extra = self._extras.get(run_id) if self._extras else None
-        return None if extra is None else extra.get(key)
-
-    def run_age(self, run_id: Any) -> float | None:
-        """Seconds since an open run started (``None`` if not open)."""
-        state = self._runs.get(str(run_id))
-        return None if state is None else (perf_counter_ns() - state.started_ns) / 1e9
-
-    # --- other events -----------------------------------------------------------------
 
     def feedback(
         self,
@@ -524,15 +457,6 @@ class Tracer:
         except Exception as exc:  # noqa: BLE001
             self._failed("thread message", exc)
         return mid
-
-    def custom_event(self, run_id: Any, name: str, data: Any = None) -> None:
-        """Record a named event on an open run (kept in that run's metadata on end)."""
-        rid = str(run_id)
-        if rid not in self._runs:
-            return
-        events = self._extras.setdefault(rid, {}).setdefault("customEvents", [])
-        if len(events) < 100:
-            events.append({"name": str(name), "data": data, "timestampMs": time.time_ns() // 1_000_000})
 
     # --- housekeeping ---------------------------------------------------------------
 

@@ -130,18 +130,38 @@ def test_a_run_ends_once_and_its_state_is_forgotten(memory_sink: MemorySink) -> 
     assert [e["event"] for e in memory_sink.events] == ["start", "end"]
 
 
-def test_custom_events_and_scratch_state(memory_sink: MemorySink) -> None:
+def test_queued_records_are_built_in_order_and_may_make_no_event(memory_sink: MemorySink) -> None:
     tracer = lunatrace.get_tracer()
-    rid = tracer.start_run("chain", "c", None)
-    tracer.update_run(rid, first_token_ms=12)
-    assert tracer.run_extra(rid) == {"first_token_ms": 12}
-    tracer.custom_event(rid, "retrieved", {"docs": 2})
-    tracer.end_run(rid, "done", metadata={"k": "v"})
-    assert tracer.run_extra(rid) == {}
-    end = end_of(memory_sink.events, rid)
-    assert end["metadata"]["k"] == "v"
-    (custom,) = json.loads(end["metadata"]["customEvents"])
-    assert custom["name"] == "retrieved" and custom["data"] == {"docs": 2}
+    built: list[tuple[int, str]] = []
+
+    def builder(ts_ms: int, ns: int, label: str, rid: str) -> dict[str, Any] | None:
+        built.append((ts_ms, label))
+        return (
+            None if label == "nothing" else {"type": "chain", "event": "start", "runId": rid, "name": label}
+        )
+
+    ids = [str(uuid.uuid4()) for _ in range(3)]
+    for label, rid in zip(["first", "nothing", "third"], ids, strict=True):
+        tracer.queue_record(builder, (label, rid))
+    assert [label for _, label in built] == ["first", "nothing", "third"]
+    assert [ts for ts, _ in built] == sorted(ts for ts, _ in built)
+    assert [e["name"] for e in memory_sink.events] == ["first", "third"]
+    assert memory_sink.events[0]["runId"] == ids[0]
+
+
+def test_noted_runs_parent_later_runs_and_carry_their_sampling(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    sent, dropped = str(uuid.uuid4()), str(uuid.uuid4())
+    tracer.note_run(sent, "tool")
+    tracer.note_run(dropped, "chain", sampled=False)
+    assert tracer.is_sampled(sent) and not tracer.is_sampled(dropped)
+    assert tracer.run_type(sent) == "tool"
+    child = tracer.start_run("chain", "child", None, parent_run_id=sent)
+    lost = tracer.start_run("chain", "lost", None, parent_run_id=dropped)
+    tracer.end_run(lost)
+    tracer.end_run(child)
+    assert [e["runId"] for e in memory_sink.events] == [child, child]
+    assert memory_sink.events[0]["parentRunId"] == sent
 
 
 def test_disabled_tracer_emits_nothing_but_returns_ids() -> None:
