@@ -25,6 +25,7 @@ import types
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from pathlib import PurePath
 from typing import Any
 
@@ -397,6 +398,34 @@ def _may_need_conversion(folded: bytes) -> bool:
     )
 
 
+def _c_json(value: Any, default: Callable[[Any], Any]) -> str:
+    """Compact JSON (non-ASCII kept, NaN refused) from CPython's C encoder called directly:
+    ``JSONEncoder.encode`` adds two Python frames and an object per call to the same thing."""
+    encode = _make_c_encoder({}, default, encode_basestring, None, ":", ",", False, False, False)
+    return "".join(encode(value, 0))
+
+
+def _python_json(value: Any, default: Callable[[Any], Any]) -> str:
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
+    return encoder.encode(value)
+
+
+def _pick_json_encoder() -> Callable[[Any, Callable[[Any], Any]], str]:
+    """:func:`_c_json` where this interpreter's C encoder behaves as expected, else the
+    standard ``JSONEncoder`` (same output)."""
+    sample = {"a": [1, 2.5, None, True, "é\n"], "b": {}}
+    try:
+        if _make_c_encoder is not None and _c_json(sample, repr) == _python_json(sample, repr):
+            return _c_json
+    except Exception:  # noqa: BLE001 - another C signature: use the standard path
+        pass
+    return _python_json
+
+
+_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
+_plain_json_text = _pick_json_encoder()
+
+
 class _DeferredResolver:
     """The fast path's ``default`` hook: resolves ``Deferred`` values, refuses anything else."""
 
@@ -443,9 +472,14 @@ class FieldEncoder:
         """The field as JSON text (``None`` when it converts to nothing): :meth:`encode`,
         then ``dumps``, by the fast path when it gives the same result."""
         if self.mask is None or not masked:
-            text = self._plain_json(value)
-            if text is not None:
-                return None if text == "null" else text
+            if type(value) is str:  # the commonest field: what ``encode`` then ``dumps`` give
+                scrubbed = scrub_text(value, self.secrets)
+                if 6 * len(scrubbed) + 32 <= self.max_bytes:
+                    return encode_basestring(scrubbed)
+            else:
+                text = self._plain_json(value)
+                if text is not None:
+                    return None if text == "null" else text
         data = self.encode(value, masked=masked)
         return None if data is None else dumps(data)
 
@@ -459,9 +493,7 @@ class FieldEncoder:
         """
         resolver = _DeferredResolver()
         try:
-            text = json.JSONEncoder(
-                separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=resolver
-            ).encode(value)
+            text = _plain_json_text(value, resolver)
             data = text.encode("utf-8")  # lone surrogates fail here: scrub_text replaces them
         except Exception:  # noqa: BLE001 - not plain data, or a Deferred's conversion failed
             return None
