@@ -4,7 +4,7 @@ and memory while the server is down.
 Run: .venv/bin/python benchmarks/transport.py [--events 50000]
 
 Baselines measured in the same run: a bare ``deque.append`` (the floor for a non-blocking
-hand-off), the worker's encoding alone (``to_wire`` + JSON, no network), and the memory of
+hand-off), the worker's encoding alone (``wire_json``, no network), and the memory of
 ``queue_size`` raw events held in a plain list (what a full queue must cost at most).
 """
 
@@ -27,10 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from lunatrace.core.config import Config  # noqa: E402
-from lunatrace.core.events import TIMESTAMP_KEY, MonotonicClock, build, new_run_id, to_wire  # noqa: E402
+from lunatrace.core.events import TIMESTAMP_KEY, MonotonicClock, build, new_run_id, wire_json  # noqa: E402
 from lunatrace.core.serialize import FieldEncoder  # noqa: E402
 from lunatrace.core.transport import make_sink  # noqa: E402
-from lunatrace.core.transport.batch import dumps  # noqa: E402
 from tests.support.fake_lunary import FakeLunary  # noqa: E402
 
 
@@ -91,7 +90,7 @@ def bench_delivery(count: int, key: str | None, url: str, store: Path) -> tuple[
     encoder = FieldEncoder(64_000)
     started = time.perf_counter()
     for event in events:
-        dumps(to_wire(event, encoder))
+        wire_json(event, encoder)
     encode_rate = count / (time.perf_counter() - started)
     config = Config.resolve(
         env={}, project_key=key, api_url=url, store_path=store, queue_size=count + 1, flush_interval=0.05
