@@ -294,3 +294,54 @@ def test_non_string_tags_are_kept_as_text(events_of: Any) -> None:
     RunnableLambda(lambda x: x, name="tagged").invoke(1, config=config)
     (run,) = children(events_of(), None)
     assert run["tags"] == ["404"]
+
+
+def test_trace_inside_a_folded_chain_nests_under_its_shown_ancestor(events_of: Any) -> None:
+    @lunatrace.trace(name="helper")
+    def helper(x: int) -> int:
+        return x + 1
+
+    hidden = RunnableLambda(helper, name="plumbing").with_config(tags=["langsmith:hidden"])
+    chain = RunnableLambda(lambda x: x, name="first") | hidden
+    assert chain.invoke(1, config={"callbacks": [CallbackHandler()]}) == 2
+    events = events_of()
+    assert_valid_tree(events)
+    (root,) = children(events, None)
+    assert not by_name(events, "plumbing")
+    (helper_run,) = by_name(events, "helper")
+    assert helper_run["parentRunId"] == root["runId"]
+
+
+def test_trace_inside_an_unsampled_trace_is_left_out_with_it(events_of: Any) -> None:
+    @lunatrace.trace(name="helper")
+    def helper(x: int) -> int:
+        return x + 1
+
+    chain = RunnableLambda(lambda x: x, name="first") | RunnableLambda(helper, name="step")
+    chain.invoke(1, config={"callbacks": [CallbackHandler(sample_rate=0.0)]})
+    chain.invoke(1, config={"callbacks": [CallbackHandler()]})
+    events = events_of()
+    assert_valid_tree(events)
+    assert len(children(events, None)) == 1  # only the sampled trace, helper included
+    (helper_run,) = by_name(events, "helper")
+    (step,) = by_name(events, "step")
+    assert helper_run["parentRunId"] == step["runId"]
+
+
+def test_runs_left_open_are_closed_as_errors_after_the_limit(
+    events_of: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handler = CallbackHandler()
+    forgotten, later = uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start(None, {"q": 1}, run_id=forgotten, name="forgotten")
+    lunatrace.flush()
+    monkeypatch.setattr(runs, "ABANDONED_AFTER_NS", 0)
+    monkeypatch.setattr(runs, "SWEEP_INTERVAL_NS", 0)
+    handler.on_chain_start(None, {"q": 2}, run_id=later, name="later")  # its start sweeps
+    handler.on_chain_end("done", run_id=later)
+    lunatrace.flush()  # the worker queues the sweep's errors while building: they go next
+    events = events_of()
+    error = next(e for e in events if e["runId"] == str(forgotten) and e["event"] == "error")
+    assert error["type"] == "chain" and "abandoned" in error["error"]["message"]
+    assert [e["event"] for e in events if e["runId"] == str(later)] == ["start", "error"]
+    assert not runs.BOOK.open
