@@ -28,7 +28,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from typing import Any, NamedTuple
 
@@ -306,22 +306,27 @@ class StampedEvent(NamedTuple):
         return dict(self.raw)
 
 
-class HookRecord(NamedTuple):
-    """A framework callback as an integration queues it: its arguments, mapped on the worker.
+class HookRecord(tuple):  # type: ignore[type-arg]
+    """A framework callback as an integration queues it: ``(ts_ms, ns, builder, *args)``.
 
     ``builder(ts_ms, ns, *args)`` returns the raw event, or ``None`` when the callback
     makes none. Builders run on the worker in queue order, one at a time, so an
     integration can keep the state of its open runs there, off the application's
     thread. ``ns`` is the ``perf_counter_ns()`` reading behind ``ts_ms``, for durations.
+    One flat tuple: every object that waits in the queue is work for the garbage collector
+    on the application's thread.
     """
 
-    ts_ms: int
-    ns: int
-    builder: Callable[..., dict[str, Any] | None]
-    args: tuple[Any, ...]
+    __slots__ = ()
+
+    @property
+    def ts_ms(self) -> int:
+        ts: int = self[0]
+        return ts
 
     def build(self) -> dict[str, Any] | None:
-        return self.builder(self.ts_ms, self.ns, *self.args)
+        built: dict[str, Any] | None = self[2](self[0], self[1], *self[3:])
+        return built
 
 
 # What a sink receives: a queued record, or a raw dict carrying its own timestamp under

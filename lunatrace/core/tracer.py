@@ -136,7 +136,7 @@ class Tracer:
         """Queue a raw event an integration built itself (:func:`~lunatrace.core.events.build`)."""
         self._emit(raw)
 
-    def queue_record(self, builder: Any, args: tuple[Any, ...]) -> None:
+    def queue_record(self, builder: Any, *args: Any) -> None:
         """Queue an integration's callback as a :class:`HookRecord`, built on the worker.
 
         The cheapest way to record an event: a timestamp and a tuple, handed over under
@@ -147,7 +147,7 @@ class Tracer:
         try:
             with self._emit_lock:
                 ns = perf_counter_ns()
-                self.sink.emit(HookRecord(self._clock.ms_at(ns), ns, builder, args))
+                self.sink.emit(HookRecord((self._clock.ms_at(ns), ns, builder, *args)))
         except Exception as exc:  # noqa: BLE001
             self._failed("queueing an event", exc)
 

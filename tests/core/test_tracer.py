@@ -142,7 +142,7 @@ def test_queued_records_are_built_in_order_and_may_make_no_event(memory_sink: Me
 
     ids = [str(uuid.uuid4()) for _ in range(3)]
     for label, rid in zip(["first", "nothing", "third"], ids, strict=True):
-        tracer.queue_record(builder, (label, rid))
+        tracer.queue_record(builder, label, rid)
     assert [label for _, label in built] == ["first", "nothing", "third"]
     assert [ts for ts, _ in built] == sorted(ts for ts, _ in built)
     assert [e["name"] for e in memory_sink.events] == ["first", "third"]

@@ -44,6 +44,16 @@ HIDDEN: dict[Any, Any] = {}
 # must not accumulate forever; past the bound the oldest half is forgotten.
 MAX_ENTRIES = 50_000
 _FOLDABLE = frozenset({"on_chain_start"})
+# The one keyword argument of each start hook the worker needs besides the run's name
+# (the keyword dict itself is not kept: each object waiting in the queue is work for the
+# garbage collector).
+_DETAIL: dict[str, Any] = {
+    "on_chain_start": "defers_inputs",
+    "on_chat_model_start": "invocation_params",
+    "on_llm_start": "invocation_params",
+    "on_tool_start": "tool_call_id",
+    "on_retriever_start": None,  # nothing: ``kwargs.get(None)`` is ``None``
+}
 
 
 def _error_hook(hook: str) -> Callable[..., None]:
@@ -59,7 +69,7 @@ def _error_hook(hook: str) -> Callable[..., None]:
     ) -> None:
         try:
             if self._ended(run_id):
-                get_tracer().queue_record(runs.build_error, (self, hook, run_id, error))
+                get_tracer().queue_record(runs.build_error, self, hook, run_id, error)
             if self._exchanges:
                 self._exchanges.pop(run_id, None)
         except Exception as exc:  # noqa: BLE001 - never break the user's run
@@ -162,22 +172,21 @@ class CallbackHandler(BaseCallbackHandler):
                 return
         get_tracer().queue_record(
             runs.build_start,
-            (
-                self,
-                hook,
-                run_id,
-                parent,
-                root,
-                context.current_frame(),
-                context.current_user(),
-                context.current_tags(),
-                context.current_metadata(),
-                serialized,
-                payload,
-                tags,
-                metadata,
-                kwargs,
-            ),
+            self,
+            hook,
+            run_id,
+            parent,
+            root,
+            context.current_frame(),
+            context.current_user(),
+            context.current_tags(),
+            context.current_metadata(),
+            serialized,
+            payload,
+            tags,
+            metadata,
+            kwargs.get("name"),
+            kwargs.get(_DETAIL[hook]),
         )
 
     def _admit(
@@ -255,7 +264,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     def _end(self, builder: Callable[..., Any], run_id: UUID, *args: Any) -> None:
         if self._ended(run_id):
-            get_tracer().queue_record(builder, (self, run_id, *args))
+            get_tracer().queue_record(builder, self, run_id, *args)
 
     def _annotate(self, hook: str, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
@@ -263,7 +272,7 @@ class CallbackHandler(BaseCallbackHandler):
         if HIDDEN:
             target = HIDDEN.get(target, target)
         if target is not None:
-            get_tracer().queue_record(runs.build_annotation, (self, hook, target, name, data))
+            get_tracer().queue_record(runs.build_annotation, self, hook, target, name, data)
 
     # --- chains and agents -----------------------------------------------------------------
 
@@ -360,7 +369,7 @@ class CallbackHandler(BaseCallbackHandler):
         try:
             if run_id not in self._streaming:  # only the first token's time is kept
                 _remember(self._streaming, run_id, None)
-                get_tracer().queue_record(runs.build_first_token, (self, run_id))
+                get_tracer().queue_record(runs.build_first_token, self, run_id)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_new_token", exc)
 
@@ -391,9 +400,8 @@ class CallbackHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         try:
-            if inputs is not None:
-                kwargs["inputs"] = inputs
-            self._start("on_tool_start", serialized, input_str, run_id, parent_run_id, tags, metadata, kwargs)
+            payload = inputs if inputs is not None else input_str  # structured inputs first
+            self._start("on_tool_start", serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_start", exc)
 

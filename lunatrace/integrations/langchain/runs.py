@@ -141,12 +141,17 @@ def build_start(
     payload: Any,
     tags: Sequence[str] | None,
     metadata: Mapping[str, Any] | None,
-    kwargs: Mapping[str, Any],
+    run_name: str | None,
+    detail: Any,
 ) -> dict[str, Any] | None:
-    """A run start: name, type, parent and fields of the hook ``hook``'s arguments."""
+    """A run start: name, type, parent and fields of the hook ``hook``'s arguments.
+
+    ``detail`` is the one keyword argument of the hook needed here (see ``_DETAIL`` in
+    :mod:`.handler`).
+    """
     try:
         run_type, name, payload, convert_input, invocation_params, extra, model = _describe(
-            hook, serialized, payload, metadata, kwargs
+            hook, serialized, payload, metadata, run_name, detail
         )
         if root is not None:
             parent_id, user_id, user_props = root
@@ -179,18 +184,21 @@ def build_start(
 
 
 def _describe(
-    hook: str, serialized: Any, payload: Any, metadata: Mapping[str, Any] | None, kwargs: Mapping[str, Any]
+    hook: str, serialized: Any, payload: Any, metadata: Mapping[str, Any] | None, run_name: Any, detail: Any
 ) -> tuple[str, str, Any, Callable[[Any], Any] | None, Any, dict[str, Any] | None, str | None]:
     """Run type, name, input, its converter, invocation params, extra metadata and model
     of a start, from the hook's arguments."""
-    run_name = kwargs.get("name")
     if hook == "on_chain_start":
         name = run_name or mapping.class_name(serialized) or "chain"
-        payload = None if _deferred_inputs(payload, kwargs) else payload
+        # Streaming chains start with the placeholder ``{"input": ""}`` and send their
+        # real inputs with their end; depending on the release ``defers_inputs`` (the
+        # detail) is then true, false or absent, so the placeholder itself is the signal.
+        # (Only a dict can equal it: comparing a message would run pydantic's ``__eq__``.)
+        if detail or (type(payload) is dict and payload == _STREAM_PLACEHOLDER):
+            payload = None
         return mapping.chain_type(name, metadata), name, payload, _unwrapped_input, _MISSING, None, None
     if hook in ("on_chat_model_start", "on_llm_start"):
-        invocation_params = kwargs.get("invocation_params")
-        model, _ = mapping.model_name(serialized, metadata, invocation_params)
+        model, _ = mapping.model_name(serialized, metadata, detail)
         if hook == "on_chat_model_start":
             payload = Deferred(prompt_batches_to_openai, payload)
         elif len(payload) == 1:
@@ -198,26 +206,13 @@ def _describe(
         else:
             payload = [[{"role": "user", "content": p}] for p in payload]
         extra = {"runName": run_name} if run_name else None
-        return "llm", model, payload, None, invocation_params, extra, model
+        return "llm", model, payload, None, detail, extra, model
     if hook == "on_tool_start":
-        call_id = kwargs.get("tool_call_id")
-        extra = {"toolCallId": call_id} if call_id else None
-        inputs = kwargs.get("inputs")
+        extra = {"toolCallId": detail} if detail else None
         name = run_name or mapping.class_name(serialized) or "tool"
-        return "tool", name, inputs if inputs is not None else payload, None, _MISSING, extra, None
+        return "tool", name, payload, None, _MISSING, extra, None
     name = run_name or mapping.class_name(serialized) or "retriever"
     return "retriever", name, payload, None, _MISSING, None, None
-
-
-def _deferred_inputs(inputs: Any, kwargs: Mapping[str, Any]) -> bool:
-    """Whether LangChain will send this chain's real inputs only with its end (streaming).
-
-    Streaming chains start with the placeholder ``{"input": ""}``; depending on the
-    release, ``defers_inputs`` is then ``True``, ``False`` or absent, so the placeholder
-    itself is the signal. (Only a dict can equal it: comparing a message or prompt value
-    would run its model's Python ``__eq__``.)
-    """
-    return bool(kwargs.get("defers_inputs")) or (type(inputs) is dict and inputs == _STREAM_PLACEHOLDER)
 
 
 def _map_start(
