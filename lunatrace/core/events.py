@@ -245,7 +245,7 @@ class StartRecord(NamedTuple):
         user_id, user_props, user = self.user_id, self.user_props, self.user
         if user_id is None and user is not None:
             user_id, user_props = user.user_id, user_props or user.props
-        raw: dict[str, Any] = {  # ``None`` fields are dropped by ``to_wire``
+        raw: dict[str, Any] = {  # ``None`` fields are dropped by ``wire_json``
             "type": self.run_type,
             "event": "start",
             "runId": self.run_id,
