@@ -24,6 +24,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
 from langchain_core.tools import tool
 
+import lunatrace
 from lunatrace.integrations.langchain import CallbackHandler
 from tests.integrations.lc_fakes import (
     FakeToolChatModel,
@@ -112,6 +113,9 @@ def test_stream_sends_deferred_inputs_and_first_token_time(events_of: Any) -> No
     assert llm_end["metadata"]["timeToFirstTokenMs"] >= 0
     parser_end = end_of(events, by_name(events, "StrOutputParser")[0]["runId"])
     assert parser_end["input"]["role"] == "assistant"
+    # The first token is noted on its run, not sent: the counts are of events.
+    stats = lunatrace.stats()
+    assert stats["queued"] == stats["sent"] == len(events)
 
 
 async def test_astream_records_the_full_streamed_message(events_of: Any) -> None:

@@ -189,6 +189,7 @@ class BatchWorker:
                 if isinstance(raw, _Marker):
                     raw.done.set()
                 else:
+                    self._taken += 1
                     items.append(Item(raw))
         encoded = [item for item in items if self._encode(item)]
         if encoded:
@@ -263,7 +264,10 @@ class BatchWorker:
             self.counters.failed += 1
             logger.warning("lunatrace: invalid event not sent (%s)", exc)
             return False
-        return item.body is not None
+        if item.body is None:
+            self._taken -= 1  # no event to count (e.g. a streamed run's first token)
+            return False
+        return True
 
     def _send(self, batch: list[Item]) -> None:
         if batch:
