@@ -575,3 +575,16 @@ def test_runs_are_sent_under_langchains_own_run_ids(events_of: Any) -> None:
     assert len(ids.ids) == 4
     assert [e["runId"] for e in events if e["event"] == "start"] == ids.ids
     assert [e.get("parentRunId") for e in events if e["event"] == "start"] == [None] + [ids.ids[0]] * 3
+
+
+def test_a_message_seen_twice_is_converted_once_and_never_altered() -> None:
+    from langchain_core.outputs import ChatGeneration
+
+    from lunatrace.integrations.langchain.convert import generations_to_openai, message_to_openai
+
+    message = HumanMessage("hi")
+    first = message_to_openai(message)
+    assert message_to_openai(message) is first  # the next step's input: not converted again
+    assert message_to_openai(HumanMessage("hi")) == first  # an equal message, converted anew
+    assert generations_to_openai([[ChatGeneration(message=message)]])["role"] == "assistant"
+    assert message_to_openai(message) == {"role": "user", "content": "hi"}  # left as it was

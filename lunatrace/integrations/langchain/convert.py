@@ -14,13 +14,33 @@ from typing import Any
 
 from lunatrace.core.messages import to_openai_message
 
+# The last messages converted, by identity, and their conversions. In a chain one step's
+# output is the next step's input (a prompt's messages are the model's, the model's
+# answer is the parser's), so a message is mostly converted twice in a row. Few entries:
+# a message can be large, and the entries keep it alive.
+_RECENT: dict[int, tuple[Any, dict[str, Any]]] = {}
+RECENT_MESSAGES = 16
+
 
 def message_to_openai(message: Any) -> dict[str, Any]:
     """One LangChain ``BaseMessage`` (or chunk) as an OpenAI chat message.
 
     Covers every role (``ChatMessage`` keeps its own), multimodal content parts, AI
-    ``tool_calls`` with JSON-string arguments, ``tool_call_id`` and ``name``.
+    ``tool_calls`` with JSON-string arguments, ``tool_call_id`` and ``name``. The result
+    may be shared with an earlier conversion of the same message: never modify it.
     """
+    key = id(message)
+    entry = _RECENT.get(key)
+    if entry is not None and entry[0] is message:
+        return entry[1]
+    converted = _message_to_openai(message)
+    if len(_RECENT) >= RECENT_MESSAGES:
+        _RECENT.pop(next(iter(_RECENT)), None)
+    _RECENT[key] = (message, converted)
+    return converted
+
+
+def _message_to_openai(message: Any) -> dict[str, Any]:
     if isinstance(message, str | Mapping):
         return to_openai_message(message)
     if isinstance(message, Sequence) and len(message) == 2 and isinstance(message[0], str):
@@ -83,9 +103,7 @@ def _generation_to_openai(generation: Any) -> dict[str, Any]:
     message = getattr(generation, "message", None)
     if message is not None:
         out = message_to_openai(message)
-        if out.get("role") != "assistant":
-            out["role"] = "assistant"
-        return out
+        return out if out.get("role") == "assistant" else {**out, "role": "assistant"}
     return {"role": "assistant", "content": getattr(generation, "text", "")}
 
 
