@@ -14,7 +14,7 @@ too, rather than sent for a run the server never saw.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -150,7 +150,7 @@ def build_start(
     :mod:`.handler`).
     """
     try:
-        run_type, name, payload, convert_input, invocation_params, extra, model = _describe(
+        run_type, name, payload, chain, invocation_params, extra, model = _describe(
             hook, serialized, payload, metadata, run_name, detail
         )
         if root is not None:
@@ -170,7 +170,7 @@ def build_start(
             "runId": rid,
             "parentRunId": parent_id,
             "name": name,
-            "input": _deferred_payload(payload, convert_input) if convert_input is not None else payload,
+            "input": _chain_field(payload, "input") if chain else payload,
             "userId": None if user_id is None else str(user_id),
             "userProps": user_props if user_id is not None else None,
         }
@@ -185,9 +185,9 @@ def build_start(
 
 def _describe(
     hook: str, serialized: Any, payload: Any, metadata: Mapping[str, Any] | None, run_name: Any, detail: Any
-) -> tuple[str, str, Any, Callable[[Any], Any] | None, Any, dict[str, Any] | None, str | None]:
-    """Run type, name, input, its converter, invocation params, extra metadata and model
-    of a start, from the hook's arguments."""
+) -> tuple[str, str, Any, bool, Any, dict[str, Any] | None, str | None]:
+    """Run type, name, input, whether it is a chain's (wrapped), invocation params, extra
+    metadata and model of a start, from the hook's arguments."""
     if hook == "on_chain_start":
         name = run_name or mapping.class_name(serialized) or "chain"
         # Streaming chains start with the placeholder ``{"input": ""}`` and send their
@@ -196,7 +196,7 @@ def _describe(
         # (Only a dict can equal it: comparing a message would run pydantic's ``__eq__``.)
         if detail or (type(payload) is dict and payload == _STREAM_PLACEHOLDER):
             payload = None
-        return mapping.chain_type(name, metadata), name, payload, _unwrapped_input, _MISSING, None, None
+        return mapping.chain_type(name, metadata), name, payload, True, _MISSING, None, None
     if hook in ("on_chat_model_start", "on_llm_start"):
         model, _ = mapping.model_name(serialized, metadata, detail)
         if hook == "on_chat_model_start":
@@ -206,13 +206,13 @@ def _describe(
         else:
             payload = [[{"role": "user", "content": p}] for p in payload]
         extra = {"runName": run_name} if run_name else None
-        return "llm", model, payload, None, detail, extra, model
+        return "llm", model, payload, False, detail, extra, model
     if hook == "on_tool_start":
         extra = {"toolCallId": detail} if detail else None
         name = run_name or mapping.class_name(serialized) or "tool"
-        return "tool", name, payload, None, _MISSING, extra, None
+        return "tool", name, payload, False, _MISSING, extra, None
     name = run_name or mapping.class_name(serialized) or "retriever"
-    return "retriever", name, payload, None, _MISSING, None, None
+    return "retriever", name, payload, False, _MISSING, None, None
 
 
 def _map_start(
@@ -276,9 +276,7 @@ def build_chain_end(
         state = BOOK.open.pop(run_key(run_id), None)
         if state is None:
             return None
-        return _end_raw(
-            state, _deferred_payload(outputs, _unwrapped_output), _deferred_payload(inputs, _unwrapped_input)
-        )
+        return _end_raw(state, _chain_field(outputs, "output"), _chain_field(inputs, "input"))
     except Exception as exc:  # noqa: BLE001
         handler._failed("on_chain_end", exc)
         return None
@@ -415,8 +413,18 @@ def _unwrapped_output(value: Any) -> Any:
     return chain_payload(mapping.unwrap(value, "output"))
 
 
-def _deferred_payload(value: Any, convert: Callable[[Any], Any]) -> Any:
-    """A chain payload converted (and its ``{"input": ...}`` wrapper removed) when encoded."""
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _chain_field(value: Any, key: str) -> Any:
+    """A chain's input or output (``key``), without LangChain's ``{key: ...}`` wrapper,
+    converted when encoded.
+
+    Plain values need no conversion: a string, or a dict of strings and numbers (most
+    chain inputs), is only unwrapped, here.
+    """
     if value is None or type(value) is str:
         return value
-    return Deferred(convert, value)
+    if type(value) is dict and all(type(item) in _SCALARS for item in value.values()):
+        return mapping.unwrap(value, key)
+    return Deferred(_unwrapped_input if key == "input" else _unwrapped_output, value)
