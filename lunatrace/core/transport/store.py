@@ -30,6 +30,7 @@ SPOOLED = 1  # the server could not take it; re-sent automatically
 LOCAL = 2  # recorded with no server configured; uploaded only by ``lunatrace push``
 
 BUSY_TIMEOUT_MS = 30_000
+OPEN_RETRY_S = 0.02
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -219,13 +220,31 @@ class EventStore:
                 str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            with self._transaction() as db:
-                for statement in _statements(_SCHEMA):
-                    db.execute(statement)
+            self._set_up()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the lunatrace store {self.path}: {exc}") from None
+
+    def _set_up(self) -> None:
+        """WAL mode and the schema, retried while another process holds the database.
+
+        Switching a new database to WAL needs it alone, and SQLite answers "database is
+        locked" at once rather than waiting: two programs starting together would
+        otherwise find the store unusable.
+        """
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+                with self._transaction() as db:
+                    for statement in _statements(_SCHEMA):
+                        db.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(OPEN_RETRY_S)
 
     def close(self) -> None:
         with self._lock:
