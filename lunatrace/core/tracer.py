@@ -95,7 +95,7 @@ class Tracer:
     def _emit(self, raw: dict[str, Any]) -> None:
         """Stamp an event and queue it as a ``StampedEvent`` (see ``events.complete``).
 
-        Run starts and ends, most events, are queued by :meth:`open_run`, :meth:`end_run`
+        Run starts and ends, most events, are queued by :meth:`start_run`, :meth:`end_run`
         and :meth:`queue_record` as records built under the same lock. Stamping under the lock
         that orders the queue keeps timestamps non-decreasing in queue order, even when
         the ``perf_counter_ns()`` reading was taken before the lock.
@@ -200,50 +200,20 @@ class Tracer:
         user_props: Mapping[str, Any] | None = None,
         template_version_id: int | None = None,
     ) -> str:
-        """Record the start of a run and return its id (``run_id`` if given)."""
+        """Record the start of a run and return its id (``run_id`` if given).
+
+        It does on the calling thread only what later runs depend on at once: the parent,
+        the trace's sampling and the run's state. The event itself is queued as a
+        ``StartRecord`` with a snapshot of the context's user, tags and metadata, and built
+        on the worker.
+        """
         rid = str(run_id) if run_id is not None else new_run_id()
         if run_type not in RUN_TYPES:
             if self.config.enabled:
                 self._failed(f"start of {run_type} run", ValueError(f"unknown run type {run_type!r}"))
             return rid
-        self.open_run(
-            run_type,
-            rid,
-            parent_run_id,
-            name,
-            input,
-            user_id,
-            user_props,
-            params,
-            tags,
-            metadata,
-            template_version_id,
-        )
-        return rid
-
-    def open_run(
-        self,
-        run_type: str,
-        rid: str,
-        parent_run_id: Any,
-        name: str | None,
-        input: Any,  # noqa: A002 - the wire field's name
-        user_id: Any = None,
-        user_props: Mapping[str, Any] | None = None,
-        params: Mapping[str, Any] | None = None,
-        tags: Sequence[str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        template_version_id: int | None = None,
-    ) -> None:
-        """:meth:`start_run` for an integration's hot path: ``rid`` a string, ``run_type`` valid.
-
-        Positional (a call with keywords costs more), and it does on the calling thread
-        only what later runs depend on at once: the parent, the trace's sampling and the
-        run's state. The event itself is queued as a ``StartRecord`` with a snapshot of the
-        context's user, tags and metadata, and built on the worker.
-        """
         if not self.config.enabled:
-            return
+            return rid
         try:  # one frame, not helpers: this runs for every run started
             # The common case first: the parent is an open run, named by its string id.
             parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
@@ -295,6 +265,7 @@ class Tracer:
                     )
         except Exception as exc:  # noqa: BLE001
             self._failed(f"start of {run_type} run", exc)
+        return rid
 
     def _finish(self, run_id: str) -> RunState | None:
         """Close an open run: ``None`` if it was not open (or another thread closed it).
