@@ -56,27 +56,61 @@ _DETAIL: dict[str, Any] = {
 }
 
 
-def _error_hook(hook: str) -> Callable[..., None]:
-    """The ``*_error`` hooks: all four end their run the same way (see ``runs.build_error``)."""
+def _start_hook(hook: str) -> Callable[..., None]:
+    """A ``*_start`` hook: queue the start (``CallbackHandler._start``), never raise.
 
-    def on_error(
+    LangChain calls its hooks with the serialized object and the payload (inputs,
+    messages, prompts or query) as positional arguments.
+    """
+
+    def on_start(
         self: CallbackHandler,
-        error: BaseException,
+        serialized: dict[str, Any] | None,
+        payload: Any,
         *,
         run_id: UUID,
         parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         try:
-            if self._ended(run_id):
-                get_tracer().queue_record(runs.build_error, self, hook, run_id, error)
-            if self._exchanges:
-                self._exchanges.pop(run_id, None)
+            self._start(hook, serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed(hook, exc)
 
-    on_error.__name__ = on_error.__qualname__ = hook
-    return on_error
+    on_start.__name__ = on_start.__qualname__ = hook
+    return on_start
+
+
+def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[..., None]:
+    """A ``*_end`` or ``*_error`` hook: queue the outcome for ``runs.build_end``, never raise.
+
+    A root's outcome is also its thread's reply (``reply`` picks it from the outcome;
+    an error has none). A chain end may carry the inputs LangChain deferred.
+    """
+
+    def on_end(
+        self: CallbackHandler, outcome: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            if self._ended(run_id):
+                get_tracer().queue_record(runs.build_end, self, hook, run_id, outcome, kwargs.get("inputs"))
+            if self._exchanges:
+                self._close_exchange(run_id, outcome if reply is None else reply(outcome))
+        except Exception as exc:  # noqa: BLE001 - never break the user's run
+            self._failed(hook, exc)
+
+    on_end.__name__ = on_end.__qualname__ = hook
+    return on_end
+
+
+def _no_reply(error: Any) -> None:
+    return None
+
+
+def _generations(response: Any) -> Any:
+    return getattr(response, "generations", None)
 
 
 class CallbackHandler(BaseCallbackHandler):
@@ -262,10 +296,6 @@ class CallbackHandler(BaseCallbackHandler):
         if thread is not None and output is not None:
             thread.track_message("assistant", _chat_text(output, "output"))
 
-    def _end(self, builder: Callable[..., Any], run_id: UUID, *args: Any) -> None:
-        if self._ended(run_id):
-            get_tracer().queue_record(builder, self, run_id, *args)
-
     def _annotate(self, hook: str, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
         target: Any = run_id
@@ -276,33 +306,9 @@ class CallbackHandler(BaseCallbackHandler):
 
     # --- chains and agents -----------------------------------------------------------------
 
-    def on_chain_start(
-        self,
-        serialized: dict[str, Any] | None,
-        inputs: Any,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._start("on_chain_start", serialized, inputs, run_id, parent_run_id, tags, metadata, kwargs)
-        except Exception as exc:  # noqa: BLE001 - never break the user's run
-            self._failed("on_chain_start", exc)
-
-    def on_chain_end(
-        self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._end(runs.build_chain_end, run_id, outputs, kwargs.get("inputs"))
-            if self._exchanges:
-                self._close_exchange(run_id, outputs)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_chain_end", exc)
-
-    on_chain_error = _error_hook("on_chain_error")
+    on_chain_start = _start_hook("on_chain_start")
+    on_chain_end = _end_hook("on_chain_end")
+    on_chain_error = _end_hook("on_chain_error", _no_reply)
 
     def on_agent_action(
         self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
@@ -323,39 +329,8 @@ class CallbackHandler(BaseCallbackHandler):
 
     # --- models ------------------------------------------------------------------------------
 
-    def on_chat_model_start(
-        self,
-        serialized: dict[str, Any] | None,
-        messages: list[list[Any]],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._start(
-                "on_chat_model_start", serialized, messages, run_id, parent_run_id, tags, metadata, kwargs
-            )
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_chat_model_start", exc)
-
-    def on_llm_start(
-        self,
-        serialized: dict[str, Any] | None,
-        prompts: list[str],
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._start("on_llm_start", serialized, prompts, run_id, parent_run_id, tags, metadata, kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_llm_start", exc)
+    on_chat_model_start = _start_hook("on_chat_model_start")
+    on_llm_start = _start_hook("on_llm_start")
 
     def on_llm_new_token(
         self,
@@ -373,17 +348,8 @@ class CallbackHandler(BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             self._failed("on_llm_new_token", exc)
 
-    def on_llm_end(
-        self, response: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._end(runs.build_llm_end, run_id, response)
-            if self._exchanges:
-                self._close_exchange(run_id, getattr(response, "generations", None))
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_llm_end", exc)
-
-    on_llm_error = _error_hook("on_llm_error")
+    on_llm_end = _end_hook("on_llm_end", _generations)
+    on_llm_error = _end_hook("on_llm_error", _no_reply)
 
     # --- tools -------------------------------------------------------------------------------
 
@@ -405,49 +371,14 @@ class CallbackHandler(BaseCallbackHandler):
         except Exception as exc:  # noqa: BLE001
             self._failed("on_tool_start", exc)
 
-    def on_tool_end(
-        self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._end(runs.build_tool_end, run_id, output)
-            if self._exchanges:
-                self._close_exchange(run_id, output)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_tool_end", exc)
-
-    on_tool_error = _error_hook("on_tool_error")
+    on_tool_end = _end_hook("on_tool_end")
+    on_tool_error = _end_hook("on_tool_error", _no_reply)
 
     # --- retrievers --------------------------------------------------------------------------
 
-    def on_retriever_start(
-        self,
-        serialized: dict[str, Any] | None,
-        query: str,
-        *,
-        run_id: UUID,
-        parent_run_id: UUID | None = None,
-        tags: list[str] | None = None,
-        metadata: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        try:
-            self._start(
-                "on_retriever_start", serialized, query, run_id, parent_run_id, tags, metadata, kwargs
-            )
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_retriever_start", exc)
-
-    def on_retriever_end(
-        self, documents: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
-    ) -> None:
-        try:
-            self._end(runs.build_retriever_end, run_id, documents)
-            if self._exchanges:
-                self._close_exchange(run_id, documents)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_retriever_end", exc)
-
-    on_retriever_error = _error_hook("on_retriever_error")
+    on_retriever_start = _start_hook("on_retriever_start")
+    on_retriever_end = _end_hook("on_retriever_end")
+    on_retriever_error = _end_hook("on_retriever_error", _no_reply)
 
     # --- events on a run -------------------------------------------------------------------
 

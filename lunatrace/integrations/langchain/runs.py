@@ -14,7 +14,7 @@ too, rather than sent for a run the server never saw.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -268,86 +268,64 @@ def _end_raw(state: OpenRun, output: Any, payload: Any = None, metadata: Any = N
     return raw
 
 
-def build_chain_end(
-    ts_ms: int, ns: int, handler: CallbackHandler, run_id: Any, outputs: Any, inputs: Any
+def build_end(
+    ts_ms: int, ns: int, handler: CallbackHandler, hook: str, run_id: Any, outcome: Any, inputs: Any
 ) -> dict[str, Any] | None:
-    """A chain end: output and (streaming) inputs without LangChain's wrappers."""
+    """A run's end or error: the open run is closed here, the hook's mapping makes the event."""
     try:
         state = BOOK.open.pop(run_key(run_id), None)
         if state is None:
             return None
-        return _end_raw(state, _chain_field(outputs, "output"), _chain_field(inputs, "input"))
+        return _ENDINGS[hook](state, outcome, inputs)
     except Exception as exc:  # noqa: BLE001
-        handler._failed("on_chain_end", exc)
+        handler._failed(hook, exc)
         return None
 
 
-def build_llm_end(
-    ts_ms: int, ns: int, handler: CallbackHandler, run_id: Any, response: Any
-) -> dict[str, Any] | None:
-    """An llm end: the assistant message(s), usage, the model that answered, time to first token.
+def _chain_end(state: OpenRun, outputs: Any, inputs: Any) -> dict[str, Any]:
+    """Output and (streaming) inputs without LangChain's wrappers."""
+    return _end_raw(state, _chain_field(outputs, "output"), _chain_field(inputs, "input"))
+
+
+def _llm_end(state: OpenRun, response: Any, inputs: Any) -> dict[str, Any]:
+    """The assistant message(s), usage, the model that answered, time to first token.
 
     Without reported usage, the end carries what a token estimate needs: the model (the
     one that answered, else the start's), the prompt and the output.
     """
-    try:
-        state = BOOK.open.pop(run_key(run_id), None)
-        if state is None:
-            return None
-        output = Deferred(generations_to_openai, getattr(response, "generations", None) or [])
-        metadata: dict[str, Any] = {}
-        if state.first_token_ns is not None:
-            metadata["timeToFirstTokenMs"] = round((state.first_token_ns - state.started_ns) / 1e6, 2)
-        model = mapping.response_model(response)
-        if model:
-            metadata["responseModel"] = model
-        raw = _end_raw(state, output, None, metadata)
-        usage = mapping.usage_of(response)
-        if usage:
-            raw["tokensUsage"] = usage
-        else:
-            raw[ESTIMATE_KEY] = (model or state.model, state.prompt, output)
-        return raw
-    except Exception as exc:  # noqa: BLE001
-        handler._failed("on_llm_end", exc)
-        return None
+    output = Deferred(generations_to_openai, getattr(response, "generations", None) or [])
+    metadata: dict[str, Any] = {}
+    if state.first_token_ns is not None:
+        metadata["timeToFirstTokenMs"] = round((state.first_token_ns - state.started_ns) / 1e6, 2)
+    model = mapping.response_model(response)
+    if model:
+        metadata["responseModel"] = model
+    raw = _end_raw(state, output, None, metadata)
+    usage = mapping.usage_of(response)
+    if usage:
+        raw["tokensUsage"] = usage
+    else:
+        raw[ESTIMATE_KEY] = (model or state.model, state.prompt, output)
+    return raw
 
 
-def build_tool_end(
-    ts_ms: int, ns: int, handler: CallbackHandler, run_id: Any, output: Any
-) -> dict[str, Any] | None:
-    """A tool end: a ``ToolMessage``'s content, its call id; an error status ends it as an error."""
-    try:
-        state = BOOK.open.pop(run_key(run_id), None)
-        if state is None:
-            return None
-        metadata = None
-        if getattr(output, "type", None) == "tool":  # a ToolMessage
-            content = getattr(output, "content", None)
-            call_id = getattr(output, "tool_call_id", None)
-            # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
-            metadata = {"toolCallId": call_id} if call_id else None
-            if getattr(output, "status", None) == "error":
-                message = content if isinstance(content, str) else repr(content)
-                return _error_raw(state, {"message": message, "stack": ""}, metadata)
-            output = content
-        return _end_raw(state, output, None, metadata)
-    except Exception as exc:  # noqa: BLE001
-        handler._failed("on_tool_end", exc)
-        return None
+def _tool_end(state: OpenRun, output: Any, inputs: Any) -> dict[str, Any]:
+    """A ``ToolMessage``'s content and call id; an error status ends the run as an error."""
+    metadata = None
+    if getattr(output, "type", None) == "tool":  # a ToolMessage
+        content = getattr(output, "content", None)
+        call_id = getattr(output, "tool_call_id", None)
+        # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
+        metadata = {"toolCallId": call_id} if call_id else None
+        if getattr(output, "status", None) == "error":
+            message = content if isinstance(content, str) else repr(content)
+            return _error_raw(state, {"message": message, "stack": ""}, metadata)
+        output = content
+    return _end_raw(state, output, None, metadata)
 
 
-def build_retriever_end(
-    ts_ms: int, ns: int, handler: CallbackHandler, run_id: Any, documents: Any
-) -> dict[str, Any] | None:
-    try:
-        state = BOOK.open.pop(run_key(run_id), None)
-        if state is None:
-            return None
-        return _end_raw(state, Deferred(documents_to_dicts, documents))
-    except Exception as exc:  # noqa: BLE001
-        handler._failed("on_retriever_end", exc)
-        return None
+def _retriever_end(state: OpenRun, documents: Any, inputs: Any) -> dict[str, Any]:
+    return _end_raw(state, Deferred(documents_to_dicts, documents))
 
 
 def _error_raw(state: OpenRun, payload: dict[str, str], metadata: Any = None) -> dict[str, Any]:
@@ -361,21 +339,21 @@ def _error_raw(state: OpenRun, payload: dict[str, str], metadata: Any = None) ->
     }
 
 
-def build_error(
-    ts_ms: int, ns: int, handler: CallbackHandler, hook: str, run_id: Any, error: BaseException
-) -> dict[str, Any] | None:
+def _failure(state: OpenRun, error: BaseException, inputs: Any) -> dict[str, Any]:
     """An error with message and stack; LangGraph control flow ends the run normally instead."""
-    try:
-        state = BOOK.open.pop(run_key(run_id), None)
-        if state is None:
-            return None
-        if mapping.is_control_flow(error):
-            metadata = {"interrupted": True, "interruptType": type(error).__name__}
-            return _end_raw(state, mapping.interrupt_payload(error), None, metadata)
-        return _error_raw(state, error_payload(error))
-    except Exception as exc:  # noqa: BLE001
-        handler._failed(hook, exc)
-        return None
+    if mapping.is_control_flow(error):
+        metadata = {"interrupted": True, "interruptType": type(error).__name__}
+        return _end_raw(state, mapping.interrupt_payload(error), None, metadata)
+    return _error_raw(state, error_payload(error))
+
+
+_ENDINGS: dict[str, Callable[[OpenRun, Any, Any], dict[str, Any]]] = {
+    "on_chain_end": _chain_end,
+    "on_llm_end": _llm_end,
+    "on_tool_end": _tool_end,
+    "on_retriever_end": _retriever_end,
+    **{f"on_{kind}_error": _failure for kind in ("chain", "llm", "tool", "retriever")},
+}
 
 
 # --- events on open runs ------------------------------------------------------------------
