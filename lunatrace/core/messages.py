@@ -8,7 +8,7 @@ to dicts first and then call :func:`to_openai_message`.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lunatrace.core.serialize import to_jsonable
@@ -134,10 +134,15 @@ def to_openai_message(message: Any) -> dict[str, Any]:
     return out
 
 
-def to_openai_messages(messages: Any) -> list[dict[str, Any]]:
-    """Normalise a message list (or a single message or string) to OpenAI format."""
+def to_openai_messages(
+    messages: Any, convert: Callable[[Any], dict[str, Any]] = to_openai_message
+) -> list[dict[str, Any]]:
+    """Normalise a message list (or a single message or string) to OpenAI format.
+
+    ``convert`` turns one message; an integration passes its own for framework objects.
+    """
     if messages is None:
         return []
     if isinstance(messages, str | Mapping) or not isinstance(messages, Sequence):
-        return [to_openai_message(messages)]
-    return [to_openai_message(m) for m in messages]
+        return [convert(messages)]
+    return [convert(m) for m in messages]

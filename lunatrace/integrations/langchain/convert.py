@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lunatrace.core.messages import to_openai_message
+from lunatrace.core.messages import to_openai_message, to_openai_messages
 
 # The last messages converted, by identity, and their conversions. In a chain one step's
 # output is the next step's input (a prompt's messages are the model's, the model's
@@ -55,11 +55,7 @@ def _message_to_openai(message: Any) -> dict[str, Any]:
 
 def messages_to_openai(messages: Any) -> list[dict[str, Any]]:
     """A list of LangChain messages as OpenAI chat messages."""
-    if messages is None:
-        return []
-    if isinstance(messages, str | Mapping) or not isinstance(messages, Sequence):
-        return [message_to_openai(messages)]
-    return [message_to_openai(m) for m in messages]
+    return to_openai_messages(messages, message_to_openai)
 
 
 def prompt_batches_to_openai(batches: Sequence[Any]) -> Any:
