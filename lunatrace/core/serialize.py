@@ -449,7 +449,7 @@ class FieldEncoder:
     Most fields are plain data (strings, numbers, lists and dicts of them) with nothing to
     scrub, well under the size cap. For those :meth:`encode_json` lets the C JSON encoder
     do the whole walk and checks its output instead, and only when the output shows that
-    the general conversion could change something (see :data:`_NEEDS_CONVERSION`) does it
+    the general conversion could change something (see :data:`_NEEDLES`) does it
     convert in Python. Both paths give the same JSON; the fast one is several times
     cheaper, and the worker runs it for every payload of every event.
     """
@@ -470,17 +470,14 @@ class FieldEncoder:
     def encode_json(self, value: Any, *, masked: bool = True) -> str | None:
         """The field as JSON text (``None`` when it converts to nothing): :meth:`encode`,
         then ``dumps``, by the fast path when it gives the same result."""
-        if self.mask is None or not masked:
-            if type(value) is str:  # the commonest field: what ``encode`` then ``dumps`` give
-                scrubbed = scrub_text(value, self.secrets)
-                if 6 * len(scrubbed) + 32 <= self.max_bytes:
-                    return encode_basestring(scrubbed)
-            else:
-                text = self._plain_json(value)
-                if text is not None:
-                    return None if text == "null" else text
+        if type(value) is not str and (self.mask is None or not masked):  # strings: ``encode``'s own
+            text = self._plain_json(value)
+            if text is not None:
+                return None if text == "null" else text
         data = self.encode(value, masked=masked)
-        return None if data is None else dumps(data)
+        if data is None:
+            return None
+        return encode_basestring(data) if type(data) is str else dumps(data)
 
     def _plain_json(self, value: Any) -> str | None:
         """``value`` as JSON if the general conversion would leave it as it is, else ``None``.
