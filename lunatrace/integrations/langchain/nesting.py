@@ -39,7 +39,9 @@ def current_langchain_run() -> str | None:
         if run_id is None:
             return None
     rid = str(run_id)
-    get_tracer().note_run(rid, "chain", sampled=run_id not in handler._unsampled)
+    tracer = get_tracer()
+    if not tracer.is_known(rid):
+        tracer.note_run(rid, "chain", sampled=run_id not in handler._unsampled)
     return rid
 
 

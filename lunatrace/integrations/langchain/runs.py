@@ -114,14 +114,6 @@ def run_key(run_id: Any) -> Any:
         return run_id
 
 
-def uuid_text(run_id: Any) -> str:
-    """``str(run_id)``; a ``UUID`` is formatted from its integer, faster than ``UUID.__str__``."""
-    if type(run_id) is UUID:
-        digits = "%032x" % run_id.int  # noqa: UP031 - the fastest spelling
-        return "-".join((digits[:8], digits[8:12], digits[12:16], digits[16:20], digits[20:]))
-    return str(run_id)
-
-
 # --- starts ---------------------------------------------------------------------------------
 
 
@@ -161,7 +153,7 @@ def build_start(
             user_id = user_props = handler_tags = handler_metadata = None
         if user_id is None and user is not None:
             user_id, user_props = user.user_id, user_props or user.props
-        rid = uuid_text(run_id)
+        rid = str(run_id)
         BOOK.open[run_key(run_id)] = OpenRun(rid, run_type, ns, model, payload if run_type == "llm" else None)
         BOOK.sweep(ns)
         raw: dict[str, Any] = {
