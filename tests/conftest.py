@@ -15,6 +15,7 @@ from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.tracer import Tracer
 from lunatrace.core.transport import MemorySink
 from tests.support.fake_lunary import FakeLunary
+from tests.support.real_lunary import Project, RealLunary
 
 _LUNARY_ENV = (
     "LUNARY_PUBLIC_KEY",
@@ -77,4 +78,35 @@ def traced_to_server(lunary_server: FakeLunary, tmp_path: Path) -> Iterator[Fake
     lunatrace.shutdown()
 
 
-__all__ = ["FAST_DELIVERY", "lunatrace"]
+@pytest.fixture(scope="session")
+def real_lunary() -> Iterator[RealLunary]:
+    """The real Lunary server, started once per session (see tests/support/real_lunary.py)."""
+    server = RealLunary("main").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def real_project(real_lunary: RealLunary) -> Project:
+    """A project of its own on the real server, so that tests never see each other's runs."""
+    return real_lunary.new_project()
+
+
+# Delivery to the real server: short retries, and a read timeout the server's own pace allows.
+REAL_DELIVERY = {"flush_interval": 0.05, "retry_timeout": 30.0, "exit_timeout": 10.0}
+
+
+@pytest.fixture
+def traced_to_real(real_lunary: RealLunary, real_project: Project, tmp_path: Path) -> Iterator[Project]:
+    """lunatrace configured to send to a fresh project of the real server."""
+    lunatrace.configure(
+        project_key=real_project.key,
+        api_url=real_lunary.url,
+        store_path=tmp_path / "spool" / "events.db",
+        **REAL_DELIVERY,
+    )
+    yield real_project
+    lunatrace.shutdown()
+
+
+__all__ = ["FAST_DELIVERY", "REAL_DELIVERY", "lunatrace"]
