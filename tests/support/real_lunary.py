@@ -24,7 +24,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_DIR = Path(os.environ.get("LUNATRACE_LUNARY_SERVER_DIR", REPO.parent / "shared" / "lunary-server"))
-HOME_ROOT = Path(os.environ.get("LUNATRACE_TEST_LUNARY_HOME", Path(tempfile.gettempdir()) / "lunatrace-tests"))
+HOME_ROOT = Path(
+    os.environ.get("LUNATRACE_TEST_LUNARY_HOME", Path(tempfile.gettempdir()) / "lunatrace-tests")
+)
 
 RUN_COLUMNS = (
     "id, parent_run_id, type, name, status, tags, input, output, error, params, metadata,"

@@ -6,7 +6,9 @@ import lunatrace
 from tests.support.real_lunary import Project, RealLunary
 
 
-def test_a_traced_function_is_stored_by_the_real_server(real_lunary: RealLunary, traced_to_real: Project) -> None:
+def test_a_traced_function_is_stored_by_the_real_server(
+    real_lunary: RealLunary, traced_to_real: Project
+) -> None:
     @lunatrace.trace(type="agent", name="smoke")
     def answer(question: str) -> str:
         return question.upper()
