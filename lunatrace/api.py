@@ -138,10 +138,12 @@ def current_run_id() -> str | None:
 def parent(run_id: Any) -> Iterator[str]:
     """Nest every run started in the body under ``run_id`` (e.g. a thread message id).
 
-    The id may come from another process (a message tracked by an earlier request).
+    The id may come from another process (a message tracked by an earlier request), and
+    may be any non-empty string, as on the server. Yields the id the server keeps for it
+    (a message id the server has since merged into a later message is followed).
     """
-    get_tracer().adopt(run_id)
-    with context.run_scope(str(run_id)) as frame:
+    adopted = get_tracer().adopt(run_id)
+    with context.run_scope(adopted if adopted is not None else str(run_id)) as frame:
         yield frame.run_id
 
 

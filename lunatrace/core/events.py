@@ -21,6 +21,7 @@ backwards would put a child before its parent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import re
@@ -106,13 +107,35 @@ def new_run_id() -> str:
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
+def uuid_from_seed(seed: str) -> str:
+    """The UUID the Lunary server makes of an id that is not 36 characters long.
+
+    The server keeps a 36-character id as it is and replaces any other string by this
+    digest (SHA-256 of its UTF-8 bytes, shaped as a UUID), so ``"msg-1"`` names the same
+    run whoever sends it. lunatrace does the same before sending, so that the local
+    store, the viewer and a later ``push`` all show the id the server keeps.
+    """
+    digest = hashlib.sha256(seed.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-4{digest[13:16]}-a{digest[17:20]}-{digest[20:32]}"
+
+
 def run_id_str(value: Any) -> str:
-    """Normalise a run id (UUID object or string) to the canonical UUID string."""
+    """The id the server stores for a run id: a UUID as its canonical string, any other
+    non-empty string (a user's ``"conv-42"``) as :func:`uuid_from_seed` of it.
+
+    Raises ``ValueError`` for an empty id, which names no run.
+    """
     if isinstance(value, uuid.UUID):
         return str(value)
     if type(value) is str and _CANONICAL_UUID.fullmatch(value):
-        return value  # already canonical: skip the (much slower) UUID parse
-    return str(uuid.UUID(str(value)))
+        return value  # already canonical: the common case, checked first
+    text = value if isinstance(value, str) else str(value)
+    if not text:
+        raise ValueError("an empty run id")
+    lowered = text.lower()
+    if len(text) == 36 and _CANONICAL_UUID.fullmatch(lowered):
+        return lowered
+    return uuid_from_seed(text)
 
 
 def build(event: str, run_type: str, run_id: str, **fields: Any) -> dict[str, Any]:
@@ -153,11 +176,27 @@ def error_payload(exc: BaseException) -> dict[str, str]:
     return {"message": message, "stack": stack}
 
 
+# Metadata keys the server reads as run fields once it has camel-cased them: a value of
+# the wrong kind there fails the whole event (and LangChain copies metadata to every child).
+_RUN_FIELD_KEYS = frozenset({"tags", "templateId", "templateVersionId"})
+_CAMEL_STEP = re.compile(r"[-_][a-z]", re.IGNORECASE)
+RESERVED_PREFIX = "metadata."
+
+
+def server_camel(key: str) -> str:
+    """A key as the server camel-cases it before reading it (``template_id`` -> ``templateId``)."""
+    return _CAMEL_STEP.sub(lambda match: match.group()[1].upper(), key) if ("_" in key or "-" in key) else key
+
+
 def flatten_metadata(metadata: Any, encoder: FieldEncoder) -> dict[str, Any]:
     """Keep metadata the way the server stores it: top-level scalars or lists of scalars.
 
     The server drops nested objects and nulls; rather than lose them, nested values are
-    sent as JSON strings.
+    sent as JSON strings. Keys the server would read as run fields (``tags``,
+    ``template_id``, ``templateVersionId``...) are renamed ``metadata.<key>``: the value
+    stays visible on the run and can never make the server refuse it. (A template
+    version the server does not have fails the event, and LangChain copies metadata to
+    every child run: a link is sent only when given as ``template_version_id``.)
     """
     if not isinstance(metadata, Mapping):
         return {}
@@ -168,6 +207,8 @@ def flatten_metadata(metadata: Any, encoder: FieldEncoder) -> dict[str, Any]:
     for key, value in data.items():
         if value is None:
             continue
+        if server_camel(key) in _RUN_FIELD_KEYS:
+            key = RESERVED_PREFIX + key
         if isinstance(value, str | int | float | bool) or (
             isinstance(value, list) and all(isinstance(v, str | int | float | bool) for v in value)
         ):
@@ -214,8 +255,8 @@ def _template_version(value: Any) -> int | None:
 def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
     try:
         return run_id_str(raw[key])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise EventError(f"{key} is not a UUID: {raw.get(key)!r}") from None
+    except Exception:  # noqa: BLE001 - a user's id object whose __str__ fails
+        raise EventError(f"{key} is not a run id: {raw.get(key)!r}") from None
 
 
 class StartRecord(NamedTuple):

@@ -73,6 +73,48 @@ class RunState(NamedTuple):
     prompt: Any
 
 
+OUTPUT_ROLES = frozenset({"assistant", "tool", "bot"})
+INPUT_ROLES = frozenset({"user", "system"})
+MAX_EXCHANGES = 10_000
+
+
+class Exchanges:
+    """The server's view of each thread's exchanges, so that message ids stay usable.
+
+    The server keeps one ``chat`` run per exchange (user and system messages in, then
+    assistant and tool messages out). A message that joins the open exchange *renames*
+    that run to the new message's id (its children follow), so the earlier id names
+    nothing any more: feedback sent to it is lost, and a run parented to it waits 5 s
+    and is stored as a root. This mirrors the server's rule for the messages this process
+    sent, and maps each replaced id to the exchange's current one.
+    """
+
+    def __init__(self) -> None:
+        self._open: OrderedDict[str, tuple[str, bool]] = OrderedDict()  # thread -> (id, answered)
+        self._renamed: OrderedDict[str, str] = OrderedDict()  # replaced message id -> its successor
+
+    def add(self, thread_id: str, message_id: str, role: str) -> None:
+        """Note a message sent to ``thread_id`` (called in queue order)."""
+        last = self._open.get(thread_id)
+        answered = role in OUTPUT_ROLES
+        joins = last is not None and (answered or (role in INPUT_ROLES and not last[1]))
+        if last is not None and joins and last[0] != message_id:
+            self._renamed[last[0]] = message_id
+            if len(self._renamed) > MAX_EXCHANGES:
+                self._renamed.popitem(last=False)
+        self._open[thread_id] = (message_id, answered)
+        self._open.move_to_end(thread_id)
+        if len(self._open) > MAX_EXCHANGES:
+            self._open.popitem(last=False)
+
+    def current(self, run_id: str) -> str:
+        """``run_id``, or the id the server gave its exchange since."""
+        seen = 0
+        while (successor := self._renamed.get(run_id)) is not None and seen < MAX_EXCHANGES:
+            run_id, seen = successor, seen + 1
+        return run_id
+
+
 class Tracer:
     """Builds run events and hands them to a sink. Thread-safe; never raises."""
 
@@ -88,6 +130,7 @@ class Tracer:
         # Ended (or adopted) run id -> (type, whether it was sent; ``None`` when adopted).
         self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
         self._last_sweep = perf_counter_ns()
+        self._exchanges = Exchanges()
         self.errors = 0
 
     # --- emission -----------------------------------------------------------------
@@ -155,20 +198,27 @@ class Tracer:
         """Whether ``run_id`` was started by this tracer (open, or recently ended)."""
         return bool(run_id) and (run_id in self._runs or run_id in self._recent)
 
-    def adopt(self, run_id: Any, run_type: str = "chain") -> bool:
-        """Accept a run started elsewhere (another process, a stored thread message) as a parent.
+    def adopt(self, run_id: Any, run_type: str = "chain") -> str | None:
+        """Accept a run started elsewhere (another process, a stored thread message) as a
+        parent; return the id the server keeps for it (``None``: not an id, logged).
 
-        Explicit parents from the user are trusted; only a value that is not a UUID is
-        refused (logged), since the server would reject every child pointing at it.
+        Explicit parents from the user are trusted. Any non-empty string is an id, as on the
+        server (see :func:`~lunatrace.core.events.run_id_str`); a thread message's id that
+        the server has since replaced by a later message of the same exchange is followed.
         """
         try:
-            rid = run_id_str(run_id)
-        except (TypeError, ValueError, AttributeError):
-            logger.warning("lunatrace: parent %r is not a run id (a UUID); ignored", run_id)
-            return False
+            rid = self.server_id(run_id)
+        except Exception:  # noqa: BLE001 - a user's object whose str() fails
+            logger.warning("lunatrace: parent %r is not a run id; ignored", run_id)
+            return None
         if rid not in self._runs and rid not in self._recent:
             self._remember(rid, run_type)
-        return True
+        return rid
+
+    def server_id(self, run_id: Any) -> str:
+        """The id the server holds for a user's run id: its canonical form, followed past the
+        merges of thread messages (raises ``ValueError`` for an empty id)."""
+        return self._exchanges.current(run_id_str(run_id))
 
     def resolve_parent(self, parent_run_id: Any) -> str | None:
         """The parent to send: an explicit known id, else the current context's run.
@@ -207,7 +257,7 @@ class Tracer:
         ``StartRecord`` with a snapshot of the context's user, tags and metadata, and built
         on the worker.
         """
-        rid = str(run_id) if run_id is not None else new_run_id()
+        rid = new_run_id() if run_id is None else run_id if type(run_id) is str else str(run_id)
         if run_type not in RUN_TYPES:
             if self.config.enabled:
                 self._failed(f"start of {run_type} run", ValueError(f"unknown run type {run_type!r}"))
@@ -379,7 +429,7 @@ class Tracer:
                     body[key] = value
             if not body:
                 raise ValueError("feedback needs at least one of thumb, comment, rating, emoji")
-            rid = str(run_id)
+            rid = self.server_id(run_id)
             self._emit(build("feedback", self.run_type(rid) or "chain", rid, feedback=body))
             return True
         except Exception as exc:  # noqa: BLE001
@@ -399,11 +449,17 @@ class Tracer:
         metadata: Mapping[str, Any] | None = None,
         tags: Sequence[str] | None = None,
     ) -> str:
-        """Record one thread message; its id can parent the work the message triggers."""
+        """Record one thread message; its id can parent the work the message triggers.
+
+        Returns ``message_id`` as given (a new UUID when none is). The server merges the
+        messages of one exchange into a single run whose id becomes the latest message's
+        (see :class:`Exchanges`); ``feedback`` and ``parent`` follow that here.
+        """
         mid = str(message_id) if message_id is not None else new_run_id()
         try:
             if not self.config.enabled:
                 return mid
+            wire_mid, wire_thread = run_id_str(mid), run_id_str(thread_id)
             message: dict[str, Any] = {"role": str(role), "content": content}
             if metadata:
                 message["metadata"] = dict(metadata)
@@ -412,19 +468,24 @@ class Tracer:
             user = context.current_user()
             if user_id is None and user is not None:
                 user_id, user_props = user.user_id, user_props or user.props
-            self._remember(mid, "chat")
-            self._emit(
-                build(
-                    "chat",
-                    "thread",
-                    mid,
-                    parent_run_id=thread_id,
-                    message=message,
-                    thread_tags=list(thread_tags) if thread_tags else None,
-                    user_id=None if user_id is None else str(user_id),
-                    user_props=user_props if user_id is not None else None,
+            self._remember(wire_mid, "chat")
+            with self._emit_lock:  # the exchange's order is the queue's order
+                self._exchanges.add(wire_thread, wire_mid, str(role))
+                self.sink.emit(
+                    StampedEvent(
+                        self._clock.ms_at(perf_counter_ns()),
+                        build(
+                            "chat",
+                            "thread",
+                            wire_mid,
+                            parent_run_id=wire_thread,
+                            message=message,
+                            thread_tags=list(thread_tags) if thread_tags else None,
+                            user_id=None if user_id is None else str(user_id),
+                            user_props=user_props if user_id is not None else None,
+                        ),
+                    )
                 )
-            )
         except Exception as exc:  # noqa: BLE001
             self._failed("thread message", exc)
         return mid

@@ -10,6 +10,7 @@ import pytest
 
 import lunatrace
 from lunatrace import api
+from lunatrace.core.events import uuid_from_seed
 from lunatrace.core.transport import MemorySink
 from tests.support.fake_lunary import FakeLunary
 from tests.support.trees import assert_valid_tree, by_name, end_of
@@ -68,14 +69,20 @@ def test_continuing_a_thread_from_another_process(memory_sink: MemorySink) -> No
     assert memory_sink.events[-1]["parentRunId"] == thread_id
 
 
-def test_parent_that_is_not_a_run_id_is_ignored(
-    memory_sink: MemorySink, caplog: pytest.LogCaptureFixture
-) -> None:
-    with caplog.at_level(logging.WARNING, logger="lunatrace"), lunatrace.parent("order-42"):
+def test_a_string_parent_id_names_the_run_the_server_keeps_for_it(memory_sink: MemorySink) -> None:
+    # The server hashes any id that is not 36 characters long into a UUID (SHA-256):
+    # lunatrace sends that UUID itself, so the store and the server agree.
+    with lunatrace.parent("order-42") as scope:
         answer("x")
     start = by_name(memory_sink.events, "answer")[0]
-    assert "parentRunId" not in start  # a root, rather than a run the server would refuse
-    assert "order-42" in caplog.text
+    assert start["parentRunId"] == scope == uuid_from_seed("order-42")
+
+
+def test_an_empty_parent_id_is_ignored(memory_sink: MemorySink, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="lunatrace"), lunatrace.parent(""):
+        answer("x")
+    assert "parentRunId" not in by_name(memory_sink.events, "answer")[0]
+    assert "not a run id" in caplog.text
 
 
 def test_feedback_after_the_run(memory_sink: MemorySink) -> None:

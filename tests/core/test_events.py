@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import lunatrace
 from lunatrace.core import events
-from lunatrace.core.events import EventError, MonotonicClock, build, format_timestamp, to_wire
+from lunatrace.core.events import EventError, MonotonicClock, build, format_timestamp, to_wire, uuid_from_seed
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import MemorySink
 from tests.support.wire import RUN_TYPES, assert_wire_event, is_uuid
@@ -161,15 +161,32 @@ def test_null_fields_are_dropped_not_sent() -> None:
 
 
 def test_run_ids_are_canonical_uuid_strings() -> None:
-    raw = build("start", "chain", uuid.UUID(RID).hex.upper(), parent_run_id=uuid.UUID(PARENT))
+    raw = build("start", "chain", RID.upper(), parent_run_id=uuid.UUID(PARENT))
     wire = to_wire(raw, ENCODER)
     assert wire["runId"] == RID
     assert wire["parentRunId"] == PARENT
 
 
 @pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        # The server's own digest (uuidFromSeed: SHA-256, shaped as a version-4 UUID).
+        ("msg-1", "3a0de379-32e8-4197-a6f2-0b22414f862f"),
+        ("conv-42", uuid_from_seed("conv-42")),
+        # Only a 36-character id is kept as it is: a bare 32-digit hex is hashed too.
+        (uuid.UUID(RID).hex, uuid_from_seed(uuid.UUID(RID).hex)),
+        ("é" * 36, uuid_from_seed("é" * 36)),
+    ],
+)
+def test_any_string_id_becomes_the_uuid_the_server_keeps(given: str, stored: str) -> None:
+    wire = to_wire(build("chat", "thread", given, parent_run_id=given, message={"role": "user"}), ENCODER)
+    assert wire["runId"] == wire["parentRunId"] == stored
+    assert is_uuid(stored)
+
+
+@pytest.mark.parametrize(
     ("field", "value"),
-    [("type", "log"), ("type", "LLM"), ("event", "stop"), ("event", "update "), ("runId", "run-1")],
+    [("type", "log"), ("type", "LLM"), ("event", "stop"), ("event", "update "), ("runId", "")],
 )
 def test_unknown_type_event_or_id_is_rejected(field: str, value: str) -> None:
     raw = build("start", "chain", RID)
@@ -183,8 +200,7 @@ def test_a_rejected_event_never_reaches_the_caller(memory_sink: MemorySink) -> N
     rid = tracer.start_run("log", "old-style", None)  # a type the server no longer has
     assert is_uuid(rid)
     assert tracer.end_run(rid, "x") is False
-    bad = tracer.start_run("chain", "bad id", None, run_id="not-a-uuid")
-    assert bad == "not-a-uuid"
+    assert tracer.start_run("chain", "bad id", None, run_id="") == ""
     assert memory_sink.events == []
     assert tracer.errors >= 1
 
