@@ -27,6 +27,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
+from lunatrace.core.events import error_payload
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.langchain import mapping, runs
@@ -105,8 +106,17 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
     return on_end
 
 
-def _no_reply(error: Any) -> None:
-    return None
+class _Failed:
+    """A root's error as its thread's reply: the exchange is closed with it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Any) -> None:
+        self.error = error
+
+
+def _no_reply(error: Any) -> _Failed:
+    return _Failed(error)
 
 
 def _generations(response: Any) -> Any:
@@ -292,9 +302,22 @@ class CallbackHandler(BaseCallbackHandler):
         )
 
     def _close_exchange(self, run_id: UUID, output: Any) -> None:
+        """Answer the exchange a root opened, whatever its outcome.
+
+        The server merges a user message into the open exchange until an assistant message
+        closes it: a root that failed (or returned nothing) and sent no answer would have
+        the next question and its answer filed under this one. A failure is answered with
+        its error message, marked ``status: error`` in the message's metadata.
+        """
         thread = self._exchanges.pop(run_id, None)
-        if thread is not None and output is not None:
-            thread.track_message("assistant", _chat_text(output, "output"))
+        if thread is None:
+            return
+        if isinstance(output, _Failed):
+            error = output.error
+            text = error_payload(error)["message"] if isinstance(error, BaseException) else str(error)
+            thread.track_message("assistant", text, metadata={"status": "error"})
+        else:
+            thread.track_message("assistant", "" if output is None else _chat_text(output, "output"))
 
     def _annotate(self, hook: str, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
