@@ -30,13 +30,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     target = f"{config.ingest_url} (key {mask_key(config.project_key)})"
     if args.dry_run:
-        print(f"Would push {report.pending} event(s) in about {report.batches} request(s) to {target}.")
+        print(f"Would push {report.pending} event(s) in about {report.requests} request(s) to {target}.")
         return 0
     if report.pending == 0:
         print(f"Nothing to push: every event in {path} is delivered.")
         return 0
     refused = f", {report.failed} refused by the server" if report.failed else ""
-    print(f"Pushed {report.sent} event(s) in {report.batches} request(s) to {target}{refused}.")
+    print(f"Pushed {report.sent} event(s) in {report.requests} request(s) to {target}{refused}.")
     if report.problem:
         print(
             f"lunatrace push: stopped: {report.problem}; {report.remaining} event(s) still pending "

@@ -9,7 +9,6 @@ events left in the spool starts offline, so they go out first.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +17,7 @@ from lunatrace.core.config import Config
 from lunatrace.core.transport.batch import Item, as_pairs, split_batches
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.sender import Counters, Sender
-from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError
+from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner
 from lunatrace.core.transport.worker import Settle
 
 logger = logging.getLogger("lunatrace")
@@ -161,7 +160,7 @@ class ServerDestination:
         if store is None:
             self.online = True
             return
-        owner = f"{os.getpid()}:{id(self)}"
+        owner = lease_owner(f"worker-{id(self)}")
         lease_ttl = 2 * self.config.retry_timeout + 60
         if not store.acquire_lease(SPOOL_LEASE, owner, lease_ttl):
             self._go_offline()  # another process is re-sending it; try again later

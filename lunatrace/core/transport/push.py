@@ -9,7 +9,6 @@ from sending the same events.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -19,13 +18,13 @@ from lunatrace.core.transport.batch import Item, split_batches
 from lunatrace.core.transport.destinations import SPOOL_LEASE, row_marker
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.sender import Counters, Sender
-from lunatrace.core.transport.store import EventStore, StoreError
+from lunatrace.core.transport.store import EventStore, StoreError, lease_owner
 
 
 @dataclass
 class PushReport:
     pending: int  # undelivered events before the upload
-    batches: int  # requests planned (dry run) or made
+    requests: int  # requests planned (dry run: at least), or made (retries and 413 halves included)
     sent: int = 0
     failed: int = 0  # refused by the server for good
     remaining: int = 0  # still undelivered afterwards
@@ -43,7 +42,7 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
             "no project key configured: set LUNARY_PUBLIC_KEY or LUNARY_PRIVATE_KEY to upload stored events"
         )
     report = PushReport(store.count_pending(), 0)
-    owner = f"push:{os.getpid()}"
+    owner = lease_owner("push")
     lease_ttl = 2 * config.retry_timeout + 60
     if not store.acquire_lease(SPOOL_LEASE, owner, lease_ttl):
         raise StoreError(f"another process is uploading events from {store.path}; try again shortly")
@@ -57,7 +56,6 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
                 break
             items = [Item.stored(row, wire) for row, wire in rows]
             for batch in split_batches(items, config.batch_max_events, config.batch_max_bytes):
-                report.batches += 1
                 rest = sender.send(
                     batch,
                     deadline=time.monotonic() + config.retry_timeout,
@@ -71,6 +69,6 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
     finally:
         store.release_lease(SPOOL_LEASE, owner)
         client.close()
-    report.sent, report.failed = counters.sent, counters.failed
+    report.sent, report.failed, report.requests = counters.sent, counters.failed, sender.requests
     report.remaining = store.count_pending()
     return report

@@ -12,11 +12,12 @@ import logging
 import random
 import threading
 import time
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from lunatrace.core.config import Config, mask_key
-from lunatrace.core.transport.batch import Item
+from lunatrace.core.transport.batch import Item, event_header
 from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
 
 logger = logging.getLogger("lunatrace")
@@ -25,6 +26,10 @@ BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 30.0
 MAX_FAILURE_LOGS = 20
 PAUSE_SLICE_S = 0.05
+# The server's answer to a public key on a route that is not the ingestion endpoint (a
+# wrong ``api_url`` path): a 401 like a bad key's, but the key is not the problem.
+WRONG_ROUTE = "This route requires a private API key"
+REFUSED_RUNS = 10_000
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Sender:
         self.counters = counters
         self.stop = stop
         self.disabled: str | None = None  # why sending stopped for good (key or URL refused)
+        self.requests = 0  # requests made, retries and 413 halves included
+        self._refused_runs: OrderedDict[str, None] = OrderedDict()  # runs whose start was refused
         self._failure_logs = 0
 
     def send(
@@ -95,10 +102,11 @@ class Sender:
             if self.disabled is not None or self.stop.is_set():
                 return [item for p in parts for item in p]
             timeout = deadline - time.monotonic()
+            self.requests += 1
             answer = self.client.post(encode_batch([item.body or "" for item in part]), max(timeout, 0.05))
             if answer.kind is Kind.OK:
                 parts.pop(0)
-                failures = self._read_results(answer, retry or attempt > 0)
+                failures = self._read_results(answer, retry or attempt > 0, part)
                 if on_settled(part):
                     self.counters.sent += len(part) - failures
             elif answer.kind is Kind.TOO_LARGE and len(part) > 1:
@@ -135,9 +143,14 @@ class Sender:
                 return False
         return True
 
-    def _read_results(self, answer: Answer, retry: bool) -> int:
-        """Log the events the server refused; return how many."""
+    def _read_results(self, answer: Answer, retry: bool, part: list[Item]) -> int:
+        """Log the events the server refused; return how many events were not stored.
+
+        That includes the events of a run whose start the server refused: it answers
+        ``success`` to the run's end and error, but has no run to apply them to.
+        """
         failures = 0
+        refused: Counter[str] = Counter()
         for result in answer.results:
             if result.get("success", True):
                 continue
@@ -145,11 +158,32 @@ class Sender:
             if retry and error == DUPLICATE_START:
                 continue  # stored by an earlier attempt whose answer was lost
             failures += 1
+            refused[str(result.get("id"))] += 1
             self._log_failure(
                 "lunatrace: the server refused the event for run %s: %s", result.get("id"), error
             )
+        if refused or self._refused_runs:
+            failures += self._lost_with_their_start(part, refused)
         self.counters.failed += failures
         return failures
+
+    def _lost_with_their_start(self, part: list[Item], refused: Counter[str]) -> int:
+        """How many events of ``part`` the server answered for but could not apply, because
+        their run's start was refused (in this request, or an earlier one)."""
+        events: dict[str, list[str]] = {}
+        for item in part:
+            header = event_header(item.body or "")
+            if header is not None:
+                events.setdefault(header[1], []).append(header[0])
+        lost = 0
+        for run_id, kinds in events.items():
+            if refused[run_id] and "start" in kinds:
+                self._refused_runs[run_id] = None
+                if len(self._refused_runs) > REFUSED_RUNS:
+                    self._refused_runs.popitem(last=False)
+            if run_id in self._refused_runs:
+                lost += max(0, len(kinds) - refused[run_id])
+        return lost
 
     def _refused(self, part: list[Item], answer: Answer) -> None:
         self.counters.failed += len(part)
@@ -161,8 +195,9 @@ class Sender:
 
     def _disable(self, answer: Answer) -> None:
         problem = (
-            f"no ingestion endpoint at {self.config.ingest_url} (check api_url)"
-            if answer.status == 404
+            f"no ingestion endpoint at {self.config.ingest_url} (check api_url: it is the server's"
+            " base URL, without /v1/runs/ingest or any other path)"
+            if answer.status == 404 or WRONG_ROUTE in answer.detail
             else f"project key {mask_key(self.config.project_key)} was refused"
         )
         self.disabled = f"{problem} ({_describe(answer)})"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -384,13 +385,15 @@ class EventStore:
     def acquire_lease(self, name: str, owner: str, ttl: float) -> bool:
         """Take (or renew) a named lease for ``ttl`` seconds unless another owner holds it.
 
-        Uploading the spool holds one, so two processes never send the same events.
+        Uploading the spool holds one, so two processes never send the same events. A
+        lease whose owner is a process of this machine that no longer exists (it exited,
+        or was killed, while uploading) is taken over at once rather than when it expires.
         """
         now = time.time()
         try:
             with self._transaction() as db:
                 row = db.execute("SELECT owner, expires FROM leases WHERE name = ?", (name,)).fetchone()
-                if row is not None and row[0] != owner and row[1] > now:
+                if row is not None and row[0] != owner and row[1] > now and not owner_gone(row[0]):
                     return False
                 db.execute(
                     "INSERT INTO leases (name, owner, expires) VALUES (?, ?, ?) ON CONFLICT(name)"
@@ -495,6 +498,26 @@ class EventStore:
             "pending": counts["spooled"] + counts["local"],
             **counts,
         }
+
+
+def lease_owner(tag: str) -> str:
+    """A lease owner naming this process: ``host:pid:tag`` (see :func:`owner_gone`)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{tag}"
+
+
+def owner_gone(owner: str) -> bool:
+    """Whether a lease's owner was a process of this machine that has since ended."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False  # another machine's (a shared disk), or an unknown form: wait for expiry
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # it exists (owned by another user)
+    return False
 
 
 def open_existing(path: Path) -> EventStore:
