@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -56,17 +55,6 @@ class Item:
         """Bytes this event adds to a request body (UTF-8, plus its separator)."""
         body = self.body or ""
         return (len(body) if body.isascii() else len(body.encode("utf-8"))) + 1
-
-
-# Every event's JSON starts with its type, event name and run id, in this order
-# (``events.wire_json`` writes them first; stored events keep their key order).
-_HEADER = re.compile(r'\{"type":"[^"]*","event":"([^"]*)","runId":"([^"]*)"')
-
-
-def event_header(body: str) -> tuple[str, str] | None:
-    """``(event name, run id)`` of an event's JSON, read from its first bytes."""
-    match = _HEADER.match(body)
-    return (match.group(1), match.group(2)) if match else None
 
 
 def dumps(wire: dict[str, Any]) -> str:

@@ -106,11 +106,17 @@ class IngestClient:
     def close(self) -> None:
         self._session.close()
 
-    def post(self, body: bytes, timeout: float | None = None) -> Answer:
-        """Send one request; never raises."""
-        limit = self.timeout if timeout is None else max(0.05, min(self.timeout, timeout))
+    def post(self, body: bytes, *, connect: float | None = None, read: float | None = None) -> Answer:
+        """Send one request; never raises.
+
+        ``connect`` bounds reaching the server, ``read`` waiting for its answer (both
+        default to ``http_timeout``). The server answers only after writing every event,
+        so the sender sets ``read`` from what the batch will cost it.
+        """
+        connect_s = self.timeout if connect is None else max(0.05, min(self.timeout, connect))
+        read_s = self.timeout if read is None else max(0.05, read)
         try:
-            response = self._session.post(self.url, data=body, timeout=(limit, limit))
+            response = self._session.post(self.url, data=body, timeout=(connect_s, read_s))
         except requests.RequestException as exc:
             return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a broken answer must not kill the worker

@@ -17,8 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from lunatrace.core.config import Config, mask_key
-from lunatrace.core.transport.batch import Item, event_header
+from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
+from lunatrace.core.transport.stalls import ServerRuns, event_header
 
 logger = logging.getLogger("lunatrace")
 
@@ -74,6 +75,7 @@ class Sender:
         self.disabled: str | None = None  # why sending stopped for good (key or URL refused)
         self.requests = 0  # requests made, retries and 413 halves included
         self._refused_runs: OrderedDict[str, None] = OrderedDict()  # runs whose start was refused
+        self.server_runs = ServerRuns()
         self._failure_logs = 0
 
     def send(
@@ -101,9 +103,15 @@ class Sender:
             part = parts[0]
             if self.disabled is not None or self.stop.is_set():
                 return [item for p in parts for item in p]
-            timeout = deadline - time.monotonic()
+            # Reaching the server is bounded by the deadline; its answer is awaited as long
+            # as the batch will take it (see ``stalls``): given up on earlier, the batch
+            # would be sent again while the server is still writing it.
             self.requests += 1
-            answer = self.client.post(encode_batch([item.body or "" for item in part]), max(timeout, 0.05))
+            answer = self.client.post(
+                encode_batch([item.body or "" for item in part]),
+                connect=max(deadline - time.monotonic(), 0.05),
+                read=self.server_runs.read_timeout(part, self.client.timeout),
+            )
             if answer.kind is Kind.OK:
                 parts.pop(0)
                 failures = self._read_results(answer, retry or attempt > 0, part)
@@ -164,6 +172,7 @@ class Sender:
             )
         if refused or self._refused_runs:
             failures += self._lost_with_their_start(part, refused)
+        self.server_runs.answered(part, refused)
         self.counters.failed += failures
         return failures
 
@@ -174,7 +183,7 @@ class Sender:
         for item in part:
             header = event_header(item.body or "")
             if header is not None:
-                events.setdefault(header[1], []).append(header[0])
+                events.setdefault(header[2], []).append(header[1])
         lost = 0
         for run_id, kinds in events.items():
             if refused[run_id] and "start" in kinds:
