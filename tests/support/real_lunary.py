@@ -11,13 +11,15 @@ A missing prerequisite is an error that says what to install, never a skip.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,16 @@ def _env_lines(text: str) -> dict[str, str]:
     return values
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 @dataclass(frozen=True)
 class Project:
     """One project of the real server: its public key and id."""
@@ -65,7 +77,6 @@ class RealLunary:
         self.url = ""
         self.db_url = ""
         self.log_path = self.home / "backend.log"
-        self._started_here = False
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -94,18 +105,32 @@ class RealLunary:
             )
         return done.stdout
 
+    @contextmanager
+    def _locked(self) -> Iterator[Path]:
+        """The server's users folder, with starting and stopping serialised across processes."""
+        users = self.home / "users"
+        users.mkdir(parents=True, exist_ok=True)
+        with open(self.home / "lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield users
+
     def start(self) -> RealLunary:
-        self.home.mkdir(parents=True, exist_ok=True)
-        status = self._run("status") if (self.home / "state.env").exists() else ""
-        self._started_here = "backend: running" not in status
-        values = _env_lines(self._run("up"))
+        """Start the server (or join the one already running there) for this process."""
+        with self._locked() as users:
+            (users / str(os.getpid())).touch()
+            values = _env_lines(self._run("up"))
         self.url = values["LUNARY_API_URL"]
         self.db_url = values["LUNARY_DB_URL"]
         return self
 
     def stop(self) -> None:
-        """Stop the server only if this session started it (another may be using it)."""
-        if self._started_here:
+        """Stop the server unless another live process (a test session) still uses it."""
+        with self._locked() as users:
+            (users / str(os.getpid())).unlink(missing_ok=True)
+            for user in users.iterdir():
+                if user.name.isdigit() and _alive(int(user.name)):
+                    return
+                user.unlink(missing_ok=True)
             self._run("down", timeout=120)
 
     # --- projects and what was stored -------------------------------------------------
