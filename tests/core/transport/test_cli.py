@@ -121,6 +121,21 @@ def test_the_next_start_resends_the_spool_before_new_events(
     assert spooled(store_path) == []
 
 
+def test_push_reports_the_requests_it_made_retries_included(
+    lunary_server: FakeLunary,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    run_program(2, {}, tmp_path)
+    use_server(monkeypatch, lunary_server)
+    monkeypatch.setenv("LUNATRACE_RETRY_TIMEOUT", "30")
+    lunary_server.fail_next(5, 503)
+    assert main(["push"]) == 0
+    assert "Pushed 8 event(s) in 6 request(s)" in capsys.readouterr().out
+    assert len(lunary_server.requests) == 6
+
+
 def test_push_without_a_key_is_a_configuration_error(
     tmp_path: Path, store_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
