@@ -16,6 +16,7 @@ from collections.abc import Callable
 from lunatrace.core.config import Config
 from lunatrace.core.transport.batch import Item, as_pairs, split_batches
 from lunatrace.core.transport.http import IngestClient
+from lunatrace.core.transport.lanes import SlowLane
 from lunatrace.core.transport.sender import Counters, Sender
 from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner
 from lunatrace.core.transport.worker import Settle
@@ -112,6 +113,7 @@ class ServerDestination:
         self.backlogged: Callable[[], bool] = lambda: False
         self.sender = Sender(config, self.client, self.counters, self.stop, lambda: self.backlogged())
         self.spool = Spool(config, self.counters, SPOOLED)
+        self.lane = SlowLane(config, self.sender.server_runs, self.stop)
         self.online = True
         self._next_probe = 0.0
         self._probe_interval = min(config.retry_timeout, PROBE_CAP_S)
@@ -124,19 +126,39 @@ class ServerDestination:
             self.online = False
 
     def deliver(self, items: list[Item], settle: Settle) -> None:
+        """Send ``items``, the events the server would pause on through the slow lane;
+        spool what cannot be sent (after whatever the lane could not send either)."""
         self.tick()
         rest = items
         if self.online:
+            now, slow = self.lane.divide(items)
+            if slow:
+                self.lane.submit(slow, settle)
             deadline = time.monotonic() + self.config.retry_timeout
-            rest = self.sender.send(items, deadline=deadline, retry=False, on_settled=settle)
+            rest = self.sender.send(now, deadline=deadline, retry=False, on_settled=settle) if now else []
             if rest:
                 self._go_offline()
-        if rest and settle(rest):
-            self.spool.write(rest)
+        if rest:
+            self.finish()  # the lane's events are older: they reach the spool first
+            if settle(rest):
+                self.spool.write(rest)
+
+    def finish(self) -> None:
+        """Wait until the slow lane has sent (or handed back) everything it holds."""
+        while not self.lane.idle and self.lane.wait(None):
+            self._collect_lane()
 
     def tick(self) -> None:
+        self._collect_lane()
         if not self.online and time.monotonic() >= self._next_probe:
             self._resend_spool()
+
+    def _collect_lane(self) -> None:
+        undelivered, settle = self.lane.collect(self.counters)
+        if undelivered:
+            self._go_offline()
+            if settle(undelivered):
+                self.spool.write(undelivered)
 
     def keep(self, items: list[Item]) -> None:
         self.spool.write(items)
@@ -144,9 +166,11 @@ class ServerDestination:
     def after_fork(self) -> None:
         self.client.reset()
         self.spool.after_fork()
+        self.lane = SlowLane(self.config, self.sender.server_runs, self.stop)  # its thread is gone
 
     def close(self) -> None:
         self.client.close()
+        self.lane.close()
 
     def _go_offline(self) -> None:
         self.online = False
@@ -217,6 +241,9 @@ class StoreDestination:
 
     def tick(self) -> None:
         """Nothing to retry: the store is written synchronously."""
+
+    def finish(self) -> None:
+        """Nothing in progress: the store is written synchronously."""
 
     def keep(self, items: list[Item]) -> None:
         self.spool.write(items)

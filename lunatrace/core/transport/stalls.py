@@ -46,6 +46,10 @@ class ServerRuns:
     def __init__(self) -> None:
         self._open: OrderedDict[str, None] = OrderedDict()
 
+    def holds(self, run_id: str) -> bool:
+        """Whether the server is known to hold ``run_id`` (started, not ended)."""
+        return run_id in self._open
+
     def pauses(self, items: Iterable[Item]) -> int:
         """How many 5-second pauses the server will make for ``items`` sent in one request."""
         started: set[str] = set()
@@ -59,6 +63,8 @@ class ServerRuns:
                 if parent is not None and parent not in started and parent not in self._open:
                     count += 1
                 started.add(run_id)
+            elif event == "chat":
+                started.add(run_id)  # a thread message is a run its work can be parented to
             elif event == "end" and run_type == "llm" and run_id not in started and run_id not in self._open:
                 count += 1
         return count
@@ -72,8 +78,8 @@ class ServerRuns:
             if header is None:
                 continue
             event, run_id = header[1], header[2]
-            if event == "start" and run_id not in gone:
-                opened[run_id] = None
+            if event in ("start", "chat") and run_id not in gone:
+                opened[run_id] = None  # a thread message is a run too (ended only by a merge)
                 if len(opened) > KNOWN_RUNS:
                     opened.popitem(last=False)
             elif event in ("end", "error"):

@@ -57,6 +57,9 @@ class Destination(Protocol):
     def tick(self) -> None:
         """Called on the worker thread at least every flush interval."""
 
+    def finish(self) -> None:
+        """Wait for delivery still in progress (before a flush is answered)."""
+
     def keep(self, items: list[Item]) -> None:
         """Keep undelivered items for later (called by the thread shutting down)."""
 
@@ -241,6 +244,7 @@ class BatchWorker:
             if item is None:
                 self._send(batch)
                 batch, size = [], 0
+                self.destination.finish()
                 raw.done.set()  # type: ignore[union-attr]
                 continue
             if not self._encode(item):

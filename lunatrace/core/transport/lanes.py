@@ -1,0 +1,135 @@
+"""A second lane for the events the server will pause on, so they hold up nothing else.
+
+The server pauses 5 s for each run start whose parent it does not have, and for each llm
+end whose start it does not have (see :mod:`stalls`). Sent in line with everything else,
+a batch with a few of these would hold every later batch of the process back by as many
+times 5 s. :meth:`SlowLane.divide` takes those events out of a batch, with every event
+that depends on them (the same run's later events, its children's), and the lane sends
+them on a thread of its own while the worker goes on sending the rest.
+
+Order still holds: an event goes to the lane if its run or its parent is in the lane,
+until the lane is empty again, so no event overtakes the start it depends on. The lane
+sends one request at a time. Everything it learns (counts, undelivered events) is taken
+back by the worker with :meth:`collect`, on the worker's thread, so the destination's
+counters keep a single writer.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import fields
+
+from lunatrace.core.config import Config
+from lunatrace.core.transport.batch import Item
+from lunatrace.core.transport.http import IngestClient
+from lunatrace.core.transport.sender import Counters, Sender
+from lunatrace.core.transport.stalls import ServerRuns, event_header
+
+Settle = Callable[[list[Item]], bool]
+
+
+class SlowLane:
+    """Sends the events the server pauses on, one request at a time, beside the worker."""
+
+    def __init__(self, config: Config, server_runs: ServerRuns, stop: threading.Event) -> None:
+        self.config = config
+        self.server_runs = server_runs
+        self.stop = stop
+        self.counters = Counters()  # written by the lane's thread only; merged by collect()
+        self._client = IngestClient(config)
+        self._sender = Sender(config, self._client, self.counters, stop)
+        self._sender.server_runs = server_runs
+        self._blocked: set[str] = set()  # runs whose events must go through the lane
+        self._waiting: deque[tuple[list[Item], Settle]] = deque()
+        self._undelivered: list[Item] = []
+        self._settle: Settle = lambda items: True  # the worker's, given with the lane's events
+        self._busy = False
+        self._done = threading.Event()
+        self._done.set()
+
+    @property
+    def idle(self) -> bool:
+        return not self._busy and not self._waiting
+
+    def divide(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
+        """Split ``items`` into what may be sent now and what must go through the lane."""
+        now: list[Item] = []
+        lane: list[Item] = []
+        started: set[str] = set()
+        blocked, known = self._blocked, self.server_runs
+        for item in items:
+            header = event_header(item.body or "")
+            if header is None:
+                now.append(item)
+                continue
+            run_type, event, run_id, parent = header
+            pauses = (
+                event == "start" and parent is not None and parent not in started and not known.holds(parent)
+            ) or (event == "end" and run_type == "llm" and run_id not in started and not known.holds(run_id))
+            if pauses or run_id in blocked or (parent is not None and parent in blocked):
+                blocked.add(run_id)
+                lane.append(item)
+            else:
+                now.append(item)
+                if event in ("start", "chat"):
+                    started.add(run_id)
+        return now, lane
+
+    def submit(self, items: list[Item], settle: Settle) -> None:
+        """Queue events for the lane (in order after what it already holds)."""
+        self._waiting.append((items, settle))
+        self._settle = settle
+        self._next()
+
+    def collect(self, counters: Counters) -> tuple[list[Item], Settle]:
+        """On the worker's thread: add the lane's counts to ``counters``, start its next
+        request, and return the events it could not deliver (to be spooled, in order,
+        after ``settle``), with everything it held behind them."""
+        if self._busy and self._done.is_set():
+            self._busy = False
+            for field in fields(Counters):
+                name = field.name
+                setattr(counters, name, getattr(counters, name) + getattr(self.counters, name))
+            self.counters.reset()
+        undelivered: list[Item] = []
+        if not self._busy and self._undelivered:
+            undelivered, self._undelivered = self._undelivered, []
+            while self._waiting:  # everything behind an undelivered batch is kept with it
+                undelivered += self._waiting.popleft()[0]
+        self._next()
+        if self.idle:
+            self._blocked.clear()  # the lane's runs are stored: their later events need not wait
+        return undelivered, self._settle
+
+    def wait(self, timeout: float | None) -> bool:
+        """Wait for the lane's request in flight to end (``True`` once it has, or if none is)."""
+        return self._done.wait(timeout)
+
+    @property
+    def requests(self) -> int:
+        return self._sender.requests
+
+    def _next(self) -> None:
+        if self._busy or not self._waiting or self._undelivered:
+            return
+        items, settle = self._waiting.popleft()
+        self._busy = True
+        self._done.clear()
+        thread = threading.Thread(target=self._send, args=(items, settle), name="lunatrace-slow-lane")
+        thread.daemon = True
+        thread.start()
+
+    def _send(self, items: list[Item], settle: Settle) -> None:
+        try:
+            deadline = time.monotonic() + self.config.retry_timeout
+            self._undelivered = self._sender.send(items, deadline=deadline, retry=False, on_settled=settle)
+        except Exception:  # noqa: BLE001 - whatever happens, the worker gets the events back
+            self._undelivered = items
+        finally:
+            self._done.set()
+
+    def close(self) -> None:
+        self._client.close()
