@@ -37,8 +37,10 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def sender() -> Any:
-    return lunatrace.get_tracer().sink.destination.sender  # type: ignore[attr-defined]
+def requests_made() -> int:
+    """Requests the process sent to the server: its main line's and its slow lane's."""
+    destination: Any = lunatrace.get_tracer().sink.destination  # type: ignore[attr-defined]
+    return int(destination.sender.requests + destination.lane.requests)
 
 
 @lunatrace.trace(type="tool")
@@ -66,12 +68,40 @@ def test_a_slow_batch_is_awaited_once_not_sent_again(
     assert lunatrace.flush(60)
     took = time.monotonic() - started
     stats = lunatrace.stats()
-    assert sender().requests == 1, "the slow batch was sent again while the server wrote it"
+    assert requests_made() == 1, "the slow batch was sent again while the server wrote it"
     assert (stats["sent"], stats["retried"], stats["spooled"], stats["failed"]) == (6, 0, 0, 0)
     assert 14 < took < 30
     runs = real_lunary.runs(real_project)
     assert sorted(r["input"]["query"] for r in runs) == ["a", "b", "c"]
     assert [(r["status"], r["parent_run_id"]) for r in runs] == [("success", None)] * 3
+
+
+def test_a_slow_batch_holds_up_nothing_else_and_its_later_events_follow_it(
+    real_lunary: RealLunary, traced_to_real: Project
+) -> None:
+    @lunatrace.trace(type="agent", name="outer")
+    def outer() -> str:
+        time.sleep(0.3)  # the inner run starts in a later batch than this one
+        return lookup("inner")
+
+    with lunatrace.parent(str(uuid.uuid4())):  # unknown to the server: it pauses 5 s on `outer`
+        outer()
+    emitted = time.monotonic()
+    lookup("unrelated")
+    unrelated = real_lunary.wait_for_runs(
+        traced_to_real, lambda rows: any(r["input"] == {"query": "unrelated"} for r in rows), timeout=10
+    )
+    assert time.monotonic() - emitted < 3, "an unrelated run waited behind the slow batch"
+    assert [r["name"] for r in unrelated] == ["lookup"]  # `outer` is still being written
+    assert lunatrace.flush(60)
+    rows = real_lunary.runs(traced_to_real)
+    runs = {"unrelated" if r["input"] == {"query": "unrelated"} else r["name"]: r for r in rows}
+    assert sorted(runs) == ["lookup", "outer", "unrelated"]
+    assert runs["outer"]["parent_run_id"] is None  # the missing parent: stored as a root
+    assert runs["lookup"]["parent_run_id"] == runs["outer"]["id"]
+    assert all(r["status"] == "success" for r in runs.values())
+    stats = lunatrace.stats()
+    assert (stats["sent"], stats["retried"], stats["spooled"], stats["failed"]) == (6, 0, 0, 0)
 
 
 @pytest.mark.parametrize(
