@@ -32,6 +32,9 @@ from lunatrace.core.serialize import FieldEncoder  # noqa: E402
 from lunatrace.core.transport import make_sink  # noqa: E402
 from tests.support.fake_lunary import FakeLunary  # noqa: E402
 
+# A key shaped like the real server's (a UUID): it answers 401 to any other token.
+BENCH_KEY = "0b3c5e8a-6d41-4f2a-9c77-1e2d3f4a5b6c"
+
 
 def raw_events(count: int) -> list[dict[str, Any]]:
     return list(iter_raw_events(count))
@@ -112,7 +115,7 @@ def bench_memory_when_down(count: int, url: str, store: Path) -> tuple[int, int,
     """Peak memory while ``count`` freshly built events are emitted to a dead server, and the
     memory of ``queue_size`` raw events in a list (the most a full queue should hold)."""
     config = Config.resolve(
-        env={}, project_key="bench-key", api_url=url, store_path=store, retry_timeout=60, http_timeout=1
+        env={}, project_key=BENCH_KEY, api_url=url, store_path=store, retry_timeout=60, http_timeout=1
     )
     gc.collect()
     tracemalloc.start()
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     args = parser.parse_args()
     logging.getLogger("lunatrace").setLevel(logging.ERROR)  # the expected drop warnings
-    key = "bench-key"
+    key = BENCH_KEY
     context = multiprocessing.get_context("spawn")
     ports, stop = context.Queue(), context.Event()
     server = context.Process(target=serve, args=(key, ports, stop), daemon=True)

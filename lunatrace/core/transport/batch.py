@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ class Item:
     needs the text alone.
     """
 
-    __slots__ = ("_wire", "body", "raw", "row")
+    __slots__ = ("_header", "_wire", "body", "raw", "row")
 
     def __init__(
         self,
@@ -31,10 +32,18 @@ class Item:
         self._wire = wire
         self.body = body
         self.row = row
+        self._header: tuple[str, str, str, str | None] | None = None
 
     @classmethod
     def stored(cls, row: int, wire: dict[str, Any]) -> Item:
         return cls(wire=wire, body=dumps(wire), row=row)
+
+    @property
+    def header(self) -> tuple[str, str, str, str | None] | None:
+        """``(run type, event name, run id, parent id)``, read once from the JSON's start."""
+        if self._header is None and self.body is not None:
+            self._header = event_header(self.body)
+        return self._header
 
     @property
     def wire(self) -> dict[str, Any] | None:
@@ -55,6 +64,20 @@ class Item:
         """Bytes this event adds to a request body (UTF-8, plus its separator)."""
         body = self.body or ""
         return (len(body) if body.isascii() else len(body.encode("utf-8"))) + 1
+
+
+# Every event's JSON starts with its type, event name, run id and (if any) parent id, in
+# this order: ``events.wire_json`` writes them first, and stored events keep their order.
+_HEADER = re.compile(r'\{"type":"([^"]*)","event":"([^"]*)","runId":"([^"]*)"(?:,"parentRunId":"([^"]*)")?')
+
+
+def event_header(body: str) -> tuple[str, str, str, str | None] | None:
+    """``(run type, event name, run id, parent id)`` of an event's JSON, from its first bytes."""
+    match = _HEADER.match(body)
+    if match is None:
+        return None
+    run_type, event, run_id, parent = match.groups()
+    return run_type, event, run_id, parent
 
 
 def dumps(wire: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ from lunatrace.core.config import Config
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.sender import Counters, Sender
-from lunatrace.core.transport.stalls import ServerRuns, event_header
+from lunatrace.core.transport.stalls import ServerRuns
 
 Settle = Callable[[list[Item]], bool]
 
@@ -61,7 +61,7 @@ class SlowLane:
         started: set[str] = set()
         blocked, known = self._blocked, self.server_runs
         for item in items:
-            header = event_header(item.body or "")
+            header = item.header
             if header is None:
                 now.append(item)
                 continue

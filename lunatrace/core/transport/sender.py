@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from lunatrace.core.config import Config, mask_key
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
-from lunatrace.core.transport.stalls import ServerRuns, event_header
+from lunatrace.core.transport.stalls import ServerRuns
 
 logger = logging.getLogger("lunatrace")
 
@@ -181,7 +181,7 @@ class Sender:
         their run's start was refused (in this request, or an earlier one)."""
         events: dict[str, list[str]] = {}
         for item in part:
-            header = event_header(item.body or "")
+            header = item.header
             if header is not None:
                 events.setdefault(header[2], []).append(header[1])
         lost = 0

@@ -13,7 +13,6 @@ wait for the answer as long as the server will need.
 
 from __future__ import annotations
 
-import re
 from collections import OrderedDict
 from collections.abc import Iterable
 
@@ -22,20 +21,6 @@ from lunatrace.core.transport.batch import Item
 ORPHAN_PAUSE_S = 5.0  # the server's wait for a missing parent or start
 PER_EVENT_S = 0.005  # its writing time per event is ~1.5 ms; with room to spare
 KNOWN_RUNS = 50_000
-
-# Every event's JSON starts with its type, event name, run id and (if any) parent id, in
-# this order: ``events.wire_json`` writes them first, and stored events keep their order.
-_HEADER = re.compile(r'\{"type":"([^"]*)","event":"([^"]*)","runId":"([^"]*)"(?:,"parentRunId":"([^"]*)")?')
-
-
-def event_header(body: str) -> tuple[str, str, str, str | None] | None:
-    """``(run type, event name, run id, parent id)`` of an event's JSON, from its first bytes."""
-    match = _HEADER.match(body)
-    if match is None:
-        return None
-    run_type, event, run_id, parent = match.groups()
-    return run_type, event, run_id, parent
-
 
 class ServerRuns:
     """The open runs the server is known to hold, bounded (the oldest are forgotten).
@@ -55,7 +40,7 @@ class ServerRuns:
         started: set[str] = set()
         count = 0
         for item in items:
-            header = event_header(item.body or "")
+            header = item.header
             if header is None:
                 continue
             run_type, event, run_id, parent = header
@@ -74,7 +59,7 @@ class ServerRuns:
         gone = set(refused)
         opened = self._open
         for item in items:
-            header = event_header(item.body or "")
+            header = item.header
             if header is None:
                 continue
             event, run_id = header[1], header[2]
