@@ -82,6 +82,12 @@ class MonotonicClock:
         self.last = now
         return now
 
+    def ms_after_last(self, counter_ns: int) -> int:
+        """Like :meth:`ms_at`, but strictly after the last time returned (same locking)."""
+        now = max((self.anchor_ns + counter_ns) // 1_000_000, self.last + 1)
+        self.last = now
+        return now
+
 
 def format_timestamp(ms: int) -> str:
     """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores.

@@ -453,7 +453,10 @@ class Tracer:
 
         Returns ``message_id`` as given (a new UUID when none is). The server merges the
         messages of one exchange into a single run whose id becomes the latest message's
-        (see :class:`Exchanges`); ``feedback`` and ``parent`` follow that here.
+        (see :class:`Exchanges`); ``feedback`` and ``parent`` follow that here. Each
+        message is stamped at least a millisecond after the event before it: the server
+        finds a thread's open exchange as its latest-created run, and two exchanges opened
+        in the same millisecond would make that choice arbitrary.
         """
         mid = str(message_id) if message_id is not None else new_run_id()
         try:
@@ -473,7 +476,7 @@ class Tracer:
                 self._exchanges.add(wire_thread, wire_mid, str(role))
                 self.sink.emit(
                     StampedEvent(
-                        self._clock.ms_at(perf_counter_ns()),
+                        self._clock.ms_after_last(perf_counter_ns()),
                         build(
                             "chat",
                             "thread",

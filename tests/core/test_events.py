@@ -273,6 +273,18 @@ def test_clock_is_anchored_once_and_never_goes_backwards(monkeypatch: pytest.Mon
     assert later[0] >= first
 
 
+def test_thread_messages_back_to_back_get_distinct_milliseconds(memory_sink: MemorySink) -> None:
+    # The server finds a thread's open exchange as its latest-created run: two exchanges
+    # opened in the same millisecond would make it append to the wrong one.
+    thread = lunatrace.open_thread()
+    for i in range(50):
+        thread.track_message("user" if i % 2 == 0 else "assistant", f"m{i}")
+    lunatrace.get_tracer().start_run("chain", "after", None)
+    stamps = [e["timestamp"] for e in memory_sink.events]
+    assert stamps[:50] == sorted(set(stamps[:50])) and len(set(stamps[:50])) == 50
+    assert stamps[50] >= stamps[49]  # the clock moved with them: nothing later is stamped earlier
+
+
 def test_runtime_names_the_sdk_and_version() -> None:
     wire = to_wire(build("start", "chain", RID), ENCODER)
     assert wire["runtime"] == f"lunatrace-py/{lunatrace.__version__}"
