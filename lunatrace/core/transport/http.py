@@ -28,7 +28,7 @@ class Kind(enum.Enum):
     OK = "ok"  # 200 with per-event results
     RETRY = "retry"  # worth trying again later: network, 408, 429, 5xx, malformed answer
     TOO_LARGE = "too_large"  # 413: split the batch
-    CONFIG = "config"  # 401/402/403/404: the key or URL is wrong; retrying cannot help
+    CONFIG = "config"  # 3xx/401/402/403/404: the key or URL is wrong; retrying cannot help
     REFUSED = "refused"  # another 4xx: the server will never take this body
 
 
@@ -116,7 +116,11 @@ class IngestClient:
         connect_s = self.timeout if connect is None else max(0.05, min(self.timeout, connect))
         read_s = self.timeout if read is None else max(0.05, read)
         try:
-            response = self._session.post(self.url, data=body, timeout=(connect_s, read_s))
+            # Never follow a redirect: requests would re-send a 301/302 as a GET (the events
+            # lost, the answer a success page) and a 307 to another origin with the key.
+            response = self._session.post(
+                self.url, data=body, timeout=(connect_s, read_s), allow_redirects=False
+            )
         except requests.RequestException as exc:
             return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # noqa: BLE001 - a broken answer must not kill the worker
@@ -126,6 +130,9 @@ class IngestClient:
 
 def classify(response: requests.Response) -> Answer:
     status = response.status_code
+    if 300 <= status < 400:
+        location = response.headers.get("Location") or "an unnamed location"
+        return Answer(Kind.CONFIG, status, detail=f"the server redirects to {location}")
     if 200 <= status < 300:
         try:
             payload = response.json()

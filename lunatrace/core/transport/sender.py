@@ -112,6 +112,10 @@ class Sender:
                 connect=max(deadline - time.monotonic(), 0.05),
                 read=self.server_runs.read_timeout(part, self.client.timeout),
             )
+            if answer.kind is Kind.OK and len(answer.results) < len(part):
+                # One result per event, or the server did not take them all: not a success.
+                covered = f"the answer covers {len(answer.results)} of {len(part)} events"
+                answer = Answer(Kind.RETRY, answer.status, detail=covered)
             if answer.kind is Kind.OK:
                 parts.pop(0)
                 failures = self._read_results(answer, retry or attempt > 0, part)
@@ -203,12 +207,15 @@ class Sender:
         )
 
     def _disable(self, answer: Answer) -> None:
-        problem = (
-            f"no ingestion endpoint at {self.config.ingest_url} (check api_url: it is the server's"
-            " base URL, without /v1/runs/ingest or any other path)"
-            if answer.status == 404 or WRONG_ROUTE in answer.detail
-            else f"project key {mask_key(self.config.project_key)} was refused"
-        )
+        if answer.status is not None and 300 <= answer.status < 400:
+            problem = f"{self.config.ingest_url} is not the ingestion endpoint (set api_url to its new place)"
+        elif answer.status == 404 or WRONG_ROUTE in answer.detail:
+            problem = (
+                f"no ingestion endpoint at {self.config.ingest_url} (check api_url: it is the server's"
+                " base URL, without /v1/runs/ingest or any other path)"
+            )
+        else:
+            problem = f"project key {mask_key(self.config.project_key)} was refused"
         self.disabled = f"{problem} ({_describe(answer)})"
         logger.error(
             "lunatrace: %s; sending stopped and events are kept in %s. Fix the configuration, "
