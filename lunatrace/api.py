@@ -56,17 +56,31 @@ def _config_from_environment() -> Config:
     """Settings from the environment; a bad variable is logged and only it is ignored.
 
     Tracing must not stop an app from starting, and one mistyped variable must not
-    silently drop the others (the project key above all).
+    silently drop the others (the project key above all). A bad server URL is the
+    exception: its default is Lunary's cloud, and a self-hosted user's prompts and key
+    must never go there by mistake, so nothing is sent anywhere and events are kept in
+    the local store instead.
     """
     env = dict(os.environ)
     while True:
         try:
-            return Config.resolve(env=env)
+            config = Config.resolve(env=env)
         except ConfigError as exc:
             names = ENVIRONMENT_VARIABLES.get(exc.setting or "", ())
+            if exc.setting == "api_url":
+                for name in (*names, *ENVIRONMENT_VARIABLES["project_key"]):
+                    env.pop(name, None)
+                logger.error(
+                    "lunatrace: %s; NOTHING IS SENT to any server until it is fixed: events are kept in "
+                    "the local store (upload them with `lunatrace push` once LUNARY_API_URL is right)",
+                    exc,
+                )
+                continue
             logger.error("lunatrace: %s; using the default for that setting", exc)
             if not any(env.pop(name, None) is not None for name in names):
                 return Config.resolve(env={})
+            continue
+        return config
 
 
 def configure(**settings: Any) -> Config:

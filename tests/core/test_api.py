@@ -146,3 +146,20 @@ def test_everything_is_exported() -> None:
     ):
         assert name in lunatrace.__all__
         assert getattr(lunatrace, name) is not None
+
+
+def test_a_bad_server_url_sends_nothing_anywhere_and_keeps_events_locally(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A self-hosted server's address without its scheme: falling back to the default URL
+    # would send the prompts (and the key) to Lunary's cloud.
+    monkeypatch.setenv("LUNARY_PUBLIC_KEY", str(uuid.uuid4()))
+    monkeypatch.setenv("LUNARY_API_URL", "lunary.internal.corp:3333")
+    with caplog.at_level(logging.ERROR, logger="lunatrace"):
+        config = lunatrace.get_tracer().config
+    assert not config.uses_server
+    assert "NOTHING IS SENT" in caplog.text and "LUNARY_API_URL" in caplog.text
+    answer("kept")
+    assert lunatrace.flush(10)
+    stats = lunatrace.stats()
+    assert (stats["stored"], stats["sent"]) == (2, 0)
