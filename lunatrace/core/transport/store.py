@@ -13,6 +13,7 @@ and assemble them; the ``traces`` table is maintained on append so listing stays
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sqlite3
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+logger = logging.getLogger("lunatrace")
 
 # Delivery state of a stored event.
 DELIVERED = 0
@@ -216,7 +219,7 @@ class EventStore:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _create_private(self.path)
             self._db = sqlite3.connect(
                 str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None, check_same_thread=False
             )
@@ -498,6 +501,35 @@ class EventStore:
             "pending": counts["spooled"] + counts["local"],
             **counts,
         }
+
+
+_WARNED_OPEN: set[Path] = set()
+
+
+def _create_private(path: Path) -> None:
+    """Create the store's folder (0700) and file (0600) readable by their owner only.
+
+    The store holds prompts and answers. SQLite gives its ``-wal`` and ``-shm`` files the
+    database file's permissions, so creating the file first covers them too. A store
+    that already exists is left as it is, with one warning if others can read it.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return
+    except FileExistsError:
+        pass
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077 and path not in _WARNED_OPEN:
+        _WARNED_OPEN.add(path)
+        logger.warning(
+            "lunatrace: the store %s is readable by other users (mode %o); it holds your prompts and "
+            "answers: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )
 
 
 def lease_owner(tag: str) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import os
 import sqlite3
 import uuid
 from pathlib import Path
@@ -177,3 +179,29 @@ def test_programs_opening_a_new_store_at_the_same_moment_all_get_it(tmp_path: Pa
             worker.join(30)
         outcomes += [results.get(timeout=5) for _ in workers]
     assert outcomes == ["ok"] * 50
+
+
+def test_a_new_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # the usual default, under which files come out 0644
+    try:
+        path = tmp_path / "home" / ".lunatrace" / "events.db"
+        store = EventStore(path)
+        store.append([{"type": "chain", "event": "start", "runId": "r", "timestamp": "x"}], delivered=False)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in path.parent.iterdir()}
+    finally:
+        os.umask(old)
+    assert path.parent.stat().st_mode & 0o777 == 0o700
+    assert modes == {"events.db": 0o600, "events.db-wal": 0o600, "events.db-shm": 0o600}
+
+
+def test_an_existing_store_others_can_read_is_reported_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    EventStore(path).close()
+    path.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="lunatrace"):
+        EventStore(path).close()
+        EventStore(path).close()
+    assert caplog.text.count("readable by other users") == 1
+    assert "chmod 600" in caplog.text
