@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from lunatrace.core import context
+from lunatrace.core import context, processes
 from lunatrace.core.config import ENVIRONMENT_VARIABLES, Config, ConfigError
 from lunatrace.core.events import new_run_id
 from lunatrace.core.serialize import FieldEncoder
@@ -47,7 +47,7 @@ def get_tracer() -> Tracer:
         if _tracer is None:
             _tracer = _new_tracer(_config_from_environment())
             if not _atexit_registered:
-                atexit.register(_flush_at_exit)
+                _register_exit_flush()
                 _atexit_registered = True
         return _tracer
 
@@ -95,7 +95,7 @@ def configure(**settings: Any) -> Config:
     with _lock:
         previous, _tracer = _tracer, _new_tracer(config)
         if not _atexit_registered:
-            atexit.register(_flush_at_exit)
+            _register_exit_flush()
             _atexit_registered = True
     if previous is not None:
         previous.shutdown(previous.config.exit_timeout)
@@ -121,6 +121,13 @@ def stats() -> dict[str, int]:
     """Event counts of the current sink: queued, sent, retried, spooled, stored, dropped, failed."""
     sink_stats = getattr(get_tracer().sink, "stats", None)
     return dict(sink_stats()) if callable(sink_stats) else {}
+
+
+def _register_exit_flush() -> None:
+    """Flush at interpreter exit, and at the endings that skip ``atexit`` (SIGTERM with
+    its default handler, multiprocessing children): see ``core.processes``."""
+    atexit.register(_flush_at_exit)
+    processes.install(_flush_at_exit)
 
 
 def _flush_at_exit() -> None:

@@ -35,6 +35,7 @@ from lunatrace.core.events import (
     new_run_id,
     run_id_str,
 )
+from lunatrace.core.processes import in_multiprocessing_child
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import Sink
 
@@ -131,6 +132,7 @@ class Tracer:
         self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
         self._last_sweep = perf_counter_ns()
         self._exchanges = Exchanges()
+        self._child_flushed = True
         self.errors = 0
 
     # --- emission -----------------------------------------------------------------
@@ -376,6 +378,8 @@ class Tracer:
                         state.prompt,
                     )
                 )
+            if state.root_id == rid or state.root_id not in self._runs:
+                self.root_ended()
             return True
         except Exception as exc:  # noqa: BLE001
             self._failed("end of run", exc)
@@ -402,6 +406,8 @@ class Tracer:
                 else {"message": str(error), "stack": ""}
             )
             self._emit(build("error", state.run_type, rid, error=payload, metadata=metadata or None))
+            if state.root_id == rid or state.root_id not in self._runs:
+                self.root_ended()
             return True
         except Exception as exc:  # noqa: BLE001
             self._failed("error of run", exc)
@@ -431,6 +437,8 @@ class Tracer:
                 raise ValueError("feedback needs at least one of thumb, comment, rating, emoji")
             rid = self.server_id(run_id)
             self._emit(build("feedback", self.run_type(rid) or "chain", rid, feedback=body))
+            if context.current_run_id() is None:
+                self.root_ended()
             return True
         except Exception as exc:  # noqa: BLE001
             self._failed("feedback", exc)
@@ -489,11 +497,25 @@ class Tracer:
                         ),
                     )
                 )
+            if context.current_run_id() is None:
+                self.root_ended()
         except Exception as exc:  # noqa: BLE001
             self._failed("thread message", exc)
         return mid
 
     # --- housekeeping ---------------------------------------------------------------
+
+    def root_ended(self) -> None:
+        """The outermost run of some work ended (or an event outside any run was sent).
+
+        In a process started by ``multiprocessing`` it is delivered now: such a process
+        ends without ``atexit`` (a pool worker is terminated), so this is the last moment
+        known to come before its result is handed back (see :mod:`~lunatrace.core.processes`).
+        """
+        if in_multiprocessing_child():
+            # After a flush that timed out (the server is slow or down), wait only briefly:
+            # each task would otherwise pay the whole timeout.
+            self._child_flushed = self.flush(self.config.exit_timeout if self._child_flushed else 0.05)
 
     @property
     def open_runs(self) -> int:

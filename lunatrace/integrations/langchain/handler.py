@@ -99,6 +99,8 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
                 get_tracer().queue_record(runs.build_end, self, hook, run_id, outcome, kwargs.get("inputs"))
             if self._exchanges:
                 self._close_exchange(run_id, outcome if reply is None else reply(outcome))
+            if parent_run_id is None:
+                get_tracer().root_ended()
         except Exception as exc:  # noqa: BLE001 - never break the user's run
             self._failed(hook, exc)
 
