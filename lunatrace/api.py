@@ -88,12 +88,17 @@ def configure(**settings: Any) -> Config:
 
     Explicit values win over the environment. Raises :class:`ConfigError` naming the
     first invalid setting; the previous configuration then stays in force. Events
-    emitted under the previous configuration are flushed before the switch.
+    emitted under the previous configuration are flushed before the switch, and runs
+    still open then end under the new one.
     """
     global _tracer, _atexit_registered
     config = Config.resolve(**settings)
     with _lock:
-        previous, _tracer = _tracer, _new_tracer(config)
+        tracer = _new_tracer(config)
+        if _tracer is not None:
+            _tracer.flush(_tracer.config.exit_timeout)  # its starts go before the new ends
+            tracer.take_open_runs(_tracer)
+        previous, _tracer = _tracer, tracer
         if not _atexit_registered:
             _register_exit_flush()
             _atexit_registered = True

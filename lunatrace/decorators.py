@@ -63,13 +63,16 @@ class _Run:
         except Exception as exc:  # noqa: BLE001 - the traced call must run regardless
             logger.warning("lunatrace: %s is not traced (%s: %s)", options.name, type(exc).__name__, exc)
 
+    # The end goes to the tracer of the moment: a ``configure()`` while the run was open
+    # hands its open runs to the new tracer (see ``api.configure``).
+
     def end(self, output: Any) -> None:
         if self.tracer is not None:
-            self.tracer.end_run(self.run_id, output if self.options.capture_output else None)
+            get_tracer().end_run(self.run_id, output if self.options.capture_output else None)
 
     def fail(self, exc: BaseException) -> None:
         if self.tracer is not None:
-            self.tracer.error_run(self.run_id, exc)
+            get_tracer().error_run(self.run_id, exc)
 
 
 class _Options:

@@ -505,6 +505,13 @@ class Tracer:
 
     # --- housekeeping ---------------------------------------------------------------
 
+    def take_open_runs(self, previous: Tracer) -> None:
+        """Continue the runs ``previous`` has open (and know its recent ones), so that runs
+        open across a ``configure()`` end here rather than stay 'started' forever."""
+        self._runs.update(previous._runs)
+        self._recent.update(previous._recent)
+        self._exchanges = previous._exchanges
+
     def root_ended(self) -> None:
         """The outermost run of some work ended (or an event outside any run was sent).
 

@@ -12,6 +12,7 @@ import lunatrace
 from lunatrace import api
 from lunatrace.core.events import uuid_from_seed
 from lunatrace.core.transport import MemorySink
+from lunatrace.core.transport.store import EventStore
 from tests.support.fake_lunary import FakeLunary
 from tests.support.trees import assert_valid_tree, by_name, end_of
 
@@ -163,3 +164,19 @@ def test_a_bad_server_url_sends_nothing_anywhere_and_keeps_events_locally(
     assert lunatrace.flush(10)
     stats = lunatrace.stats()
     assert (stats["stored"], stats["sent"]) == (2, 0)
+
+
+def test_a_run_open_across_configure_ends_under_the_new_configuration(tmp_path: Path) -> None:
+    store = tmp_path / "events.db"
+    lunatrace.configure(store_path=store)
+
+    @lunatrace.trace(name="spans", type="agent")
+    def spans() -> str:
+        lunatrace.configure(store_path=store, flush_interval=0.1)  # e.g. a settings reload
+        return "done"
+
+    spans()
+    assert lunatrace.flush(10)
+    assert lunatrace.stats()["stored"] == 1  # the end, counted by the tracer now in force
+    (summary,) = EventStore(store).list_traces()
+    assert (summary.name, summary.status) == ("spans", "success")
