@@ -35,6 +35,16 @@ def run(args: argparse.Namespace) -> int:
     if report.pending == 0:
         print(f"Nothing to push: every event in {path} is delivered.")
         return 0
+    if report.damaged:
+        damaged = f"{report.damaged} damaged event(s) in {path} set aside, not sent"
+        print(f"lunatrace push: {damaged}.", file=sys.stderr)
+    if report.configuration:
+        print(
+            f"lunatrace push: stopped: {report.problem}; {report.remaining} event(s) still pending. "
+            "Fix the configuration, then run `lunatrace push` again.",
+            file=sys.stderr,
+        )
+        return 1
     refused = f", {report.failed} refused by the server" if report.failed else ""
     print(f"Pushed {report.sent} event(s) in {report.requests} request(s) to {target}{refused}.")
     if report.problem:

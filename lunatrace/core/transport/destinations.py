@@ -18,7 +18,7 @@ from lunatrace.core.transport.batch import Item, as_pairs, split_batches
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.lanes import SlowLane
 from lunatrace.core.transport.sender import Counters, Sender
-from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner
+from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner, set_aside
 from lunatrace.core.transport.worker import Settle
 
 logger = logging.getLogger("lunatrace")
@@ -64,6 +64,8 @@ class Spool:
         try:
             self._store = EventStore(self.path)
         except StoreError as exc:
+            if exc.damaged:
+                return self.replace_damaged(exc)
             if self._failed_at is None:
                 logger.error(
                     "lunatrace: %s; events that cannot be kept meanwhile are lost (retrying every %.0f s)",
@@ -77,6 +79,26 @@ class Spool:
             self._failed_at = None
         return self._store
 
+    def replace_damaged(self, exc: StoreError) -> EventStore | None:
+        """Set a damaged store file aside and start a new one in its place (reported)."""
+        self._store = None
+        try:
+            kept = set_aside(self.path)
+            self._store = EventStore(self.path)
+        except (OSError, StoreError) as again:
+            logger.error(
+                "lunatrace: the store %s is damaged (%s); replacing it failed: %s", self.path, exc, again
+            )
+            self._failed_at = time.monotonic()
+            return None
+        logger.error(
+            "lunatrace: the store %s was damaged (%s); it is kept as %s and a new store is used",
+            self.path,
+            exc,
+            kept,
+        )
+        return self._store
+
     def has_pending(self) -> bool:
         if not self.path.exists():
             return False
@@ -84,15 +106,20 @@ class Spool:
         return store is not None and store.count_pending(include_local=False) > 0
 
     def write(self, items: list[Item]) -> None:
-        store = self.store()
-        try:
-            if store is None:
-                raise StoreError(f"the store {self.path} is unusable")
-            store.append_encoded(as_pairs(items), self.state)
-        except StoreError as exc:
-            self.counters.dropped += len(items)
-            logger.error("lunatrace: %d event(s) lost: %s", len(items), exc)
-            return
+        pairs = as_pairs(items)
+        for attempt in (1, 2):
+            store = self.store()
+            try:
+                if store is None:
+                    raise StoreError(f"the store {self.path} is unusable")
+                store.append_encoded(pairs, self.state)
+                break
+            except StoreError as exc:
+                if exc.damaged and attempt == 1 and self.replace_damaged(exc) is not None:
+                    continue  # a damaged file was set aside: write to the new one
+                self.counters.dropped += len(items)
+                logger.error("lunatrace: %d event(s) lost: %s", len(items), exc)
+                return
         if self.state == SPOOLED:
             self.counters.spooled += len(items)
         else:
@@ -151,7 +178,16 @@ class ServerDestination:
     def tick(self) -> None:
         self._collect_lane()
         if not self.online and time.monotonic() >= self._next_probe:
-            self._resend_spool()
+            try:
+                self._resend_spool()
+            except StoreError as exc:
+                # A spool that cannot be read must not stop live delivery: set a damaged
+                # file aside; otherwise send live and look at the spool again later.
+                if exc.damaged:
+                    self.spool.replace_damaged(exc)
+                else:
+                    logger.error("lunatrace: %s; sending new events directly meanwhile", exc)
+                self.online = True
 
     def _collect_lane(self) -> None:
         undelivered, settle = self.lane.collect(self.counters)
@@ -191,7 +227,9 @@ class ServerDestination:
             return
         try:
             while not self.stop.is_set():
+                seen = store.damaged
                 rows = store.pending(self.config.batch_max_events, include_local=False)
+                self.counters.failed += store.damaged - seen
                 if not rows:
                     self.online = True
                     return

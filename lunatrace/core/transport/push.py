@@ -29,18 +29,20 @@ class PushReport:
     failed: int = 0  # refused by the server for good
     remaining: int = 0  # still undelivered afterwards
     problem: str | None = None  # why the upload stopped early
+    configuration: bool = False  # the problem is the key or URL: trying again cannot help
+    damaged: int = 0  # rows that were not events (a damaged file), set aside unsent
 
 
 def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushReport:
     """Upload every undelivered event in ``store`` to ``config``'s server, oldest first."""
-    if dry_run:
-        pending = store.count_pending()
-        batches = -(-pending // config.batch_max_events)  # at least; the byte cap may add some
-        return PushReport(pending, batches, remaining=pending)
     if not config.uses_server:
         raise ConfigError(
             "no project key configured: set LUNARY_PUBLIC_KEY or LUNARY_PRIVATE_KEY to upload stored events"
         )
+    if dry_run:
+        pending = store.count_pending()
+        batches = -(-pending // config.batch_max_events)  # at least; the byte cap may add some
+        return PushReport(pending, batches, remaining=pending)
     report = PushReport(store.count_pending(), 0)
     owner = lease_owner("push")
     lease_ttl = 2 * config.retry_timeout + 60
@@ -64,11 +66,13 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
                 )
                 if rest:
                     report.problem = sender.disabled or f"the server at {config.api_url} is unavailable"
+                    report.configuration = sender.disabled is not None
                     break
             store.acquire_lease(SPOOL_LEASE, owner, lease_ttl)
     finally:
         store.release_lease(SPOOL_LEASE, owner)
         client.close()
     report.sent, report.failed, report.requests = counters.sent, counters.failed, sender.requests
+    report.damaged = store.damaged
     report.remaining = store.count_pending()
     return report

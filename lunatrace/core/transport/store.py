@@ -32,6 +32,7 @@ logger = logging.getLogger("lunatrace")
 DELIVERED = 0
 SPOOLED = 1  # the server could not take it; re-sent automatically
 LOCAL = 2  # recorded with no server configured; uploaded only by ``lunatrace push``
+DAMAGED = 3  # its body is not an event (a damaged file): set aside, never sent
 
 BUSY_TIMEOUT_MS = 30_000
 OPEN_RETRY_S = 0.02
@@ -80,7 +81,20 @@ CREATE TABLE IF NOT EXISTS leases (
 
 
 class StoreError(RuntimeError):
-    """The store file cannot be opened or read; the message names the file."""
+    """The store file cannot be opened or read; the message names the file.
+
+    ``damaged`` says the file itself is broken (not a database, a malformed page), as
+    opposed to a passing problem such as a lock or a permission.
+    """
+
+    def __init__(self, message: str, damaged: bool = False) -> None:
+        super().__init__(message)
+        self.damaged = damaged
+
+
+def _is_damage(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text)
 
 
 @dataclass
@@ -218,6 +232,8 @@ class EventStore:
     def __init__(self, path: Path) -> None:
         self.path = Path(path).expanduser()
         self._lock = threading.Lock()
+        self.damaged = 0  # rows set aside by this connection (see ``pending``)
+        self._damage_reported = False
         try:
             _create_private(self.path)
             self._db = sqlite3.connect(
@@ -226,7 +242,7 @@ class EventStore:
             self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             self._set_up()
         except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the lunatrace store {self.path}: {exc}") from None
+            raise StoreError(f"cannot open the lunatrace store {self.path}: {exc}", _is_damage(exc)) from None
 
     def _set_up(self) -> None:
         """WAL mode and the schema, retried while another process holds the database.
@@ -274,7 +290,7 @@ class EventStore:
             with self._lock:
                 return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
-            raise StoreError(f"cannot read the lunatrace store {self.path}: {exc}") from None
+            raise StoreError(f"cannot read the lunatrace store {self.path}: {exc}", _is_damage(exc)) from None
 
     # --- writing ----------------------------------------------------------------------
 
@@ -356,13 +372,38 @@ class EventStore:
     # --- delivery state ---------------------------------------------------------------
 
     def pending(self, limit: int, *, include_local: bool = True) -> list[tuple[int, dict[str, Any]]]:
-        """The oldest undelivered events, in stored order, as ``(row id, wire event)``."""
+        """The oldest undelivered events, in stored order, as ``(row id, wire event)``.
+
+        A row whose body is not an event (the file was damaged) is set aside as
+        ``DAMAGED`` and counted in :attr:`damaged`, so it never stops the rows after it.
+        """
         states = (SPOOLED, LOCAL) if include_local else (SPOOLED,)
         rows = self._query(
             f"SELECT id, body FROM events WHERE state IN ({','.join('?' * len(states))}) ORDER BY id LIMIT ?",
             (*states, limit),
         )
-        return [(int(row[0]), json.loads(row[1])) for row in rows]
+        events, damaged = _parse_rows(rows)
+        if damaged:
+            self._set_aside(damaged)
+        return events
+
+    def _set_aside(self, ids: list[int]) -> None:
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    f"UPDATE events SET state = {DAMAGED} WHERE id IN ({','.join('?' * len(ids))})", ids
+                )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write the lunatrace store {self.path}: {exc}") from None
+        self.damaged += len(ids)
+        if not self._damage_reported:
+            self._damage_reported = True
+            logger.error(
+                "lunatrace: %d damaged event(s) in %s could not be read; they are set aside (not sent) "
+                "and the rest is delivered. `lunatrace doctor` counts them.",
+                len(ids),
+                self.path,
+            )
 
     def count_pending(self, *, include_local: bool = True) -> int:
         states = (SPOOLED, LOCAL) if include_local else (SPOOLED,)
@@ -465,9 +506,15 @@ class EventStore:
         return int(self._query(f"SELECT COUNT(*) FROM traces{where}", params)[0][0])
 
     def trace_events(self, trace_id: str) -> list[dict[str, Any]]:
-        """Every wire event of a trace, in stored order (empty if the trace is unknown)."""
-        rows = self._query("SELECT body FROM events WHERE trace_id = ? ORDER BY id", (trace_id,))
-        return [json.loads(row[0]) for row in rows]
+        """Every readable wire event of a trace, in stored order (empty if the trace is
+        unknown); :meth:`damaged_in` counts the rows that could not be read."""
+        rows = self._query("SELECT id, body FROM events WHERE trace_id = ? ORDER BY id", (trace_id,))
+        return [event for _, event in _parse_rows(rows)[0]]
+
+    def damaged_in(self, trace_id: str) -> int:
+        """How many rows of a trace are damaged (set aside, or not yet found out)."""
+        rows = self._query("SELECT id, body FROM events WHERE trace_id = ? ORDER BY id", (trace_id,))
+        return len(_parse_rows(rows)[1])
 
     def find_trace(self, prefix: str) -> list[str]:
         """Trace ids starting with ``prefix`` (at most two: enough to tell unique from ambiguous)."""
@@ -483,8 +530,8 @@ class EventStore:
 
     def stats(self) -> dict[str, Any]:
         """Size on disk and event counts by delivery state."""
-        counts = dict.fromkeys(("delivered", "spooled", "local"), 0)
-        names = {DELIVERED: "delivered", SPOOLED: "spooled", LOCAL: "local"}
+        counts = dict.fromkeys(("delivered", "spooled", "local", "damaged"), 0)
+        names = {DELIVERED: "delivered", SPOOLED: "spooled", LOCAL: "local", DAMAGED: "damaged"}
         for state, count in self._query("SELECT state, COUNT(*) FROM events GROUP BY state"):
             counts[names.get(int(state), "delivered")] += int(count)
         size = 0
@@ -552,6 +599,20 @@ def owner_gone(owner: str) -> bool:
     return False
 
 
+def set_aside(path: Path) -> Path:
+    """Move a damaged store (and its WAL files) out of the way; return its new name.
+
+    Its events stay there for whoever wants to recover them; a new store is then made
+    in its place, so a broken file does not cost every later event.
+    """
+    kept = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(str(path) + suffix)
+        if source.exists():
+            os.replace(source, str(kept) + suffix)
+    return kept
+
+
 def open_existing(path: Path) -> EventStore:
     """The store at ``path`` for reading; :class:`StoreError` if there is none yet (reading
     must not leave an empty store behind)."""
@@ -559,6 +620,22 @@ def open_existing(path: Path) -> EventStore:
     if not path.is_file():
         raise StoreError(f"no lunatrace store at {path} yet: run traced code first")
     return EventStore(path)
+
+
+def _parse_rows(rows: Sequence[Any]) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
+    """``(row id, event)`` for rows whose body is a JSON object; the ids of the others."""
+    events: list[tuple[int, dict[str, Any]]] = []
+    damaged: list[int] = []
+    for row_id, body in rows:
+        try:
+            event = json.loads(body)
+        except (TypeError, ValueError):
+            event = None
+        if isinstance(event, dict):
+            events.append((int(row_id), event))
+        else:
+            damaged.append(int(row_id))
+    return events, damaged
 
 
 def _statements(script: str) -> list[str]:
