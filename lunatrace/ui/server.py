@@ -1,10 +1,12 @@
 """The local viewer's HTTP server: read-only, stdlib only, loopback by default.
 
 Traces hold untrusted text, so beyond escaping every value the server sends a
-Content-Security-Policy that forbids all scripts: even a rendering bug could not run a
-traced prompt's ``<script>``. Requests whose ``Host`` header does not name the loopback
-address are refused when bound to loopback, so a web page cannot reach the viewer by
-DNS rebinding.
+Content-Security-Policy that forbids all scripts on every response, errors included:
+even a rendering bug could not run a traced prompt's ``<script>``. Every request passes
+one gate before it is dispatched: while bound to loopback, a ``Host`` header other than
+the exact address and port the viewer listens on (see :mod:`lunatrace.ui.hosts`) gets
+403, so a web page cannot reach the viewer by DNS rebinding; a method other than
+``GET``/``HEAD`` gets 405.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from lunatrace.core.transport.store import EventStore, StoreError, open_existing
+from lunatrace.ui.hosts import allowed_hosts
+from lunatrace.ui.hosts import is_loopback as is_loopback  # re-exported for ``lunatrace ui``
 from lunatrace.ui.pages import PAGE_SIZE, ListQuery, list_page, not_found_page, trace_page
 from lunatrace.view.load import TraceNotFound, load_trace
 
@@ -36,12 +40,11 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+READ_METHODS = ("GET", "HEAD")
+ALLOW = ", ".join(READ_METHODS)
 _TRACE_PATH = re.compile(r"^/trace/([^/]+)$")
-
-
-def is_loopback(host: str) -> bool:
-    return host in LOOPBACK_HOSTS or host.startswith("127.")
+_MAX_DISCARDED_BODY = 1 << 20
+_DISCARD_TIMEOUT_S = 2.0
 
 
 class ViewerServer(ThreadingHTTPServer):
@@ -55,6 +58,8 @@ class ViewerServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, ViewerHandler)
+        # ``server_address`` is what the socket really bound: a resolved, canonical address.
+        self.allowed_hosts = allowed_hosts(self.host, int(self.server_address[1]))
         self.store_path = Path(store_path).expanduser()
         self._store: EventStore | None = None
         self._store_lock = threading.Lock()
@@ -96,30 +101,63 @@ class ViewerHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         logger.debug("lunatrace ui: " + format, *args)
 
+    def parse_request(self) -> bool:
+        """Parse, then refuse what the viewer must not answer, before any dispatch.
+
+        The base class would answer an unknown method with 501 and none of the security
+        headers; refusing here covers every method, including ones no ``do_`` names.
+        """
+        if not super().parse_request():
+            return False
+        if not self._host_allowed():
+            self._refuse(HTTPStatus.FORBIDDEN, "Unexpected Host header.", {})
+            return False
+        if self.command not in READ_METHODS:
+            self._refuse(HTTPStatus.METHOD_NOT_ALLOWED, "The viewer is read-only.", {"Allow": ALLOW})
+            return False
+        return True
+
+    def _host_allowed(self) -> bool:
+        allowed = self.server.allowed_hosts
+        if allowed is None:
+            return True
+        hosts = self.headers.get_all("Host") or []
+        return len(hosts) == 1 and hosts[0].strip().lower() in allowed
+
+    def _refuse(self, status: HTTPStatus, message: str, extra: dict[str, str]) -> None:
+        """Answer ``status`` and close: a refused request's body is never parsed as the next."""
+        self._discard_body()
+        headers = {**extra, "Connection": "close"}
+        self._send(status, message, "text/plain; charset=utf-8", headers, head_only=self.command == "HEAD")
+
+    def _discard_body(self) -> None:
+        """Read a small body sent with a refused request: closing with unread data makes the
+        kernel reset the connection, and the client could lose the answer. A body that is
+        announced but not sent is given up on soon, so it cannot hold the thread."""
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            return
+        if 0 < length <= _MAX_DISCARDED_BODY:
+            try:
+                self.connection.settimeout(_DISCARD_TIMEOUT_S)
+                self.rfile.read(length)
+            except OSError:
+                pass
+
+    def end_headers(self) -> None:
+        """Every response carries the security headers, the base class's own errors too."""
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
+
     def do_GET(self) -> None:
         self._respond(head_only=False)
 
     def do_HEAD(self) -> None:
         self._respond(head_only=True)
 
-    def _refuse(self) -> None:
-        self._send(
-            HTTPStatus.METHOD_NOT_ALLOWED, "The viewer is read-only.", "text/plain", {"Allow": "GET, HEAD"}
-        )
-
-    do_POST = do_PUT = do_DELETE = do_PATCH = _refuse
-
-    def _host_allowed(self) -> bool:
-        if not is_loopback(self.server.host):
-            return True
-        host = self.headers.get("Host", "")
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        return is_loopback(name.lower())
-
     def _respond(self, head_only: bool) -> None:
-        if not self._host_allowed():
-            self._send(HTTPStatus.FORBIDDEN, "Unexpected Host header.", "text/plain", head_only=head_only)
-            return
         url = urlsplit(self.path)
         try:
             status, body = self._route(url.path, parse_qs(url.query))
@@ -159,7 +197,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
     ) -> None:
         data = body.encode("utf-8")
         self.send_response(status)
-        for name, value in {**SECURITY_HEADERS, **(extra or {})}.items():
+        for name, value in (extra or {}).items():
             self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))

@@ -7,41 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 import lunatrace
 from lunatrace.core.transport.store import EventStore
-from lunatrace.ui.server import CSP, ViewerServer, make_server
-
-
-def store_path() -> Path:
-    return lunatrace.get_tracer().config.store_path
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[], ViewerServer]]:
-    """Start a viewer on a free port over the test's store (record traces before the request)."""
-    servers: list[ViewerServer] = []
-    threads: list[threading.Thread] = []
-
-    def start() -> ViewerServer:
-        server = make_server(store_path(), "127.0.0.1", 0)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        servers.append(server)
-        threads.append(thread)
-        return server
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-    for thread in threads:
-        thread.join(5)
+from lunatrace.ui.server import CSP, ViewerServer
+from tests.view.conftest import store_path
 
 
 def get(
@@ -84,7 +56,7 @@ def rows(body: str) -> list[str]:
     return [part.split('"', 1)[0] for part in body.split('<tr data-trace-id="')[1:]]
 
 
-def test_list_newest_first_with_filters(serve: Callable[[], ViewerServer]) -> None:
+def test_list_newest_first_with_filters(serve: Callable[..., ViewerServer]) -> None:
     record_traces()
     server = serve()
     status, headers, body = get(server, "/")
@@ -109,7 +81,7 @@ def test_list_newest_first_with_filters(serve: Callable[[], ViewerServer]) -> No
     assert rows(nothing) == [] and 'id="no-match"' in nothing and 'id="empty-state"' not in nothing
 
 
-def test_pagination(serve: Callable[[], ViewerServer]) -> None:
+def test_pagination(serve: Callable[..., ViewerServer]) -> None:
     step = lunatrace.trace(name="tick")(lambda i: i)
     for i in range(30):
         step(i)
@@ -124,7 +96,7 @@ def test_pagination(serve: Callable[[], ViewerServer]) -> None:
     assert len(rows(get(server, "/?page=junk")[2])) == 25
 
 
-def test_trace_page_and_not_found(serve: Callable[[], ViewerServer]) -> None:
+def test_trace_page_and_not_found(serve: Callable[..., ViewerServer]) -> None:
     record_traces()
     server = serve()
     failing = rows(get(server, "/?status=error")[2])[0]
@@ -139,7 +111,7 @@ def test_trace_page_and_not_found(serve: Callable[[], ViewerServer]) -> None:
     assert get(server, "/nothing/here")[0] == 404
 
 
-def test_read_only_and_loopback_host_only(serve: Callable[[], ViewerServer]) -> None:
+def test_read_only_and_loopback_host_only(serve: Callable[..., ViewerServer]) -> None:
     server = serve()
     assert get(server, "/", method="POST")[0] == 405
     assert get(server, "/", method="DELETE")[0] == 405
@@ -149,7 +121,7 @@ def test_read_only_and_loopback_host_only(serve: Callable[[], ViewerServer]) -> 
     assert status == 200 and body == "" and int(headers["Content-Length"]) > 0
 
 
-def test_empty_store_explains_how_to_record(serve: Callable[[], ViewerServer]) -> None:
+def test_empty_store_explains_how_to_record(serve: Callable[..., ViewerServer]) -> None:
     server = serve()
     status, _, body = get(server, "/")
     assert status == 200
@@ -160,7 +132,7 @@ def test_empty_store_explains_how_to_record(serve: Callable[[], ViewerServer]) -
     assert get(server, "/trace/abc")[0] == 404
 
 
-def test_store_created_after_start_is_picked_up(serve: Callable[[], ViewerServer]) -> None:
+def test_store_created_after_start_is_picked_up(serve: Callable[..., ViewerServer]) -> None:
     server = serve()
     assert 'id="empty-state"' in get(server, "/")[2]
     EventStore(store_path()).close()  # an existing but empty store: still the empty state
