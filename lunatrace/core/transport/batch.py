@@ -19,7 +19,7 @@ class Item:
     needs the text alone.
     """
 
-    __slots__ = ("_header", "_wire", "body", "raw", "row")
+    __slots__ = ("_header", "_wire", "body", "kept", "raw", "row")
 
     def __init__(
         self,
@@ -33,6 +33,7 @@ class Item:
         self.body = body
         self.row = row
         self._header: tuple[str, str, str, str | None] | None = None
+        self.kept = False  # written to the store (see ``Spool.write``)
 
     @classmethod
     def stored(cls, row: int, wire: dict[str, Any]) -> Item:

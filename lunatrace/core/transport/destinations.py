@@ -54,6 +54,7 @@ class Spool:
         self.state = state
         self._store: EventStore | None = None
         self._failed_at: float | None = None
+        self._write_lock = threading.Lock()
 
     def store(self) -> EventStore | None:
         if self._store is not None:
@@ -106,6 +107,19 @@ class Spool:
         return store is not None and store.count_pending(include_local=False) > 0
 
     def write(self, items: list[Item]) -> None:
+        """Keep ``items`` in the store, each once.
+
+        The worker and, at shutdown, the thread taking over from it may both hold the
+        same items (the worker's write can be stuck on a store another program locked):
+        writes are serialised, and items already kept are left out.
+        """
+        with self._write_lock:
+            items = [item for item in items if not item.kept]
+            if items and self._append(items):
+                for item in items:
+                    item.kept = True
+
+    def _append(self, items: list[Item]) -> bool:
         pairs = as_pairs(items)
         for attempt in (1, 2):
             store = self.store()
@@ -119,14 +133,16 @@ class Spool:
                     continue  # a damaged file was set aside: write to the new one
                 self.counters.dropped += len(items)
                 logger.error("lunatrace: %d event(s) lost: %s", len(items), exc)
-                return
+                return False
         if self.state == SPOOLED:
             self.counters.spooled += len(items)
         else:
             self.counters.stored += len(items)
+        return True
 
     def after_fork(self) -> None:
         self._store = None  # a SQLite connection must not cross fork()
+        self._write_lock = threading.Lock()  # another thread may have held it at the fork
 
 
 class ServerDestination:
@@ -167,8 +183,8 @@ class ServerDestination:
                 self._go_offline()
         if rest:
             self.finish()  # the lane's events are older: they reach the spool first
-            if settle(rest):
-                self.spool.write(rest)
+            self.spool.write(rest)  # first: a write stuck on a locked store is taken over
+            settle(rest)
 
     def finish(self) -> None:
         """Wait until the slow lane has sent (or handed back) everything it holds."""
@@ -193,8 +209,8 @@ class ServerDestination:
         undelivered, settle = self.lane.collect(self.counters)
         if undelivered:
             self._go_offline()
-            if settle(undelivered):
-                self.spool.write(undelivered)
+            self.spool.write(undelivered)
+            settle(undelivered)
 
     def keep(self, items: list[Item]) -> None:
         self.spool.write(items)
@@ -274,8 +290,8 @@ class StoreDestination:
             )
 
     def deliver(self, items: list[Item], settle: Settle) -> None:
-        if settle(items):
-            self.spool.write(items)
+        self.spool.write(items)  # first: a write stuck on a locked store is taken over
+        settle(items)
 
     def tick(self) -> None:
         """Nothing to retry: the store is written synchronously."""

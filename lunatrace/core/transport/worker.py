@@ -175,14 +175,21 @@ class BatchWorker:
             remaining = TAKEOVER_GRACE_S if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining + TAKEOVER_GRACE_S)
             if thread.is_alive():
-                self._take_over()
+                self._take_over(deadline)
         else:
-            self._take_over()
+            self._take_over(deadline)
         self.destination.close()
         return flushed
 
-    def _take_over(self) -> None:
-        """Keep the worker's batch in flight and the rest of the queue, from this thread."""
+    def _take_over(self, deadline: float | None = None) -> None:
+        """Keep the worker's batch in flight and the rest of the queue, within a bound.
+
+        Encoding runs the application's code (a ``__repr__``, the mask hook) and keeping
+        may wait on a locked store: both happen on a thread of their own, so the exiting
+        thread never runs user code, and waits until ``deadline`` (at least
+        :data:`TAKEOVER_GRACE_S`). What is not kept by then is counted as dropped and
+        reported.
+        """
         with self._handoff:
             self._abandoned = True
             items = list(self._inflight.values())
@@ -194,9 +201,31 @@ class BatchWorker:
                 else:
                     self._taken += 1
                     items.append(Item(raw))
-        encoded = [item for item in items if self._encode(item)]
-        if encoded:
-            self.destination.keep(encoded)
+        if not items:
+            return
+        kept = threading.Event()
+
+        def keep() -> None:
+            try:
+                encoded = [item for item in items if self._encode(item)]
+                if encoded:
+                    self.destination.keep(encoded)
+            except Exception as exc:  # noqa: BLE001 - reported below as events not kept
+                logger.warning("lunatrace: could not keep events at exit (%s: %s)", type(exc).__name__, exc)
+                return
+            kept.set()
+
+        keeper = threading.Thread(target=keep, name="lunatrace-exit", daemon=True)
+        keeper.start()
+        budget = TAKEOVER_GRACE_S if deadline is None else max(TAKEOVER_GRACE_S, deadline - time.monotonic())
+        if not kept.wait(budget):
+            self.counters.dropped += len(items)
+            logger.error(
+                "lunatrace: %d event(s) could not be kept at exit within the exit timeout (encoding them, "
+                "or writing them to %s, did not finish); they are lost",
+                len(items),
+                self.config.store_path,
+            )
 
     def stats(self) -> dict[str, int]:
         """Event counts: queued (ever accepted), sent, retried, spooled, stored, dropped, failed."""
