@@ -311,8 +311,8 @@ def test_secrets_never_reach_the_server(traced_to_server: FakeLunary) -> None:
     assert provider_key not in text
     assert "abc123" not in text and '"s3"' not in text
     llm = by_name(events, "gpt-4")[0]
-    assert llm["params"] == {"api_key": REDACTED, "max_tokens": 64, "temperature": 0}
-    assert llm["metadata"]["prompt_tokens"] == 3  # counters are not secrets
+    assert llm["params"] == {"apiKey": REDACTED, "maxTokens": 64, "temperature": 0}
+    assert llm["metadata"]["promptTokens"] == 3  # counters are not secrets
     assert end_of(events, llm["runId"])["tokensUsage"] == {"prompt": 3, "completion": 1}
     assert_valid_tree(events)
     assert [e["event"] for e in events if e["event"] not in ("start", "end")] == ["feedback", "chat"]

@@ -99,9 +99,9 @@ def test_demo_with_a_key_sends_everything_to_the_server(lunary_server: FakeLunar
     assert "your Lunary dashboard" in result.stdout
     events = lunary_server.events
     assert not lunary_server.rejected and not lunary_server.unmatched
-    # the only run started under a parent that had no start is the work for a thread message
+    # the work for a thread message starts under the message's own (chat) run: no orphan
     (recommender,) = by_name(events, "book_recommender")
-    assert lunary_server.orphans == [recommender["runId"]]
+    assert lunary_server.orphans == []
     runs = [e for e in events if e["event"] in ("start", "end", "error")]
     assert_valid_tree(runs, allow_parents=[e["runId"] for e in events if e["event"] == "chat"])
     for name in ("travel_agent", "get_weather", "get_local_time", "support_graph", "RetrieverQueryEngine"):
@@ -109,5 +109,9 @@ def test_demo_with_a_key_sends_everything_to_the_server(lunary_server: FakeLunar
     messages = [e for e in events if e["event"] == "chat"]
     assert [m["message"]["role"] for m in messages] == ["user", "assistant"]
     assert recommender["parentRunId"] == messages[0]["runId"]
+    # the server merges the exchange into one chat run, which takes the assistant message's id
+    exchange, work = lunary_server.run(messages[1]["runId"]), lunary_server.run(recommender["runId"])
+    assert exchange is not None and work is not None
+    assert exchange["type"] == "chat" and work["parent_run_id"] == exchange["id"]
     feedback = [e for e in events if e["event"] == "feedback"]
     assert feedback and feedback[0]["feedback"] == {"thumb": "up", "comment": "Great pick!"}

@@ -70,8 +70,8 @@ def test_create_agent_with_two_tools(events_of: Any) -> None:
     nodes = children(events, root["runId"])
     assert [n["name"] for n in nodes] == ["model", "tools", "tools", "model"]
     assert all(n["type"] == "chain" for n in nodes)
-    assert [n["metadata"]["langgraph_node"] for n in nodes] == ["model", "tools", "tools", "model"]
-    assert [n["metadata"]["langgraph_step"] for n in nodes] == [1, 2, 2, 3]
+    assert [n["metadata"]["langgraphNode"] for n in nodes] == ["model", "tools", "tools", "model"]
+    assert [n["metadata"]["langgraphStep"] for n in nodes] == [1, 2, 2, 3]
     tools = [e for e in events if e["event"] == "start" and e["type"] == "tool"]
     assert sorted((t["name"], tool_call_id(events, t)) for t in tools) == [
         ("get_time", "call_2"),
@@ -85,11 +85,11 @@ def test_create_agent_with_two_tools(events_of: Any) -> None:
     assert [llm["parentRunId"] for llm in llms] == [nodes[0]["runId"], nodes[3]["runId"]]
     second_input = llms[1]["input"]
     assert [m["role"] for m in second_input] == ["system", "user", "assistant", "tool", "tool"]
-    assert second_input[2]["tool_calls"][1]["function"] == {
+    assert second_input[2]["toolCalls"][1]["function"] == {
         "name": "get_time",
         "arguments": '{"city": "Paris"}',
     }
-    assert {m.get("tool_call_id") for m in second_input[3:]} == {"call_1", "call_2"}
+    assert {m.get("toolCallId") for m in second_input[3:]} == {"call_1", "call_2"}
     assert end_of(events, llms[0]["runId"])["tokensUsage"] == {"prompt": 12, "completion": 7}
     final = end_of(events, root["runId"])["output"]["messages"]
     assert final[-1]["role"] == "assistant" and final[-1]["content"] == "Sunny, and it is noon."
@@ -129,7 +129,7 @@ def test_two_node_state_graph(events_of: Any) -> None:
     (root,) = children(events, None)
     assert root["name"] == "two_node_graph" and root["type"] == "chain"
     a, b = children(events, root["runId"])
-    assert (a["name"], a["metadata"]["langgraph_step"], b["name"], b["metadata"]["langgraph_step"]) == (
+    assert (a["name"], a["metadata"]["langgraphStep"], b["name"], b["metadata"]["langgraphStep"]) == (
         "a",
         1,
         "b",
@@ -163,9 +163,9 @@ def test_subgraph_and_parallel_branches(events_of: Any) -> None:
     (root,) = children(events, None)
     nodes = children(events, root["runId"])
     assert sorted(n["name"] for n in nodes[:2]) == ["fan_left", "fan_right"]
-    assert {n["metadata"]["langgraph_step"] for n in nodes[:2]} == {1}
+    assert {n["metadata"]["langgraphStep"] for n in nodes[:2]} == {1}
     nested = nodes[2]
-    assert nested["name"] == "nested" and nested["metadata"]["langgraph_step"] == 2
+    assert nested["name"] == "nested" and nested["metadata"]["langgraphStep"] == 2
     sub_nodes = [e for e in events if e["event"] == "start" and e["name"] == "inner"]
     assert len(sub_nodes) == 1
     # The subgraph's run sits under the "nested" node; "inner" is inside it.
@@ -245,7 +245,7 @@ def test_agent_tool_calls_arguments_are_json_strings(events_of: Any) -> None:
     events = events_of()
     llm = next(e for e in events if e["event"] == "start" and e["type"] == "llm")
     out = end_of(events, llm["runId"])["output"]
-    arguments = out["tool_calls"][0]["function"]["arguments"]
+    arguments = out["toolCalls"][0]["function"]["arguments"]
     assert isinstance(arguments, str) and json.loads(arguments) == {"city": "São Paulo"}
 
 

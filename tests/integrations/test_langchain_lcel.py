@@ -228,9 +228,9 @@ def test_tool_calling_model_usage_params_and_tool_call_json(events_of: Any) -> N
     (llm,) = children(events, None)
     assert llm["name"] == "fake-model-1"  # ls_model_name, not the class
     assert llm["params"]["temperature"] == 0.3
-    assert llm["params"]["max_tokens"] == 256
+    assert llm["params"]["maxTokens"] == 256
     assert llm["params"]["stop"] == ["END"]
-    assert llm["params"]["tool_choice"] == "auto"
+    assert llm["params"]["toolChoice"] == "auto"
     assert llm["params"]["tools"][0]["function"]["name"] == "get_weather"
     assert llm["input"] == [
         {"role": "system", "content": "sys"},
@@ -238,13 +238,13 @@ def test_tool_calling_model_usage_params_and_tool_call_json(events_of: Any) -> N
             "role": "user",
             "content": [
                 {"type": "text", "text": "what is this?"},
-                {"type": "image_url", "image_url": {"url": "https://x/cat.png"}},
+                {"type": "image_url", "imageUrl": {"url": "https://x/cat.png"}},
             ],
         },
         {
             "role": "assistant",
             "content": "",
-            "tool_calls": [
+            "toolCalls": [
                 {
                     "type": "function",
                     "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
@@ -252,7 +252,7 @@ def test_tool_calling_model_usage_params_and_tool_call_json(events_of: Any) -> N
                 }
             ],
         },
-        {"role": "tool", "content": "19C", "tool_call_id": "c0"},
+        {"role": "tool", "content": "19C", "toolCallId": "c0"},
         {"role": "function", "content": "{}", "name": "legacy_fn"},
         {"role": "critic", "content": "be careful"},
     ]
@@ -261,7 +261,7 @@ def test_tool_calling_model_usage_params_and_tool_call_json(events_of: Any) -> N
     assert end["tokensUsage"] == {"prompt": 12, "completion": 7, "promptCached": 4}
     assert "tokensEstimated" not in end.get("metadata", {})
     assert end["metadata"]["responseModel"] == "fake-model-1-2026"
-    (call,) = end["output"]["tool_calls"]
+    (call,) = end["output"]["toolCalls"]
     assert call == {
         "type": "function",
         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
@@ -288,7 +288,7 @@ def test_streaming_with_tool_calls_merges_chunks(events_of: Any) -> None:
     end = end_of(events, llm["runId"])
     assert end["output"]["role"] == "assistant"
     assert end["output"]["content"].strip() == "Checking the weather"
-    assert end["output"]["tool_calls"] == [
+    assert end["output"]["toolCalls"] == [
         {"type": "function", "function": {"name": "w", "arguments": '{"c": "P"}'}, "id": "k1"}
     ]
     assert end["tokensUsage"] == {"prompt": 12, "completion": 7}  # from the final chunk
@@ -334,7 +334,7 @@ def test_usage_from_llm_output_when_messages_have_none(events_of: Any) -> None:
     assert_valid_tree(events)
     start = events[0]
     assert start["name"] == "gpt-4o-mini"  # from the serialized kwargs
-    assert start["params"] == {"temperature": 0.2, "max_tokens": 5, "n": 2}
+    assert start["params"] == {"temperature": 0.2, "maxTokens": 5, "n": 2}
     assert "sk-secret" not in json.dumps(events)
     end = end_of(events, str(run_id))
     assert end["tokensUsage"] == {"prompt": 9, "completion": 3, "promptCached": 2}

@@ -72,7 +72,7 @@ def test_query_is_one_tree_with_one_llm_run(traced_to_server: Any) -> None:
     assert {n["text"] for n in nodes} <= set(F.TEXTS) and len(nodes) == 2
     assert all(isinstance(n["score"], float) and n["id"] and n["metadata"]["source"] for n in nodes)
     llm = _only(starts_of(events, "llm"))
-    assert llm["params"] == {"max_tokens": 6}
+    assert llm["params"] == {"maxTokens": 6}
     assert llm["input"][0]["role"] == "user" and "What do cats do?" in llm["input"][0]["content"]
     llm_end = finish(events, llm["runId"])
     assert llm_end["output"] == {"role": "assistant", "content": str(answer)}
@@ -88,7 +88,7 @@ def test_provider_usage_model_and_params_of_a_custom_llm(traced_to_server: Any) 
     events = delivered(traced_to_server)
     start = _only(starts_of(events, "llm"))
     assert start["name"] == "scripted-1"
-    assert start["params"] == {"temperature": 0.3, "max_tokens": 64}
+    assert start["params"] == {"temperature": 0.3, "maxTokens": 64}
     end = finish(events, start["runId"])
     assert end["tokensUsage"] == {"prompt": 11, "completion": 7}
     assert end["metadata"] == {"responseModel": "scripted-1-2026"}
@@ -209,13 +209,13 @@ async def test_function_agent_with_a_failing_tool(traced_to_server: Any) -> None
 
     first_llm, second_llm = starts_of(events, "llm")
     assert [t["function"]["name"] for t in first_llm["params"]["tools"]] == ["get_weather", "get_traffic"]
-    calls = finish(events, first_llm["runId"])["output"]["tool_calls"]
+    calls = finish(events, first_llm["runId"])["output"]["toolCalls"]
     assert [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
         ("call-w", "get_weather", {"city": "Paris"}),
         ("call-t", "get_traffic", {"city": "Paris"}),
     ]
     tool_messages = [m for m in second_llm["input"] if m["role"] == "tool"]
-    assert {m["tool_call_id"] for m in tool_messages} == {"call-w", "call-t"}
+    assert {m["toolCallId"] for m in tool_messages} == {"call-w", "call-t"}
     # Each llm and tool run sits under the step that made it.
     by_id = {e["runId"]: e for e in starts_of(events)}
     assert {by_id[e["parentRunId"]]["name"] for e in starts_of(events, "llm")} == {"run_agent_step"}

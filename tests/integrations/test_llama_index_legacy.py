@@ -158,7 +158,7 @@ async def test_function_agent_reports_its_llm_calls(traced_to_server: Any) -> No
     # Workflow agents emit only LLM events on the legacy path (no tool or step events).
     assert shape(events) == [("llm", "MockFunctionCallingLLM", [])] * 2
     first, second = starts_of(events)
-    calls = finish(events, first["runId"])["output"]["tool_calls"]
+    calls = finish(events, first["runId"])["output"]["toolCalls"]
     assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
         ("get_weather", {"city": "Paris"}),
         ("get_traffic", {"city": "Paris"}),

@@ -95,7 +95,7 @@ def test_tool_call_blocks_and_tool_messages_in_openai_format(traced_to_server: A
         {
             "role": "assistant",
             "content": "Checking.",
-            "tool_calls": [
+            "toolCalls": [
                 {
                     "type": "function",
                     "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
@@ -103,9 +103,9 @@ def test_tool_call_blocks_and_tool_messages_in_openai_format(traced_to_server: A
                 }
             ],
         },
-        {"role": "tool", "content": "sunny", "tool_call_id": "c1", "name": "get_weather"},
+        {"role": "tool", "content": "sunny", "toolCallId": "c1", "name": "get_weather"},
     ]
-    assert json.loads(start["input"][1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris"}
+    assert json.loads(start["input"][1]["toolCalls"][0]["function"]["arguments"]) == {"city": "Paris"}
 
 
 def test_a_stream_failing_midway_is_an_error_on_its_llm_run(traced_to_server: Any) -> None:
