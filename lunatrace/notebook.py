@@ -42,9 +42,16 @@ def show(trace_id: str | None = None, *, display: bool = True) -> Trace | None:
     try:
         trace = load_trace(tracer.config.store_path, trace_id)
     except (TraceNotFound, StoreError) as exc:
-        where = (
-            f" (events are sent to {tracer.config.api_url}; look there)" if tracer.config.uses_server else ""
-        )
+        where = ""
+        if tracer.config.uses_server:
+            sender = getattr(getattr(tracer.sink, "destination", None), "sender", None)
+            problem = getattr(sender, "unreachable", None)
+            where = (
+                f" (the server at {tracer.config.api_url} cannot be reached: {problem}; events are retried,"
+                f" then kept in {tracer.config.store_path})"
+                if problem
+                else f" (events are sent to {tracer.config.api_url}; look there)"
+            )
         print(f"lunatrace: {exc}{where}", file=sys.stderr)
         return None
     if display:

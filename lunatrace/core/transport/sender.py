@@ -74,6 +74,7 @@ class Sender:
         self.stop = stop
         self.disabled: str | None = None  # why sending stopped for good (key or URL refused)
         self.requests = 0  # requests made, retries and 413 halves included
+        self.unreachable: str | None = None  # why the server gives no answer, while it gives none
         self._refused_runs: OrderedDict[str, None] = OrderedDict()  # runs whose start was refused
         self.server_runs = ServerRuns()
         self._failure_logs = 0
@@ -117,6 +118,7 @@ class Sender:
                 covered = f"the answer covers {len(answer.results)} of {len(part)} events"
                 answer = Answer(Kind.RETRY, answer.status, detail=covered)
             if answer.kind is Kind.OK:
+                self.unreachable = None
                 parts.pop(0)
                 failures = self._read_results(answer, retry or attempt > 0, part)
                 if on_settled(part):
@@ -131,6 +133,7 @@ class Sender:
             elif answer.kind is Kind.CONFIG:
                 self._disable(answer)
             else:
+                self._note_unreachable(answer)
                 attempt += 1
                 wait = backoff(attempt, answer.retry_after)
                 if time.monotonic() + wait > deadline or self.backlogged():
@@ -146,6 +149,21 @@ class Sender:
                 if not self._pause(wait):
                     return [item for p in parts for item in p]
         return []
+
+    def _note_unreachable(self, answer: Answer) -> None:
+        """Say once, at the first attempt, that the server cannot be reached, and where the
+        events go meanwhile: an exit a few seconds later would otherwise be all there is."""
+        if answer.status is not None or self.unreachable is not None:
+            return
+        self.unreachable = _describe(answer)
+        logger.warning(
+            "lunatrace: cannot reach the server at %s (%s); events are retried for up to %.0f s, then "
+            "kept in %s (`lunatrace push` sends them later)",
+            self.config.api_url,
+            self.unreachable,
+            self.config.retry_timeout,
+            self.config.store_path,
+        )
 
     def _pause(self, seconds: float) -> bool:
         """Wait before a retry; ``False`` if told to stop or events pile up meanwhile."""

@@ -75,12 +75,18 @@ class Settle(Protocol):
 
 
 class _Marker:
-    """A flush request travelling through the queue."""
+    """A flush request travelling through the queue.
 
-    __slots__ = ("done",)
+    ``clean`` is set when it is reached: whether no event was lost (dropped) since the
+    previous flush was answered, so that ``flush()`` is ``True`` only when everything
+    emitted before it was delivered or kept.
+    """
+
+    __slots__ = ("clean", "done")
 
     def __init__(self) -> None:
         self.done = threading.Event()
+        self.clean = False
 
 
 _WORKERS: weakref.WeakSet[BatchWorker] = weakref.WeakSet()
@@ -114,6 +120,7 @@ class BatchWorker:
         self._abandoned = False
         self._closed = False
         self._taken = 0
+        self._dropped_seen = 0  # ``dropped`` when the last flush was answered
         self._last_drop_warning = 0.0
         self._thread: threading.Thread | None = None
 
@@ -153,14 +160,15 @@ class BatchWorker:
             thread.start()
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until everything emitted before the call is delivered or kept."""
+        """Wait until everything emitted before the call is delivered or kept; ``False``
+        on timeout, or if events were lost (dropped) since the previous flush."""
         thread = self._thread
         if thread is None or not thread.is_alive():
             return not self._queue
         marker = _Marker()
         self._queue.append(marker)
         self._wake.set()
-        return marker.done.wait(timeout)
+        return marker.done.wait(timeout) and marker.clean
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout``, then keep whatever is left; later events are dropped."""
@@ -274,6 +282,9 @@ class BatchWorker:
                 self._send(batch)
                 batch, size = [], 0
                 self.destination.finish()
+                dropped = self.counters.dropped
+                raw.clean = dropped == self._dropped_seen  # type: ignore[union-attr]
+                self._dropped_seen = dropped
                 raw.done.set()  # type: ignore[union-attr]
                 continue
             if not self._encode(item):
