@@ -38,6 +38,7 @@ def row_marker(store: EventStore) -> Callable[[list[Item]], bool]:
 
 
 STORE_REOPEN_S = 10.0
+LOSS_REPORT_S = 60.0
 
 
 class Spool:
@@ -55,6 +56,7 @@ class Spool:
         self._store: EventStore | None = None
         self._failed_at: float | None = None
         self._write_lock = threading.Lock()
+        self._loss_logged_at: float | None = None
 
     def store(self) -> EventStore | None:
         if self._store is not None:
@@ -100,11 +102,28 @@ class Spool:
         )
         return self._store
 
-    def has_pending(self) -> bool:
+    def _report_loss(self, exc: StoreError) -> None:
+        """One error for the first loss, then at most one a minute with the running count."""
+        now = time.monotonic()
+        if self._loss_logged_at is None or now - self._loss_logged_at >= LOSS_REPORT_S:
+            self._loss_logged_at = now
+            logger.error(
+                "lunatrace: events lost, %d so far (lunatrace.stats()['dropped']): %s",
+                self.counters.dropped,
+                exc,
+            )
+
+    def has_pending(self) -> bool | None:
+        """Whether spooled events wait to be sent; ``None`` if the store cannot be read now."""
         if not self.path.exists():
             return False
         store = self.store()
-        return store is not None and store.count_pending(include_local=False) > 0
+        if store is None:
+            return None
+        try:
+            return store.count_pending(include_local=False) > 0
+        except StoreError:
+            return None
 
     def write(self, items: list[Item]) -> None:
         """Keep ``items`` in the store, each once.
@@ -132,7 +151,7 @@ class Spool:
                 if exc.damaged and attempt == 1 and self.replace_damaged(exc) is not None:
                     continue  # a damaged file was set aside: write to the new one
                 self.counters.dropped += len(items)
-                logger.error("lunatrace: %d event(s) lost: %s", len(items), exc)
+                self._report_loss(exc)
                 return False
         if self.state == SPOOLED:
             self.counters.spooled += len(items)
@@ -158,6 +177,7 @@ class ServerDestination:
         self.spool = Spool(config, self.counters, SPOOLED)
         self.lane = SlowLane(config, self.sender.server_runs, self.stop)
         self.online = True
+        self._spool_unknown = False
         self._next_probe = 0.0
         self._probe_interval = min(config.retry_timeout, PROBE_CAP_S)
 
@@ -165,8 +185,16 @@ class ServerDestination:
         return f"ServerDestination({self.client!r})"
 
     def start(self) -> None:
-        if self.spool.has_pending():
+        self._look_at_spool()
+
+    def _look_at_spool(self) -> None:
+        """Go offline (spooled events first) if an earlier process left some; if the store
+        cannot be read yet (locked by another program), look again at the next tick."""
+        pending = self.spool.has_pending()
+        self._spool_unknown = pending is None
+        if pending:
             self.online = False
+            self._next_probe = 0.0
 
     def deliver(self, items: list[Item], settle: Settle) -> None:
         """Send ``items``, the events the server would pause on through the slow lane;
@@ -193,6 +221,8 @@ class ServerDestination:
 
     def tick(self) -> None:
         self._collect_lane()
+        if self._spool_unknown and self.online:
+            self._look_at_spool()
         if not self.online and time.monotonic() >= self._next_probe:
             try:
                 self._resend_spool()
@@ -225,8 +255,11 @@ class ServerDestination:
         self.lane.close()
 
     def _go_offline(self) -> None:
+        """Spool from now on; probe the server again after the usual interval, or after the
+        server's own ``Retry-After`` when it asked for longer."""
         self.online = False
-        self._next_probe = time.monotonic() + self._probe_interval
+        wait = max(self._probe_interval, self.sender.retry_after or 0.0, self.lane.retry_after or 0.0)
+        self._next_probe = time.monotonic() + wait
 
     def _resend_spool(self) -> None:
         """Re-send spooled events oldest first; back online once none are left."""

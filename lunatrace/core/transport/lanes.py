@@ -112,6 +112,10 @@ class SlowLane:
     def requests(self) -> int:
         return self._sender.requests
 
+    @property
+    def retry_after(self) -> float | None:
+        return self._sender.retry_after
+
     def _next(self) -> None:
         if self._busy or not self._waiting or self._undelivered:
             return

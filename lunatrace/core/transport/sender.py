@@ -75,6 +75,7 @@ class Sender:
         self.disabled: str | None = None  # why sending stopped for good (key or URL refused)
         self.requests = 0  # requests made, retries and 413 halves included
         self.unreachable: str | None = None  # why the server gives no answer, while it gives none
+        self.retry_after: float | None = None  # the last Retry-After of a batch given up on
         self._refused_runs: OrderedDict[str, None] = OrderedDict()  # runs whose start was refused
         self.server_runs = ServerRuns()
         self._failure_logs = 0
@@ -118,7 +119,7 @@ class Sender:
                 covered = f"the answer covers {len(answer.results)} of {len(part)} events"
                 answer = Answer(Kind.RETRY, answer.status, detail=covered)
             if answer.kind is Kind.OK:
-                self.unreachable = None
+                self.unreachable = self.retry_after = None
                 parts.pop(0)
                 failures = self._read_results(answer, retry or attempt > 0, part)
                 if on_settled(part):
@@ -137,6 +138,7 @@ class Sender:
                 attempt += 1
                 wait = backoff(attempt, answer.retry_after)
                 if time.monotonic() + wait > deadline or self.backlogged():
+                    self.retry_after = answer.retry_after
                     logger.warning(
                         "lunatrace: the server at %s is unavailable (%s); %d event(s) kept for later",
                         self.config.api_url,

@@ -249,13 +249,17 @@ class EventStore:
 
         Switching a new database to WAL needs it alone, and SQLite answers "database is
         locked" at once rather than waiting: two programs starting together would
-        otherwise find the store unusable.
+        otherwise find the store unusable. A store that already has its schema is opened
+        with reads only, so another program writing it (holding its write lock) does not
+        keep this one from reading what it holds, such as the events left to re-send.
         """
         deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
         while True:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
+                if self._has_schema():
+                    return
                 with self._transaction() as db:
                     for statement in _statements(_SCHEMA):
                         db.execute(statement)
@@ -265,6 +269,10 @@ class EventStore:
                 if not busy or time.monotonic() >= deadline:
                     raise
                 time.sleep(OPEN_RETRY_S)
+
+    def _has_schema(self) -> bool:
+        names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {"events", "traces", "leases"} <= names
 
     def close(self) -> None:
         with self._lock:
