@@ -51,7 +51,8 @@ class Config:
     verbose: bool = False
     enabled: bool = True
     store_path: Path = dataclasses.field(default_factory=lambda: Path.home() / ".lunatrace" / "events.db")
-    queue_size: int = 10_000
+    queue_size: int = 100_000
+    queue_max_bytes: int = 100_000_000
     batch_max_events: int = 500
     batch_max_bytes: int = 2_000_000
     flush_interval: float = 0.5
@@ -193,6 +194,7 @@ _ENV_SETTINGS: dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]] = {
     "enabled": (("LUNATRACE_ENABLED",), _parse_bool),
     "store_path": (("LUNATRACE_STORE",), _path),
     "queue_size": (("LUNATRACE_QUEUE_SIZE",), _positive_int),
+    "queue_max_bytes": (("LUNATRACE_QUEUE_MAX_BYTES",), _positive_int),
     "batch_max_events": (("LUNATRACE_BATCH_MAX_EVENTS",), _positive_int),
     "batch_max_bytes": (("LUNATRACE_BATCH_MAX_BYTES",), _positive_int),
     "flush_interval": (("LUNATRACE_FLUSH_INTERVAL",), _positive_float),

@@ -60,6 +60,7 @@ def test_every_environment_variable_is_read(tmp_path: Path) -> None:
         "LUNATRACE_ENABLED": "0",
         "LUNATRACE_STORE": str(tmp_path / "s.db"),
         "LUNATRACE_QUEUE_SIZE": "7",
+        "LUNATRACE_QUEUE_MAX_BYTES": "123456",
         "LUNATRACE_BATCH_MAX_EVENTS": "8",
         "LUNATRACE_BATCH_MAX_BYTES": "9000",
         "LUNATRACE_FLUSH_INTERVAL": "0.25",
@@ -73,6 +74,7 @@ def test_every_environment_variable_is_read(tmp_path: Path) -> None:
     assert (config.api_url, config.verbose, config.enabled) == ("http://localhost:3333", True, False)
     assert config.store_path == tmp_path / "s.db"
     assert (config.queue_size, config.batch_max_events, config.batch_max_bytes) == (7, 8, 9000)
+    assert config.queue_max_bytes == 123456
     assert (config.flush_interval, config.max_field_bytes, config.sample_rate) == (0.25, 1000, 0.0)
     assert (config.retry_timeout, config.http_timeout, config.exit_timeout) == (3.0, 4.0, 1.5)
     # Every setting except the key has a variable in this test.

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -225,6 +226,26 @@ def test_a_full_queue_drops_and_counts_without_blocking(lunary_server: FakeLunar
     final = sink.stats()  # type: ignore[attr-defined]
     assert final["sent"] + final["spooled"] == stats["queued"]  # every accepted event accounted for
     assert len(lunary_server.events) + len(spooled(spool)) >= final["sent"] + final["spooled"]
+
+
+def test_the_queue_is_bounded_by_the_memory_its_events_hold(lunary_server: FakeLunary, spool: Path) -> None:
+    # Large events: the count bound (100,000) would hold gigabytes; the memory bound
+    # (here 4 MB) takes over once the worker has seen what an event weighs.
+    send_to(lunary_server, spool, queue_max_bytes=4_000_000, retry_timeout=60)
+    lunary_server.delay = 30.0  # the first request hangs: everything after it queues
+    tracer = lunatrace.get_tracer()
+    first = tracer.start_run("tool", "first", "x" * 40_000)
+    tracer.end_run(first, "y" * 40_000)
+    time.sleep(0.5)  # the worker encodes it (and learns its weight), then waits on the server
+    tracemalloc.start()
+    for i in range(2_000):  # 160 MB of payloads, if they were all kept
+        tracer.end_run(tracer.start_run("tool", f"big-{i}", str(i) * 20_000), str(i) * 20_000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    stats = lunatrace.stats()
+    assert stats["dropped"] > 3_000
+    assert peak < 25_000_000, f"{peak / 1e6:.0f} MB held for a 4 MB queue bound"
+    lunatrace.shutdown(timeout=0.5)
 
 
 def test_a_long_outage_spools_instead_of_filling_the_queue(lunary_server: FakeLunary, spool: Path) -> None:
