@@ -24,9 +24,13 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.store or Config.resolve().store_path
     try:
-        trace = load_trace(open_existing(path), args.trace_id)
+        store = open_existing(path)
+        trace = load_trace(store, args.trace_id)
+        damaged = store.damaged_in(trace.id)
     except (StoreError, TraceNotFound) as exc:
         print(f"lunatrace show: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 1
     print(render_text(trace, full=args.full))
+    if damaged:
+        print(f"lunatrace show: {damaged} damaged event(s) of this trace could not be read", file=sys.stderr)
     return 0

@@ -184,8 +184,15 @@ def list_page(
     return page("lunatrace · traces", "".join(parts))
 
 
-def trace_page(trace: Trace) -> str:
-    body = f'<p><a href="/">← all traces</a></p>{render_html(trace, style=False)}'
+def trace_page(trace: Trace, damaged: int = 0) -> str:
+    """A trace's page; ``damaged`` rows of the store that could not be read are said in one line."""
+    note = (
+        f'<p class="lt-muted" role="status">{damaged} damaged event(s) of this trace could not be read '
+        "and are left out.</p>"
+        if damaged
+        else ""
+    )
+    body = f'<p><a href="/">← all traces</a></p>{note}{render_html(trace, style=False)}'
     return page(f"lunatrace · {trace.name or trace.id}", body)
 
 

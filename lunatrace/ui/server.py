@@ -184,7 +184,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 trace = load_trace(store, unquote(match.group(1)))
             except TraceNotFound as exc:
                 return HTTPStatus.NOT_FOUND, not_found_page(str(exc))
-            return HTTPStatus.OK, trace_page(trace)
+            return HTTPStatus.OK, trace_page(trace, store.damaged_in(trace.id))
         return HTTPStatus.NOT_FOUND, not_found_page(f"No page at {path}.")
 
     def _send(

@@ -109,3 +109,45 @@ def test_a_refused_key_is_not_reported_as_a_push(
     assert main(["push", "--store", str(path)]) == 1
     out, err = capsys.readouterr()
     assert "Pushed" not in out and "was refused" in err and "Fix the configuration" in err
+
+
+def a_trace_with_a_damaged_row(path: Path) -> str:
+    """A stored trace (a run's start and end) with a third row of it that is not JSON."""
+    run = "00000000-0000-4000-8000-00000000000a"
+    store = EventStore(path)
+    for event in ("start", "end"):
+        body = {"type": "agent", "event": event, "runId": run, "timestamp": "2026-12-01T00:00:00.000Z"}
+        store.append([{**body, "name": "kept"} if event == "start" else body], delivered=True)
+    store.close()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO events (run_id, trace_id, state, body) VALUES (?, ?, 0, 'garbage')", (run, run)
+        )
+    return run
+
+
+def test_show_and_the_viewer_show_a_trace_with_a_damaged_row_and_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import http.client
+    import threading
+
+    from lunatrace.ui.server import make_server
+
+    path = tmp_path / "events.db"
+    run = a_trace_with_a_damaged_row(path)
+    assert main(["show", run, "--store", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "kept" in out
+    assert err.strip().splitlines() == ["lunatrace show: 1 damaged event(s) of this trace could not be read"]
+    server = make_server(path, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=10)
+        connection.request("GET", f"/trace/{run}")
+        response = connection.getresponse()
+        page = response.read().decode()
+    finally:
+        server.shutdown()
+    assert response.status == 200 and "kept" in page
+    assert "1 damaged event(s) of this trace could not be read" in page
