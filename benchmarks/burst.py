@@ -4,7 +4,7 @@
 
 Each burst runs in a fresh process: ``--threads`` threads together make ``size`` calls
 of a decorated agent that calls a decorated tool (2 runs, 4 events a call) as fast as they
-can, against the fake Lunary server running in a process of its own on 127.0.0.1, with
+can, against a bare ingestion endpoint (``bare_server.py``) in a process of its own, with
 lunatrace's defaults. It prints, per burst size, the events emitted, the events dropped,
 the process's peak RSS with tracing and the same burst's peak RSS untraced (the
 baseline, same process shape), and their ratio.
@@ -25,7 +25,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.transport import BENCH_KEY, serve  # noqa: E402
+from benchmarks.bare_server import serve  # noqa: E402
+from benchmarks.transport import BENCH_KEY  # noqa: E402
 
 BURST = """
 import json, os, resource, sys, threading

@@ -3,9 +3,11 @@ and memory while the server is down.
 
 Run: .venv/bin/python benchmarks/transport.py [--events 50000]
 
-Baselines measured in the same run: a bare ``deque.append`` (the floor for a non-blocking
-hand-off), the worker's encoding alone (``wire_json``, no network), and the memory of
-``queue_size`` raw events held in a plain list (what a full queue must cost at most).
+The server is a bare endpoint in its own process (``bare_server.py``) that answers every
+event as stored, so the figures are lunatrace's. Baselines measured in the same run: a
+bare ``deque.append`` (the floor for a non-blocking hand-off), the worker's encoding
+alone (``wire_json``, no network), and the memory of ``queue_size`` raw events held in a
+plain list (what a full queue must cost at most).
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bare_server import serve  # noqa: E402
 from lunatrace.core.config import Config  # noqa: E402
 from lunatrace.core.events import TIMESTAMP_KEY, MonotonicClock, build, new_run_id, wire_json  # noqa: E402
 from lunatrace.core.serialize import FieldEncoder  # noqa: E402
 from lunatrace.core.transport import make_sink  # noqa: E402
-from tests.support.fake_lunary import FakeLunary  # noqa: E402
 
 # A key shaped like the real server's (a UUID): it answers 401 to any other token.
 BENCH_KEY = "0b3c5e8a-6d41-4f2a-9c77-1e2d3f4a5b6c"
@@ -65,13 +67,6 @@ def per_call_us(fn: Any, items: list[dict[str, Any]]) -> float:
     for item in items:
         fn(item)
     return (time.perf_counter() - started) / len(items) * 1e6
-
-
-def serve(key: str, ports: Any, stop: Any) -> None:
-    """The fake server in its own process, as a real server would be."""
-    with FakeLunary(key) as server:
-        ports.put(server.port)
-        stop.wait()
 
 
 def bench_emit(count: int, key: str, url: str, store: Path) -> tuple[float, float]:

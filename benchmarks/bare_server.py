@@ -1,0 +1,49 @@
+"""A bare ingestion endpoint for the benchmarks: it answers every event as stored.
+
+The benchmarks measure lunatrace, not a server: this one parses each request and
+answers ``{"results": [{"id": ..., "success": true}, ...]}`` at once, storing nothing
+(the fake Lunary server of the tests stores and checks events as the real one does,
+which costs it far more per event than lunatrace spends sending them).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    key = ""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """No access log."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.headers.get("Authorization") != f"Bearer {self.key}":
+            self._answer(401, b'{"message": "Invalid API key"}')
+            return
+        events = json.loads(body).get("events", [])
+        results = [{"id": event.get("runId"), "success": True} for event in events]
+        self._answer(200, json.dumps({"results": results}).encode())
+
+    def _answer(self, status: int, data: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def serve(key: str, ports: Any, stop: Any) -> None:
+    """Run the endpoint (in a process of its own, as a real server would be) until ``stop``."""
+    handler = type("Handler", (_Handler,), {"key": key})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    ports.put(server.server_address[1])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    stop.wait()
+    server.shutdown()
