@@ -44,8 +44,7 @@ def show(trace_id: str | None = None, *, display: bool = True) -> Trace | None:
     except (TraceNotFound, StoreError) as exc:
         where = ""
         if tracer.config.uses_server:
-            sender = getattr(getattr(tracer.sink, "destination", None), "sender", None)
-            problem = getattr(sender, "unreachable", None)
+            problem = getattr(getattr(tracer.sink, "destination", None), "unreachable", None)
             where = (
                 f" (the server at {tracer.config.api_url} cannot be reached: {problem}; events are retried,"
                 f" then kept in {tracer.config.store_path})"

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from lunatrace.core.config import Config
 from lunatrace.core.transport.batch import Item, as_pairs, split_batches
 from lunatrace.core.transport.http import IngestClient
-from lunatrace.core.transport.lanes import SlowLane
+from lunatrace.core.transport.lanes import Lane, SlowLane
 from lunatrace.core.transport.sender import Counters, Sender
 from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner, set_aside
 from lunatrace.core.transport.worker import Settle
@@ -175,7 +175,7 @@ class ServerDestination:
         self.backlogged: Callable[[], bool] = lambda: False
         self.sender = Sender(config, self.client, self.counters, self.stop, lambda: self.backlogged())
         self.spool = Spool(config, self.counters, SPOOLED)
-        self.lane = SlowLane(config, self.sender.server_runs, self.stop)
+        self._new_lanes()
         self.online = True
         self._spool_unknown = False
         self._next_probe = 0.0
@@ -183,6 +183,16 @@ class ServerDestination:
 
     def __repr__(self) -> str:
         return f"ServerDestination({self.client!r})"
+
+    def _new_lanes(self) -> None:
+        runs = self.sender.server_runs
+        self.main = Lane(self.config, runs, self.stop, lambda: self.backlogged())
+        self.lane = SlowLane(self.config, runs, self.stop)
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the server gives no answer, while it gives none (else ``None``)."""
+        return self.main.unreachable or self.sender.unreachable
 
     def start(self) -> None:
         self._look_at_spool()
@@ -197,33 +207,42 @@ class ServerDestination:
             self._next_probe = 0.0
 
     def deliver(self, items: list[Item], settle: Settle) -> None:
-        """Send ``items``, the events the server would pause on through the slow lane;
-        spool what cannot be sent (after whatever the lane could not send either)."""
+        """Hand ``items`` to the main lane (the events the server would pause on to the
+        slow lane), and return while they are sent: the worker encodes the next batch
+        meanwhile, and waits only if this one is still in flight by then. What cannot be
+        sent is spooled, after whatever the lanes could not send either."""
         self.tick()
         rest = items
         if self.online:
-            now, slow = self.lane.divide(items)
+            now, slow = self.lane.divide(items, self.main.started_in_flight())
             if slow:
                 self.lane.submit(slow, settle)
-            deadline = time.monotonic() + self.config.retry_timeout
-            rest = self.sender.send(now, deadline=deadline, retry=False, on_settled=settle) if now else []
-            if rest:
-                self._go_offline()
+            rest = []
+            if now:
+                self._wait(self.main)  # one batch in flight on the main lane: order holds
+                if self.online:
+                    self.main.submit(now, settle)
+                else:
+                    rest = now
         if rest:
-            self.finish()  # the lane's events are older: they reach the spool first
+            self.finish()  # the lanes' events are older: they reach the spool first
             self.spool.write(rest)  # first: a write stuck on a locked store is taken over
             settle(rest)
 
     def finish(self) -> None:
-        """Wait until the slow lane has sent (or handed back) everything it holds."""
-        while not self.lane.idle and self.lane.wait(None):
-            self._collect_lane()
+        """Wait until both lanes have sent (or handed back) everything they hold."""
+        self._wait(self.main)
+        self._wait(self.lane)
+
+    def _wait(self, lane: Lane) -> None:
+        while not lane.idle and lane.wait(None):
+            self._collect_lanes()
 
     def tick(self) -> None:
-        self._collect_lane()
+        self._collect_lanes()
         if self._spool_unknown and self.online:
             self._look_at_spool()
-        if not self.online and time.monotonic() >= self._next_probe:
+        if not self.online and self.main.idle and time.monotonic() >= self._next_probe:
             try:
                 self._resend_spool()
             except StoreError as exc:
@@ -235,12 +254,19 @@ class ServerDestination:
                     logger.error("lunatrace: %s; sending new events directly meanwhile", exc)
                 self.online = True
 
-    def _collect_lane(self) -> None:
-        undelivered, settle = self.lane.collect(self.counters)
-        if undelivered:
-            self._go_offline()
-            self.spool.write(undelivered)
-            settle(undelivered)
+    def _collect_lanes(self) -> None:
+        """Take back what the lanes learned: counts, a refused key, undelivered events
+        (spooled, the main lane's first: they are older)."""
+        for lane in (self.main, self.lane):
+            undelivered, settle = lane.collect(self.counters)
+            if lane.disabled is not None and self.sender.disabled is None:
+                self.sender.disabled = lane.disabled  # one refusal stops every lane
+                for other in (self.main, self.lane):
+                    other.disable(lane.disabled)
+            if undelivered:
+                self._go_offline()
+                self.spool.write(undelivered)
+                settle(undelivered)
 
     def keep(self, items: list[Item]) -> None:
         self.spool.write(items)
@@ -248,17 +274,19 @@ class ServerDestination:
     def after_fork(self) -> None:
         self.client.reset()
         self.spool.after_fork()
-        self.lane = SlowLane(self.config, self.sender.server_runs, self.stop)  # its thread is gone
+        self._new_lanes()  # their threads are gone
 
     def close(self) -> None:
         self.client.close()
+        self.main.close()
         self.lane.close()
 
     def _go_offline(self) -> None:
         """Spool from now on; probe the server again after the usual interval, or after the
         server's own ``Retry-After`` when it asked for longer."""
         self.online = False
-        wait = max(self._probe_interval, self.sender.retry_after or 0.0, self.lane.retry_after or 0.0)
+        waits = (self.sender.retry_after, self.main.retry_after, self.lane.retry_after)
+        wait = max(self._probe_interval, *(w or 0.0 for w in waits))
         self._next_probe = time.monotonic() + wait
 
     def _resend_spool(self) -> None:

@@ -1,4 +1,8 @@
-"""A second lane for the events the server will pause on, so they hold up nothing else.
+"""Lanes: requests sent on a thread of their own, one at a time, while the worker goes on.
+
+The main lane carries the worker's batches: it sends one while the worker encodes the
+next (the worker waits only if the previous one is still in flight). The slow lane
+carries the events the server will pause on, so they hold up nothing else.
 
 The server pauses 5 s for each run start whose parent it does not have, and for each llm
 end whose start it does not have (see :mod:`stalls`). Sent in line with everything else,
@@ -31,18 +35,26 @@ from lunatrace.core.transport.stalls import ServerRuns
 Settle = Callable[[list[Item]], bool]
 
 
-class SlowLane:
-    """Sends the events the server pauses on, one request at a time, beside the worker."""
+class Lane:
+    """Sends batches in order, one request at a time, on a thread of its own."""
 
-    def __init__(self, config: Config, server_runs: ServerRuns, stop: threading.Event) -> None:
+    name = "lunatrace-lane"
+
+    def __init__(
+        self,
+        config: Config,
+        server_runs: ServerRuns,
+        stop: threading.Event,
+        backlogged: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.config = config
         self.server_runs = server_runs
         self.stop = stop
         self.counters = Counters()  # written by the lane's thread only; merged by collect()
         self._client = IngestClient(config)
-        self._sender = Sender(config, self._client, self.counters, stop)
+        self._sender = Sender(config, self._client, self.counters, stop, backlogged)
         self._sender.server_runs = server_runs
-        self._blocked: set[str] = set()  # runs whose events must go through the lane
+        self._in_flight: list[Item] = []
         self._waiting: deque[tuple[list[Item], Settle]] = deque()
         self._undelivered: list[Item] = []
         self._settle: Settle = lambda items: True  # the worker's, given with the lane's events
@@ -53,30 +65,6 @@ class SlowLane:
     @property
     def idle(self) -> bool:
         return not self._busy and not self._waiting
-
-    def divide(self, items: list[Item]) -> tuple[list[Item], list[Item]]:
-        """Split ``items`` into what may be sent now and what must go through the lane."""
-        now: list[Item] = []
-        lane: list[Item] = []
-        started: set[str] = set()
-        blocked, known = self._blocked, self.server_runs
-        for item in items:
-            header = item.header
-            if header is None:
-                now.append(item)
-                continue
-            run_type, event, run_id, parent = header
-            pauses = (
-                event == "start" and parent is not None and parent not in started and not known.holds(parent)
-            ) or (event == "end" and run_type == "llm" and run_id not in started and not known.holds(run_id))
-            if pauses or run_id in blocked or (parent is not None and parent in blocked):
-                blocked.add(run_id)
-                lane.append(item)
-            else:
-                now.append(item)
-                if event in ("start", "chat"):
-                    started.add(run_id)
-        return now, lane
 
     def submit(self, items: list[Item], settle: Settle) -> None:
         """Queue events for the lane (in order after what it already holds)."""
@@ -100,8 +88,6 @@ class SlowLane:
             while self._waiting:  # everything behind an undelivered batch is kept with it
                 undelivered += self._waiting.popleft()[0]
         self._next()
-        if self.idle:
-            self._blocked.clear()  # the lane's runs are stored: their later events need not wait
         return undelivered, self._settle
 
     def wait(self, timeout: float | None) -> bool:
@@ -116,13 +102,33 @@ class SlowLane:
     def retry_after(self) -> float | None:
         return self._sender.retry_after
 
+    @property
+    def unreachable(self) -> str | None:
+        return self._sender.unreachable
+
+    @property
+    def disabled(self) -> str | None:
+        return self._sender.disabled
+
+    def disable(self, reason: str) -> None:
+        """Send nothing more (another lane found the key or URL refused)."""
+        self._sender.disabled = reason
+
+    def started_in_flight(self) -> set[str]:
+        """Runs started by the request in flight: stored before anything sent after it."""
+        if not self._busy:
+            return set()
+        headers = (item.header for item in self._in_flight)
+        return {h[2] for h in headers if h is not None and h[1] in ("start", "chat")}
+
     def _next(self) -> None:
         if self._busy or not self._waiting or self._undelivered:
             return
         items, settle = self._waiting.popleft()
         self._busy = True
+        self._in_flight = items
         self._done.clear()
-        thread = threading.Thread(target=self._send, args=(items, settle), name="lunatrace-slow-lane")
+        thread = threading.Thread(target=self._send, args=(items, settle), name=self.name)
         thread.daemon = True
         thread.start()
 
@@ -137,3 +143,47 @@ class SlowLane:
 
     def close(self) -> None:
         self._client.close()
+
+
+class SlowLane(Lane):
+    """The lane for what the server pauses on, and every event that depends on it."""
+
+    name = "lunatrace-slow-lane"
+
+    def __init__(self, config: Config, server_runs: ServerRuns, stop: threading.Event) -> None:
+        super().__init__(config, server_runs, stop)
+        self._blocked: set[str] = set()  # runs whose events must go through the lane
+
+    def divide(self, items: list[Item], started_before: set[str]) -> tuple[list[Item], list[Item]]:
+        """Split ``items`` into what may be sent on the main lane and what must go through
+        this one. ``started_before``: runs started by the main lane's request in flight,
+        which the server will hold before anything the main lane sends next."""
+        now: list[Item] = []
+        lane: list[Item] = []
+        started = set(started_before)
+        blocked, known = self._blocked, self.server_runs
+        for item in items:
+            header = item.header
+            if header is None:
+                now.append(item)
+                continue
+            run_type, event, run_id, parent = header
+            pauses = (
+                event == "start" and parent is not None and parent not in started and not known.holds(parent)
+            ) or (event == "end" and run_type == "llm" and run_id not in started and not known.holds(run_id))
+            if pauses or run_id in blocked or (parent is not None and parent in blocked):
+                blocked.add(run_id)
+                lane.append(item)
+            else:
+                now.append(item)
+                if event in ("start", "chat"):
+                    started.add(run_id)
+        return now, lane
+
+
+    def collect(self, counters: Counters) -> tuple[list[Item], Settle]:
+        undelivered = super().collect(counters)
+        if self.idle:
+            self._blocked.clear()  # the lane's runs are stored: their later events need not wait
+        return undelivered
+

@@ -310,3 +310,32 @@ def test_the_worker_wakes_early_only_for_a_quarter_full_queue(lunary_server: Fak
     assert len(lunary_server.events) >= 600
     assert lunatrace.flush(5)
     assert len(lunary_server.events) == 121 * 6
+
+
+class Stamped:
+    """A payload whose conversion (its ``repr``) notes when the worker encoded it."""
+
+    encoded_at: list[float] = []
+
+    def __repr__(self) -> str:
+        Stamped.encoded_at.append(time.monotonic())
+        return "stamped"
+
+
+def test_the_next_batch_is_encoded_while_the_previous_one_is_sent(
+    lunary_server: FakeLunary, spool: Path
+) -> None:
+    send_to(lunary_server, spool, batch_max_events=100, flush_interval=0.05, http_timeout=10.0)
+    lunary_server.slow_next(1, 1.0)  # the first request takes a second to answer
+    tracer = lunatrace.get_tracer()
+    Stamped.encoded_at = []
+    for i in range(50):  # the first batch (100 events)
+        tracer.end_run(tracer.start_run("tool", f"a{i}", None), None)
+    time.sleep(0.3)  # it is on its way
+    sent_at = time.monotonic()
+    for i in range(50):  # the next batch: encoded during the first request, not after it
+        tracer.end_run(tracer.start_run("tool", f"b{i}", Stamped()), None)
+    assert lunatrace.flush(10)
+    assert len(Stamped.encoded_at) == 50
+    assert max(Stamped.encoded_at) < sent_at + 0.7
+    assert lunatrace.stats()["sent"] == 200

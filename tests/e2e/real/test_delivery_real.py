@@ -38,9 +38,9 @@ def unique(prefix: str) -> str:
 
 
 def requests_made() -> int:
-    """Requests the process sent to the server: its main line's and its slow lane's."""
+    """Requests the process sent to the server: its lanes' and its spool's."""
     destination: Any = lunatrace.get_tracer().sink.destination  # type: ignore[attr-defined]
-    return int(destination.sender.requests + destination.lane.requests)
+    return int(destination.main.requests + destination.lane.requests + destination.sender.requests)
 
 
 @lunatrace.trace(type="tool")
