@@ -17,7 +17,7 @@ from html import escape
 from typing import Any
 
 from lunatrace.core.events import format_timestamp
-from lunatrace.view.model import ERROR, STARTED, Run, Trace, format_duration
+from lunatrace.view.model import ERROR, STARTED, Run, Span, Trace, format_duration
 
 # Plain geometric symbols (present in every font, unlike emoji), one colour per type.
 ICONS = {
@@ -288,23 +288,17 @@ def _label(run: Run, indent_px: int = 0) -> str:
     )
 
 
-def _bar(trace: Trace, run: Run) -> str:
-    offset, width = trace.timeline(run)
+def _bar(span: Span, run: Run) -> str:
+    offset, width = span.place(run)
     kind = " lt-b-error" if run.status == ERROR else (" lt-b-started" if run.status == STARTED else "")
-    title = f"starts +{format_duration(_offset_ms(trace, run))}, lasts {format_duration(run.duration_ms)}"
+    title = f"starts +{format_duration(span.offset_ms(run))}, lasts {format_duration(run.duration_ms)}"
     return (
         f'<span class="lt-bar" title="{_e(title)}"><span class="lt-b{kind}" '
         f'style="left:{offset * 100:.2f}%;width:{width * 100:.2f}%"></span></span>'
     )
 
 
-def _offset_ms(trace: Trace, run: Run) -> int | None:
-    if trace.start_ms is None or run.start_ms is None:
-        return None
-    return run.start_ms - trace.start_ms
-
-
-def _run_row(trace: Trace, run: Run, depth: int) -> str:
+def _run_row(trace: Trace, span: Span, run: Run, depth: int) -> str:
     parent = trace.runs.get(run.parent_id) if run.parent_id else None
     parent_user = parent.user_id if parent is not None else None
     opened = " open" if run.status == ERROR else ""
@@ -317,15 +311,15 @@ def _run_row(trace: Trace, run: Run, depth: int) -> str:
         f"<span>{status_html(run.status)}</span>"
         f'<span class="lt-num">{_e(format_duration(run.duration_ms))}</span>'
         f'<span class="lt-num">{tokens_html(run.tokens, run.tokens_estimated)}</span>'
-        f"{_bar(trace, run)}</summary>"
+        f"{_bar(span, run)}</summary>"
         f'<div style="padding-left:{depth * INDENT_PX + 22}px">{_body(run, parent_user)}</div></details>'
     )
 
 
-def _header(trace: Trace) -> str:
+def _header(trace: Trace, span: Span) -> str:
     facts = [
         status_html(trace.status),
-        f"<span>{_e(format_duration(trace.duration_ms))}</span>",
+        f"<span>{_e(format_duration(span.duration_ms))}</span>",
         f'<span class="lt-muted">{len(trace.runs)} runs</span>',
     ]
     if trace.llm_calls:
@@ -338,8 +332,8 @@ def _header(trace: Trace) -> str:
         facts.append(f'<span class="lt-error">{trace.errors} errors</span>')
     if trace.user_id:
         facts.append(f'<span class="lt-muted">user {_e(trace.user_id)}</span>')
-    if trace.start_ms is not None:
-        facts.append(f'<span class="lt-muted">{_e(format_timestamp(trace.start_ms))}</span>')
+    if span.start_ms is not None:
+        facts.append(f'<span class="lt-muted">{_e(format_timestamp(span.start_ms))}</span>')
     return (
         f'<div class="lt-head"><span class="lt-title">{icon_html(trace.type)} '
         f"{_e(trace.name or '(empty trace)')}</span>"
@@ -348,9 +342,14 @@ def _header(trace: Trace) -> str:
 
 
 def render_html(trace: Trace, *, style: bool = True) -> str:
-    """The trace as an HTML fragment (one ``<div>``, with its ``<style>`` unless ``style=False``)."""
-    rows = "".join(_run_row(trace, run, depth) for run, depth in trace.walk())
+    """The trace as an HTML fragment (one ``<div>``, with its ``<style>`` unless ``style=False``).
+
+    The trace's span is taken once for all rows: each run's bar is placed against it, and
+    taking it per row made rendering quadratic in the number of runs.
+    """
+    span = trace.span()
+    rows = "".join(_run_row(trace, span, run, depth) for run, depth in trace.walk())
     if not rows:
         rows = '<div class="lt-empty">This trace has no runs.</div>'
     css = f"<style>{STYLE}</style>" if style else ""
-    return f'<div class="lt-trace" data-trace-id="{_e(trace.id)}">{css}{_header(trace)}{rows}</div>'
+    return f'<div class="lt-trace" data-trace-id="{_e(trace.id)}">{css}{_header(trace, span)}{rows}</div>'

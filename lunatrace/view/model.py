@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lunatrace.view.forest import link, span_threads
+
 SUCCESS = "success"
 ERROR = "error"
 STARTED = "started"
@@ -123,6 +125,50 @@ class Run:
             stack.extend((child, level + 1) for child in reversed(run.children))
 
 
+@dataclass(frozen=True)
+class Span:
+    """A trace's first and last timestamps: what every run's timeline bar is placed against."""
+
+    start_ms: int | None
+    end_ms: int | None
+
+    @classmethod
+    def of(cls, runs: Iterable[Run]) -> Span:
+        """From the first start to the last start or end, in one pass over ``runs``."""
+        start: int | None = None
+        end: int | None = None
+        for run in runs:
+            for ts in (run.start_ms, run.end_ms):
+                if ts is not None and (end is None or ts > end):
+                    end = ts
+            if run.start_ms is not None and (start is None or run.start_ms < start):
+                start = run.start_ms
+        return cls(start, end)
+
+    @property
+    def duration_ms(self) -> int | None:
+        return None if self.start_ms is None or self.end_ms is None else self.end_ms - self.start_ms
+
+    def offset_ms(self, run: Run) -> int | None:
+        """How long after the trace's start the run started."""
+        return None if self.start_ms is None or run.start_ms is None else run.start_ms - self.start_ms
+
+    def place(self, run: Run) -> tuple[float, float]:
+        """The run's offset and width as fractions of the span (for timeline bars).
+
+        A run still open extends to the end of the trace; a run without timestamps gets a
+        zero-width bar at the start.
+        """
+        start, end = self.start_ms, self.end_ms
+        if start is None or end is None or run.start_ms is None:
+            return 0.0, 0.0
+        span = max(end - start, 1)
+        run_end = run.end_ms if run.end_ms is not None else end
+        offset = min(max((run.start_ms - start) / span, 0.0), 1.0)
+        width = max(0, run_end - run.start_ms) / span
+        return offset, min(max(width, 0.0), 1.0 - offset)
+
+
 @dataclass(eq=False)
 class Trace:
     """The runs of one trace, as a forest (normally a single root)."""
@@ -155,20 +201,22 @@ class Trace:
                 return status
         return SUCCESS if statuses else STARTED
 
+    def span(self) -> Span:
+        """When the trace starts and ends. Each call looks at every run: a renderer takes
+        it once and places every run against it."""
+        return Span.of(self.runs.values())
+
     @property
     def start_ms(self) -> int | None:
-        starts = [r.start_ms for r in self.runs.values() if r.start_ms is not None]
-        return min(starts) if starts else None
+        return self.span().start_ms
 
     @property
     def end_ms(self) -> int | None:
-        ends = [t for r in self.runs.values() for t in (r.start_ms, r.end_ms) if t is not None]
-        return max(ends) if ends else None
+        return self.span().end_ms
 
     @property
     def duration_ms(self) -> int | None:
-        start, end = self.start_ms, self.end_ms
-        return None if start is None or end is None else end - start
+        return self.span().duration_ms
 
     @property
     def user_id(self) -> str | None:
@@ -205,19 +253,8 @@ class Trace:
         return [run for run, _ in self.walk() if run.name == name]
 
     def timeline(self, run: Run) -> tuple[float, float]:
-        """The run's offset and width as fractions of the whole trace (for timeline bars).
-
-        A run still open extends to the end of the trace; a run without timestamps gets a
-        zero-width bar at the start.
-        """
-        start, end = self.start_ms, self.end_ms
-        if start is None or end is None or run.start_ms is None:
-            return 0.0, 0.0
-        span = max(end - start, 1)
-        run_end = run.end_ms if run.end_ms is not None else end
-        offset = (run.start_ms - start) / span
-        width = max(0, run_end - run.start_ms) / span
-        return min(max(offset, 0.0), 1.0), min(max(width, 0.0), 1.0 - min(max(offset, 0.0), 1.0))
+        """The run's offset and width as fractions of the whole trace (see :meth:`Span.place`)."""
+        return self.span().place(run)
 
     def __str__(self) -> str:
         from lunatrace.view.text import render_text
@@ -348,45 +385,8 @@ def _sort_key(indexed: tuple[int, Mapping[str, Any]]) -> tuple[int, int, int]:
     return (ts if ts is not None else 0, _EVENT_RANK.get(str(event.get("event")), 1), index)
 
 
-def _link(runs: dict[str, Run]) -> list[Run]:
-    """Attach children to parents; orphans and cycle members become roots."""
-    roots: list[Run] = []
-    for run in runs.values():
-        parent = runs.get(run.parent_id) if run.parent_id else None
-        if parent is None or _in_cycle(run, runs):
-            roots.append(run)
-        else:
-            parent.children.append(run)
-    return roots
-
-
 def _by_start(run: Run) -> int:
     return run.start_ms if run.start_ms is not None else 0
-
-
-def _in_cycle(run: Run, runs: Mapping[str, Run]) -> bool:
-    seen = {run.id}
-    current = run.parent_id
-    while current is not None and current in runs:
-        if current in seen:
-            return True
-        seen.add(current)
-        current = runs[current].parent_id
-    return False
-
-
-def _fill_placeholders(runs: dict[str, Run]) -> None:
-    """Runs known only from an end, error or feedback get a readable name; threads span
-    their messages."""
-    for run in runs.values():
-        if not run.name:
-            run.name = f"({run.type} {run.id[:8]})"
-        if run.synthetic and run.children:
-            below = [r for r, depth in run.walk() if depth > 0]
-            starts = [r.start_ms for r in below if r.start_ms is not None]
-            ends = [t for r in below for t in (r.end_ms, r.start_ms) if t is not None]
-            run.start_ms = min(starts) if starts else None
-            run.end_ms = max(ends) if ends else None
 
 
 def build_trace(events: Iterable[Mapping[str, Any]], trace_id: str | None = None) -> Trace:
@@ -399,8 +399,11 @@ def build_trace(events: Iterable[Mapping[str, Any]], trace_id: str | None = None
     for _, event in sorted(enumerate(usable), key=_sort_key):
         assembler.apply(event)
     runs = assembler.runs
-    roots = _link(runs)
-    _fill_placeholders(runs)
+    roots = link(runs)
+    for run in runs.values():
+        if not run.name:  # known only from an end, error or feedback
+            run.name = f"({run.type} {run.id[:8]})"
+    span_threads(roots)
     for run in runs.values():
         run.children.sort(key=_by_start)  # stable: ties keep the order of the events
     roots.sort(key=_by_start)

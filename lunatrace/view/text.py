@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from lunatrace.view.model import ERROR, STARTED, SUCCESS, Run, Trace, format_duration
 
 STATUS_MARK = {SUCCESS: "✓", ERROR: "✗", STARTED: "…"}
 PREVIEW_CHARS = 120
+MAX_GUIDES = 24  # levels of tree guides drawn on a line; deeper lines fold the outer ones
+FOLD_LEVELS = 12  # folded at a time, so lines stay aligned for that many levels
+_GUIDE, _SPACE = "│  ", "   "
+_WIDTH = len(_GUIDE)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
@@ -109,22 +113,42 @@ def render_text(trace: Trace, full: bool = False) -> str:
     """
     lines = [header(trace)]
     for index, root in enumerate(trace.roots):
-        _render(root, "", index == len(trace.roots) - 1, full, lines)
+        _render(root, _Indent(), index == len(trace.roots) - 1, full, lines)
     if not trace.roots:
         lines.append("(no runs)")
     return "\n".join(lines)
 
 
-def _render(run: Run, prefix: str, last: bool, full: bool, lines: list[str]) -> None:
+class _Indent(NamedTuple):
+    """The guides drawn left of a line: at most ``MAX_GUIDES`` levels, the outer ones of a
+    deeper line folded into a ``(+N)`` mark.
+
+    Bounding them keeps each line's cost constant: drawing every level made a chain of
+    runs N deep cost N² characters, and no terminal is that wide anyway.
+    """
+
+    guides: str = ""
+    folded: int = 0
+
+    def deeper(self, last: bool) -> _Indent:
+        guides = self.guides + (_SPACE if last else _GUIDE)
+        if len(guides) > MAX_GUIDES * _WIDTH:
+            return _Indent(guides[FOLD_LEVELS * _WIDTH :], self.folded + FOLD_LEVELS)
+        return _Indent(guides, self.folded)
+
+    def __str__(self) -> str:
+        return (f"(+{self.folded}) " if self.folded else "") + self.guides
+
+
+def _render(run: Run, indent: _Indent, last: bool, full: bool, lines: list[str]) -> None:
     # An explicit stack rather than recursion: traces can be thousands of runs deep.
-    stack: list[tuple[Run, str, bool]] = [(run, prefix, last)]
+    stack: list[tuple[Run, _Indent, bool]] = [(run, indent, last)]
     while stack:
         current, pad, is_last = stack.pop()
-        lines.append(pad + ("└─ " if is_last else "├─ ") + run_line(current))
-        child_pad = pad + ("   " if is_last else "│  ")
-        lines.extend(
-            child_pad + ("   " if not current.children else "│  ") + d for d in _details(current, full)
-        )
+        lines.append(f"{pad}{'└─ ' if is_last else '├─ '}{run_line(current)}")
+        child_pad = pad.deeper(is_last)
+        detail_pad = f"{child_pad}{_GUIDE if current.children else _SPACE}"
+        lines.extend(detail_pad + d for d in _details(current, full))
         count = len(current.children)
         for i, child in reversed(list(enumerate(current.children))):
             stack.append((child, child_pad, i == count - 1))

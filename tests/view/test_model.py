@@ -179,6 +179,19 @@ def test_unknown_parent_and_cycles_become_roots() -> None:
     assert sum(1 for _ in trace.walk()) == 3
 
 
+def test_runs_below_a_cycle_are_roots_and_the_rest_of_the_chain_is_kept() -> None:
+    # self -> self; x -> y -> z -> y (z, y loop; x hangs below them); p -> q -> (nothing)
+    parents = {"self": "self", "x": "y", "y": "z", "z": "y", "p": "q", "q": None, "r": "p"}
+    events = [
+        _event("start", rid, index, name=rid, parentRunId=parent)
+        for index, (rid, parent) in enumerate(parents.items())
+    ]
+    trace = build_trace(events)
+    assert sorted(r.name for r in trace.roots) == ["q", "self", "x", "y", "z"]
+    assert [(r.name, depth) for r, depth in trace.runs["q"].walk()] == [("q", 0), ("p", 1), ("r", 2)]
+    assert all(not trace.runs[rid].children for rid in ("self", "x", "y", "z"))
+
+
 def test_garbage_events_are_ignored() -> None:
     events: list[Any] = [
         None,
