@@ -9,6 +9,7 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -315,7 +316,7 @@ def test_the_worker_wakes_early_only_for_a_quarter_full_queue(lunary_server: Fak
 class Stamped:
     """A payload whose conversion (its ``repr``) notes when the worker encoded it."""
 
-    encoded_at: list[float] = []
+    encoded_at: ClassVar[list[float]] = []
 
     def __repr__(self) -> str:
         Stamped.encoded_at.append(time.monotonic())
