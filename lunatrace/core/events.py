@@ -11,8 +11,9 @@ Events are built in two steps so the caller's thread stays cheap:
    a start.
 2. :func:`wire_json` runs on the background worker. It first completes the event with
    that postponed work (:func:`complete`), then stamps the ISO timestamp, converts
-   and caps every payload field, scrubs secrets, flattens metadata to what the server
-   keeps, and writes the JSON text the server receives.
+   and caps every field (payloads, but also the name, tags and user id: any of them can
+   be a user's huge value), scrubs secrets, flattens metadata to what the server keeps,
+   and writes the JSON text the server receives.
 
 Timestamps come from a monotonic clock anchored once to the wall clock, so they never go
 backwards inside a process: the server sorts each batch by timestamp, and a clock step
@@ -22,6 +23,7 @@ backwards would put a child before its parent.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import re
@@ -34,7 +36,7 @@ from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from typing import Any, NamedTuple
 
 from lunatrace._version import __version__
-from lunatrace.core.serialize import Deferred, FieldEncoder, dumps, scrub_text, to_jsonable
+from lunatrace.core.serialize import MAX_ITEMS, Deferred, FieldEncoder, cut_text, dumps, to_jsonable
 from lunatrace.core.usage import estimate_usage
 
 RUNTIME = f"lunatrace-py/{__version__}"
@@ -249,20 +251,37 @@ def _text(value: Any) -> str:
         return dumps(to_jsonable(value))
 
 
+def _shown(value: Any) -> str:
+    """A refused value as an error message names it: short and scrubbed, since the message
+    is logged (a 15 MB run type must not make a 15 MB log line)."""
+    return repr(cut_text(_text(value), 80))
+
+
 def _template_version(value: Any) -> int | None:
-    """An integer template-version id, or ``None``: any other value would fail the whole event."""
+    """An integer template-version id, or ``None``: any other value (a number beyond the
+    server's 64-bit ids among them) would fail the whole event."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        return value if abs(value) < 2**63 else None
+    if isinstance(value, str) and len(value) < 40 and value.strip().isdecimal():  # not "²": int() refuses it
+        return _template_version(int(value))
     return None
+
+
+def _tags_json(value: Any, encoder: FieldEncoder) -> str | None:
+    """Tags as a JSON list of distinct strings, capped like any field (see
+    :meth:`FieldEncoder.encode_strings`); ``None`` when there are none."""
+    if not isinstance(value, list | tuple):
+        return None
+    texts = [_text(tag) for tag in itertools.islice(value, MAX_ITEMS) if tag is not None]
+    tags = encoder.encode_strings(texts, len(texts) + max(0, len(value) - MAX_ITEMS))
+    return dumps(tags) if tags else None
 
 
 def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
     try:
         return run_id_str(raw[key])
     except Exception:  # noqa: BLE001 - a user's id object whose __str__ fails
-        raise EventError(f"{key} is not a run id: {raw.get(key)!r}") from None
+        raise EventError(f"{key} is not a run id: {_shown(raw.get(key))}") from None
 
 
 class StartRecord(NamedTuple):
@@ -435,9 +454,9 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
     run_type = raw.get("type")
     name = raw.get("event")
     if run_type not in RUN_TYPES:
-        raise EventError(f"unknown run type {run_type!r}")
+        raise EventError(f"unknown run type {_shown(run_type)}")
     if name not in EVENT_NAMES:
-        raise EventError(f"unknown event name {name!r}")
+        raise EventError(f"unknown event name {_shown(name)}")
     # Type and event names are from fixed sets, ids canonical UUIDs: nothing to escape.
     parts = [f'{{"type":"{run_type}","event":"{name}","runId":"{_uuid_field(raw, "runId")}"']
     if raw.get("parentRunId") is not None:
@@ -461,25 +480,17 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
         elif key == "tokensUsage":
             tokens = _tokens(value)
         elif key in ("tags", "threadTags"):
-            tags = (
-                [scrub_text(_text(t), encoder.secrets) for t in value if t is not None]
-                if isinstance(value, list | tuple)
-                else []
-            )
-            if tags:
-                text = dumps(list(dict.fromkeys(tags)))
+            text = _tags_json(value, encoder)
         elif key in ("userId", "name"):
-            text = encode_basestring(scrub_text(_text(value), encoder.secrets))
+            text = encode_basestring(encoder.encode_text(_text(value)))
         elif key == "templateVersionId":
             template = _template_version(value)
             if template is not None:
                 text = str(template)
         elif key == "runtime":
-            runtime = scrub_text(_text(value), encoder.secrets)
+            runtime = encoder.encode_text(_text(value))
         else:
-            converted = to_jsonable(value, encoder.secrets)
-            if converted is not None:
-                text = dumps(converted)
+            text = encoder.encode_json(value, masked=False)
         if text is not None:
             parts.append(_field_prefix(key))
             parts.append(text)

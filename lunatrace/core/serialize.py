@@ -12,6 +12,7 @@ a batch.
 from __future__ import annotations
 
 import base64
+import codecs
 import dataclasses
 import datetime as _dt
 import enum
@@ -21,9 +22,10 @@ import json
 import logging
 import math
 import re
+import sys
 import types
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from pathlib import PurePath
@@ -36,28 +38,36 @@ MASKED = "[lunatrace: masked]"
 MAX_DEPTH = 40
 MAX_ITEMS = 2_000
 
+# Mapping keys that name a credential end with one of these (``openaiApiKey``, ``DB_PWD``).
 _SECRET_WORDS = (
     "apikey",
     "api_key",
     "secret",
+    "secret_key",
     "password",
     "passwd",
     "passphrase",
+    "pwd",
+    "auth",
     "authorization",
     "credential",
     "credentials",
     "private_key",
     "access_key",
+    "signing_key",
+    "encryption_key",
+    "master_key",
+    "dsn",
     "cookie",
     "token",
 )
+# Too short to match as an ending: a credential only as a whole part (``db_pass``, not ``bypass``).
+_SECRET_PARTS = ("pass",)
 _NOT_SECRET_TOKENS = re.compile(
     r"(max|num|prompt|completion|total|input|output|cached|reasoning|stop|eos|bos|pad|sep|"
     r"unk|mask|cls|first|last|next|special)_tokens?$"
 )
 _CAMEL_BOUNDARY = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_KEY_PREFIXES = ("sk-", "Bearer")  # what the values below start with
-_KEY_LIKE_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{16,})")
 
 
 def is_secret_key(key: Any) -> bool:
@@ -77,18 +87,68 @@ def _is_secret_name(key: str) -> bool:
     if _NOT_SECRET_TOKENS.search(norm):
         return False
     return (
-        any(
-            norm == word or norm.endswith("_" + word) or norm.endswith(word)
-            for word in _SECRET_WORDS
-            if word != "token"
-        )
+        any(norm.endswith(word) for word in _SECRET_WORDS if word != "token")
         or norm == "token"
         or norm.endswith("_token")
+        or any(norm == part or norm.endswith("_" + part) for part in _SECRET_PARTS)
     )
 
 
+def _url_without_password(match: re.Match[str]) -> str:
+    return f"://{match.group(1)}:{REDACTED}@"
+
+
+def _basic_redacted(match: re.Match[str]) -> str:
+    """A ``Basic`` credential is base64 of ``user:password``; anything else after the word
+    (``basic idea``) is ordinary text and is kept."""
+    token = match.group(1)
+    try:
+        decoded = base64.b64decode(token, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return match.group(0)
+    return REDACTED if ":" in decoded and decoded.isprintable() else match.group(0)
+
+
+# Credentials recognised in any text, wherever they appear (docs/configuration.md#secrets
+# lists them). Each comes with the shortest text it can match and the lower-case literals
+# one of which every match contains: a pattern runs only on text that long holding one,
+# and the JSON fast path looks for the same literals to know a field needs scrubbing.
+# URL passwords go first, so the user name they keep is still scrubbed by the others.
+_Replacement = str | Callable[[re.Match[str]], str]
+_SHAPES: tuple[tuple[int, tuple[str, ...], re.Pattern[str], _Replacement], ...] = (
+    (5, ("://",), re.compile(r"://([^\s/@:\"'<>`]*):[^\s/\"'<>`]*@"), _url_without_password),
+    (19, ("sk-",), re.compile(r"\bsk-[A-Za-z0-9_\-]{16,}"), REDACTED),
+    (23, ("bearer",), re.compile(r"\b(?i:bearer)\s+[A-Za-z0-9\-._~+/]{16,}=*"), REDACTED),
+    (10, ("basic",), re.compile(r"\b(?i:basic)\s+([A-Za-z0-9+/]{4,}={0,2})"), _basic_redacted),
+    (
+        24,
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"),
+        REDACTED,
+    ),
+    (15, ("xox",), re.compile(r"\bxox[abeprsc]-[A-Za-z0-9\-]{10,}"), REDACTED),
+    (20, ("akia", "asia"), re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"), REDACTED),
+    (33, ("hf_",), re.compile(r"\bhf_[A-Za-z0-9]{30,}"), REDACTED),
+    (39, ("aiza",), re.compile(r"\bAIza[A-Za-z0-9_\-]{35}"), REDACTED),
+    (
+        26,
+        ("private key",),
+        # An unterminated key (a cut text) is removed to the end: its body is all secret.
+        re.compile(
+            r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----.*?"
+            r"(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+            re.DOTALL,
+        ),
+        REDACTED,
+    ),
+)
+_SHAPE_LITERALS = tuple(literal for _, literals, _, _ in _SHAPES for literal in literals)
+# (shortest match, literal), shortest first: a short string is checked for few of them.
+_SHAPE_CHECKS = tuple(sorted((size, literal) for size, literals, _, _ in _SHAPES for literal in literals))
+
+
 def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
-    """Remove values that look like provider keys, and the configured secrets, from text.
+    """Remove credentials (see :data:`_SHAPES`) and the configured secrets from text.
 
     Lone surrogates (from ``surrogateescape`` decoding) are replaced too: they cannot be
     encoded as UTF-8, so they would break the JSON body of the whole batch.
@@ -101,24 +161,89 @@ def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     for secret in extra_secrets:
         if secret and secret in text:
             text = text.replace(secret, REDACTED)
-    if any(prefix in text for prefix in _KEY_PREFIXES):
-        text = _KEY_LIKE_VALUE.sub(REDACTED, text)
+    size = len(text)
+    if size < _SHAPE_CHECKS[0][0]:
+        return text
+    lowered = text.lower()
+    for shortest, literal in _SHAPE_CHECKS:
+        if size < shortest:
+            break
+        if literal in lowered:
+            return _scrub_shapes(text, lowered)
     return text
+
+
+def _scrub_shapes(text: str, lowered: str) -> str:
+    for _, literals, pattern, replacement in _SHAPES:
+        if any(literal in lowered for literal in literals):
+            text = pattern.sub(replacement, text)
+    return text
+
+
+# How far past a cut a text is still scrubbed, so that a credential beginning before the
+# cut is recognised whole and none of it is kept.
+_SCRUB_MARGIN = 1_000
+
+
+def shorten_limit(max_bytes: int) -> int:
+    """The length, marker included, to which a field over ``max_bytes`` cuts its long strings."""
+    return max(64, max_bytes // 8)
+
+
+def _shortened(text: str, limit: int, beyond: int = 0) -> str:
+    """``text`` in at most ``limit`` characters, the truncation marker included.
+
+    ``beyond``: characters of the original that ``text`` no longer holds (it may be only
+    the beginning of it), counted in the marker. A string already cut is left as it is.
+    """
+    total = len(text) + beyond
+    if total <= limit:
+        return text
+    keep = max(0, limit - len(truncation_marker(total)))
+    return text[:keep] + truncation_marker(total - keep)
+
+
+def cut_text(value: str, limit: int, secrets: tuple[str, ...] = (), beyond: int = 0) -> str:
+    """A long text cut to ``limit`` characters (marker included) before it is scrubbed.
+
+    Scrubbing or copying a 50 MB string to keep its first few thousand characters is what
+    made one huge input cost several times its size: only the kept part, and a margin after
+    it, are looked at.
+    """
+    window = value[: limit + _SCRUB_MARGIN]
+    return _shortened(scrub_text(window, secrets), limit, beyond + len(value) - len(window))
+
+
+def _bounded_text(value: str, room: int, limit: int, secrets: tuple[str, ...]) -> str:
+    """``value`` scrubbed, or, when its field certainly ends up over its cap (``value`` alone
+    needs more than the ``room`` bytes of JSON left) and cuts it to ``limit``, only that part."""
+    if len(value) + 2 > room and len(value) > limit:
+        return cut_text(value, limit, secrets)
+    return scrub_text(value, secrets)
 
 
 class _Encoder:
     """One conversion pass; holds the cycle guard for that pass only.
 
-    It also counts what it produced (nodes, characters of strings and keys) so that
-    :meth:`max_json_bytes` can bound the JSON size without encoding it: most fields are
-    far below the size cap, and for them the exact measurement is skipped.
+    It counts what it produced (nodes, characters of strings and keys). From above, that
+    bounds the JSON size without encoding it (:meth:`max_json_bytes`): most fields are far
+    below the size cap, and for them the exact measurement is skipped. From below
+    (:meth:`_min_json_bytes`), it tells when a field with a ``max_bytes`` cap is certainly
+    over it: from then on a long string is cut before it is scrubbed or copied, and no
+    further item is converted, only counted (``<N more items>``), as the cap would drop
+    them anyway (:attr:`stopped`). So a huge input costs memory in proportion to the cap,
+    not to its size.
     """
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
+    def __init__(self, secrets: tuple[str, ...], max_bytes: int | None = None) -> None:
         self._active: set[int] = set()
         self._secrets = secrets
         self.nodes = 0
         self.chars = 0
+        self.floats = 0  # finite floats: at least three characters each ("0.0")
+        self.stopped = False  # items were left out: the field was already over its cap
+        self._max_bytes = sys.maxsize if max_bytes is None else max_bytes
+        self._limit = shorten_limit(self._max_bytes)
 
     def max_json_bytes(self) -> int:
         """An upper bound on the UTF-8 JSON size of everything converted so far.
@@ -127,6 +252,15 @@ class _Encoder:
         most 4); a node adds at most 32 (a number's digits, quotes, separators).
         """
         return 6 * self.chars + 32 * self.nodes
+
+    def _min_json_bytes(self) -> int:
+        """A lower bound on the same: a character is at least one byte, a node at least one,
+        and every node but the outermost is an item, all but one per container followed by a
+        separator (containers' brackets make up for those); a float takes two characters
+        more. Exact only because every node is counted once: conversions that pass a value
+        on (a ``Deferred``, an object's plain form) go through ``_convert``, and keys'
+        conversions are not counted."""
+        return self.chars + 2 * self.nodes + 2 * self.floats - 1
 
     def convert(self, value: Any, depth: int = 0) -> Any:
         try:
@@ -138,26 +272,38 @@ class _Encoder:
             self.chars += len(result)
         return result
 
+    def _text(self, value: str) -> str:
+        return _bounded_text(value, self._max_bytes - self._min_json_bytes(), self._limit, self._secrets)
+
+    def _full(self) -> bool:
+        """Whether the field is already over its cap: what comes next would be cut off."""
+        if self._min_json_bytes() > self._max_bytes:
+            self.stopped = True
+        return self.stopped
+
     def _convert(self, value: Any, depth: int) -> Any:
         cls = type(value)
         # Exact-type fast paths for what traced payloads are mostly made of; subclasses
         # and everything else take the general path below.
         if cls is str:
-            return scrub_text(value, self._secrets)
+            return self._text(value)
         if cls is dict or cls is list:
             if depth >= MAX_DEPTH:
                 return f"<max depth: {cls.__name__}>"
             return self._container(value, depth)
         if cls is Deferred:
-            return self.convert(value.resolve(), depth + 1)
+            return self._convert(value.resolve(), depth + 1)
         if value is None or isinstance(value, bool | int):
             if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**63:
                 return str(value)
             return value
         if isinstance(value, str):
-            return scrub_text(value, self._secrets)
+            return self._text(value)
         if isinstance(value, float):
-            return value if math.isfinite(value) else str(value)
+            if not math.isfinite(value):
+                return str(value)
+            self.floats += 1
+            return value
         if depth >= MAX_DEPTH:
             return f"<max depth: {type(value).__name__}>"
         if isinstance(value, Mapping | list | tuple | set | frozenset):
@@ -172,16 +318,33 @@ class _Encoder:
         try:
             if type(value) is dict or isinstance(value, Mapping):
                 return self._mapping(value, depth)
-            total = len(value)
             items = list(itertools.islice(value, MAX_ITEMS))  # never copy a huge container
             if isinstance(value, set | frozenset):
                 items = sorted(items, key=_safe_repr)  # a stable order for sets
-            out = [self.convert(v, depth + 1) for v in items]
-            if total > MAX_ITEMS:
-                out.append(self.convert(f"<{total - MAX_ITEMS} more items>"))
-            return out
+            return self._items(items, len(value), depth)
         finally:
             self._active.discard(marker)
+
+    def _items(self, items: list[Any], total: int, depth: int) -> list[Any]:
+        """The converted ``items`` (the first of ``total``), then a count of those left out."""
+        out = []
+        for item in items:
+            if self._full():
+                break
+            out.append(self.convert(item, depth + 1))
+        if total > len(out):
+            out.append(self.convert(f"<{total - len(out)} more items>"))
+        return out
+
+    def _key_text(self, key: Any, depth: int) -> str:
+        """A non-string mapping key as JSON spells it (``true``, ``null``, ``1.5``), converted
+        first; it is not a node of the field, so what its conversion counted is not kept."""
+        counts = self.nodes, self.chars, self.floats
+        converted = self.convert(key, depth)
+        self.nodes, self.chars, self.floats = counts
+        if converted is None or isinstance(converted, bool):
+            return _COMPACT.encode(converted)
+        return str(converted)
 
     def _redacted(self) -> str:
         self.nodes += 1
@@ -193,21 +356,24 @@ class _Encoder:
         if type(value) is not dict and isinstance(value, dict) and not value:
             return out  # as the C JSON encoder has it: an empty dict's ``items`` is not called
         for index, (key, item) in enumerate(value.items()):
-            if index >= MAX_ITEMS:
-                out["<truncated>"] = self.convert(f"{len(value) - MAX_ITEMS} more keys")
+            if index >= MAX_ITEMS or self._full():
+                out["<truncated>"] = self.convert(f"{len(value) - index} more keys")
                 break
-            name = scrub_text(
-                key if isinstance(key, str) else _key_text(self.convert(key, depth + 1)), self._secrets
-            )
+            name = self._text(key if isinstance(key, str) else self._key_text(key, depth + 1))
             self.chars += len(name)
             out[name] = self._redacted() if is_secret_key(name) else self.convert(item, depth + 1)
         return out
 
     def _object(self, value: Any, depth: int) -> Any:
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self._bytes(value)
+        rows = _array_rows(value)
+        if rows is not None:
+            return self._items(rows[0], rows[1], depth)
         simple = _simple_value(value)
         if simple is not _NO_VALUE:
             # numpy's tolist(), Decimal and enum values can hold NaN, huge numbers or objects.
-            return self.convert(simple, depth + 1)
+            return self._convert(simple, depth + 1)
         if isinstance(value, types.GeneratorType | types.AsyncGeneratorType):
             return f"<{type(value).__name__}>"
         structured = _structured_form(value)
@@ -217,17 +383,58 @@ class _Encoder:
                 return f"<cycle: {type(value).__name__}>"
             self._active.add(marker)
             try:
-                return self.convert(structured, depth + 1)
+                return self._convert(structured, depth + 1)
             finally:
                 self._active.discard(marker)
-        return scrub_text(_safe_repr(value), self._secrets)
+        return self._text(_safe_repr(value))
+
+    def _bytes(self, value: bytes | bytearray | memoryview) -> str:
+        """Bytes as their UTF-8 text, else as ``base64:``. Of bytes that cannot fit the
+        field's cap, only the part it keeps is copied and decoded."""
+        size = value.nbytes if isinstance(value, memoryview) else len(value)
+        room = self._max_bytes - self._min_json_bytes()
+        if size + 2 <= room or size <= self._limit:
+            return self._text(_bytes_text(bytes(value), final=True))
+        window = _first_bytes(value, 4 * (self._limit + _SCRUB_MARGIN))  # 4: UTF-8's longest character
+        return cut_text(_bytes_text(window, final=False), self._limit, self._secrets, size - len(window))
 
 
-def _key_text(key: Any) -> str:
-    """A converted non-string mapping key as JSON spells it (``true``, ``null``, ``1.5``)."""
-    if key is None or isinstance(key, bool):
-        return _COMPACT.encode(key)
-    return str(key)
+def _first_bytes(value: bytes | bytearray | memoryview, count: int) -> bytes:
+    if isinstance(value, memoryview):
+        try:
+            value = value.cast("B")  # slice bytes, not items
+        except TypeError:  # not C-contiguous: only a copy can be sliced
+            value = value.tobytes()
+    return bytes(value[:count])
+
+
+def _bytes_text(raw: bytes, *, final: bool) -> str:
+    """``raw`` decoded as UTF-8 (``final=False``: it is only the beginning, and may end in
+    the middle of a character), else base64 of its first 48,000 bytes."""
+    try:
+        return codecs.getincrementaldecoder("utf-8")().decode(raw, final=final)
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(raw[:48_000]).decode("ascii")
+
+
+def _array_rows(value: Any) -> tuple[list[Any], int] | None:
+    """A numpy array's first ``MAX_ITEMS`` entries along its first axis, and its length.
+
+    Only those are converted: ``tolist()`` of the whole array turned a 76 MB array into
+    several hundred MB of Python floats, to keep 2,000 of them. A row of a 2-D array is an
+    array itself, converted the same way (so the field's cap can stop it early).
+    """
+    module = type(value).__module__
+    if module != "numpy" and not module.startswith("numpy."):
+        return None
+    ndim = getattr(value, "ndim", 0)
+    if not isinstance(ndim, int) or ndim < 1:
+        return None  # a scalar: ``_simple_value`` takes its ``tolist()``
+    head = value[:MAX_ITEMS]
+    rows = head.tolist() if ndim == 1 else list(head)
+    if ndim > 1 and rows and getattr(rows[0], "ndim", 0) >= ndim:
+        rows = head.tolist()  # np.matrix: its rows stay 2-D
+    return rows, len(value)
 
 
 _NO_VALUE = object()
@@ -278,12 +485,6 @@ def _simple_value(value: Any) -> Any:
         return float(value) if value.is_finite() else str(value)
     if isinstance(value, enum.Enum):
         return value.value if isinstance(value.value, str | int | float) else value.name
-    if isinstance(value, bytes | bytearray | memoryview):
-        raw = bytes(value)
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return "base64:" + base64.b64encode(raw[:48_000]).decode("ascii")
     type_name = type(value).__name__
     if type_name in {"SecretStr", "SecretBytes"}:
         return "**********"
@@ -327,36 +528,37 @@ def to_jsonable(value: Any, secrets: tuple[str, ...] = ()) -> Any:
     return _Encoder(secrets).convert(value)
 
 
-def truncation_marker(dropped: int) -> str:
-    return f"…[lunatrace: truncated {dropped} characters]"
+def truncation_marker(dropped: int, *, at_least: bool = False) -> str:
+    return f"…[lunatrace: truncated {'at least ' if at_least else ''}{dropped} characters]"
 
 
-def cap_size(value: Any, max_bytes: int) -> Any:
+def cap_size(value: Any, max_bytes: int, *, complete: bool = True) -> Any:
     """Keep JSON-ready ``value`` within ``max_bytes`` of JSON, marking what was cut.
 
     Long strings are shortened first, keeping the structure readable; if the structure
     itself is still too large it is replaced by a truncated JSON preview string.
+    ``complete=False``: ``value`` is only the beginning of the field (its conversion
+    stopped, see :class:`_Encoder`), so the preview's count is a lower bound.
     """
     text = dumps(value)
     if len(text.encode("utf-8")) <= max_bytes:
         return value
-    shortened = _shorten_strings(value, max(64, max_bytes // 8))
+    shortened = _shorten_strings(value, shorten_limit(max_bytes))
     text = dumps(shortened)
     if len(text.encode("utf-8")) <= max_bytes:
         return shortened
     budget = max(0, max_bytes - 80)
     preview = text.encode("utf-8")[:budget].decode("utf-8", "ignore")
+    marker = truncation_marker(len(text), at_least=not complete)
     # json.dumps of the preview may escape characters and grow; shrink until it fits.
-    while preview and len(json.dumps(preview + truncation_marker(len(text)))) > max_bytes:
+    while preview and len(json.dumps(preview + marker)) > max_bytes:
         preview = preview[: len(preview) * 3 // 4]
-    return preview + truncation_marker(len(text) - len(preview))
+    return preview + truncation_marker(len(text) - len(preview), at_least=not complete)
 
 
 def _shorten_strings(value: Any, limit: int) -> Any:
     if isinstance(value, str):
-        if len(value) > limit:
-            return value[:limit] + truncation_marker(len(value) - limit)
-        return value
+        return _shortened(value, limit)
     if isinstance(value, list):
         return [_shorten_strings(v, limit) for v in value]
     if isinstance(value, dict):
@@ -373,51 +575,81 @@ def dumps(value: Any) -> str:
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-# The fast path's check for anything the general conversion could change, done on the
-# UTF-8 JSON with letters folded to lower case and digits to ``0``. Its needles come from
-# the general path's own rules: a secret key name always contains one of the secret words
-# (a word's last ``_`` part: ``apiKey`` holds ``key``, not ``api_key``), ``scrub_text``
-# only looks further when a key-like prefix occurs, and integers of 19 digits or more
-# (those above ``2**63``) become strings. Conservative: a match only sends the field down
-# the general path.
-_FOLD = bytes((c + 32 if 65 <= c <= 90 else 48 if 48 <= c <= 57 else c) for c in range(256))
+def _needles() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """What the fast path looks for in a field's JSON, lower-cased, to know that the general
+    conversion could change it. From the general path's own rules: a secret key name, lower-
+    cased, contains the last ``_`` part of a secret word (``apiKey`` holds ``key``); a string
+    ``scrub_text`` changes contains one of :data:`_SHAPE_LITERALS`. JSON escapes no letter,
+    and lower-casing the whole text lower-cases each key and string in it. A needle holding
+    another is found through it (``credentials`` through ``credential``). Those holding
+    ``_`` come apart, looked for only in text that has one."""
+    words = {word.rsplit("_", 1)[-1] for word in _SECRET_WORDS} | {*_SECRET_PARTS, *_SHAPE_LITERALS}
+    kept = sorted(w for w in words if not any(other != w and other in w for other in words))
+    return tuple(w for w in kept if "_" not in w), tuple(w for w in kept if "_" in w)
 
 
-def _needles() -> tuple[bytes, ...]:
-    words = {word.rsplit("_", 1)[-1] for word in _SECRET_WORDS} | {p.lower() for p in _KEY_PREFIXES}
-    # A word containing another is found through it ("credentials" through "credential").
-    kept = [w for w in words if not any(other != w and other in w for other in words)]
-    return (*sorted(w.encode() for w in kept), b"0" * 19)
+_NEEDLES, _UNDERSCORE_NEEDLES = _needles()
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_BIG_INT = b"0" * 19  # integers above 2**63, which become strings, have 19 digits or more
 
 
-_NEEDLES = _needles()
-
-
-def _may_need_conversion(folded: bytes) -> bool:
-    for needle in _NEEDLES:  # noqa: SIM110 - ``any()`` over a generator costs a frame per field
-        if needle in folded:
+def _may_need_conversion(text: str, data: bytes) -> bool:
+    """Whether the general conversion could change the field whose JSON is ``text``
+    (``data``: its UTF-8)."""
+    lowered = text.lower()
+    for needle in _NEEDLES:  # a loop: ``any()`` over a generator costs a frame per field
+        if needle in lowered:
             return True
-    return False
+    if "_" in lowered:
+        for needle in _UNDERSCORE_NEEDLES:
+            if needle in lowered:
+                return True
+    return data.translate(_DIGITS_AS_ZERO).find(_BIG_INT) >= 0  # ``find``: ``in`` tries an int first
 
 
-def _c_json(value: Any, default: Callable[[Any], Any]) -> str:
+class _TooLarge(Exception):
+    """The fast path's strings alone exceed the field's cap: the general path will cut them."""
+
+
+def _string_budget(max_chars: int) -> Callable[[str], str]:
+    """The C encoder's string encoder, giving up once the field's strings exceed
+    ``max_chars``: the C encoder would otherwise copy a huge string (and the text around it,
+    twice more) before the size check could refuse the field."""
+    left = max_chars
+
+    def encode(text: str) -> str:
+        nonlocal left
+        left -= len(text)
+        if left < 0:
+            raise _TooLarge
+        return encode_basestring(text)
+
+    return encode
+
+
+def _c_json(value: Any, default: Callable[[Any], Any], max_chars: int) -> str:
     """Compact JSON (non-ASCII kept, NaN refused) from CPython's C encoder called directly:
-    ``JSONEncoder.encode`` adds two Python frames and an object per call to the same thing."""
-    encode = _make_c_encoder({}, default, encode_basestring, None, ":", ",", False, False, False)
-    return "".join(encode(value, 0))
+    ``JSONEncoder.encode`` adds two Python frames and an object per call to the same thing.
+    Raises :class:`_TooLarge` past ``max_chars`` of strings, or of text (numbers)."""
+    encode = _make_c_encoder({}, default, _string_budget(max_chars), None, ":", ",", False, False, False)
+    chunks = encode(value, 0)
+    if len(chunks) > 1 and sum(map(len, chunks)) > max_chars:
+        raise _TooLarge  # a long text comes in pieces: no need to join them to refuse it
+    return "".join(chunks)
 
 
-def _python_json(value: Any, default: Callable[[Any], Any]) -> str:
+def _python_json(value: Any, default: Callable[[Any], Any], max_chars: int) -> str:
+    """The standard encoder, where the C one cannot be called directly (no string budget)."""
     encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
     return encoder.encode(value)
 
 
-def _pick_json_encoder() -> Callable[[Any, Callable[[Any], Any]], str]:
+def _pick_json_encoder() -> Callable[[Any, Callable[[Any], Any], int], str]:
     """:func:`_c_json` where this interpreter's C encoder behaves as expected, else the
     standard ``JSONEncoder`` (same output)."""
     sample = {"a": [1, 2.5, None, True, "é\n"], "b": {}}
     try:
-        if _make_c_encoder is not None and _c_json(sample, repr) == _python_json(sample, repr):
+        if _make_c_encoder is not None and _c_json(sample, repr, 100) == _python_json(sample, repr, 100):
             return _c_json
     except Exception:  # noqa: BLE001 - another C signature: use the standard path
         pass
@@ -452,9 +684,10 @@ class FieldEncoder:
     Most fields are plain data (strings, numbers, lists and dicts of them) with nothing to
     scrub, well under the size cap. For those :meth:`encode_json` lets the C JSON encoder
     do the whole walk and checks its output instead, and only when the output shows that
-    the general conversion could change something (see :data:`_NEEDLES`) does it
+    the general conversion could change something (see :func:`_needles`) does it
     convert in Python. Both paths give the same JSON; the fast one is several times
-    cheaper, and the worker runs it for every payload of every event.
+    cheaper, and the worker runs it for every payload of every event. Both bound their
+    memory by the cap: a huge input is cut before it is converted, never copied whole.
     """
 
     def __init__(
@@ -468,6 +701,7 @@ class FieldEncoder:
         self.secrets = tuple(s for s in secrets if s)
         # How each secret appears inside JSON text (escaped), to look for it there.
         self._secrets_in_json = tuple(_COMPACT.encode(s)[1:-1] for s in self.secrets)
+        self._limit = shorten_limit(max_bytes)
         self._mask_failed_logged = False
 
     def encode_json(self, value: Any, *, masked: bool = True) -> str | None:
@@ -489,33 +723,70 @@ class FieldEncoder:
         accepts converts to itself unless a string or key needs scrubbing, the field is
         over the size cap, or it hits the depth or item limits; each is ruled out on the
         text, conservatively (the bracket and comma counts include those inside strings).
+        A field far over the cap (a huge string, a long list) is given up on early, without
+        being encoded whole.
         """
+        if type(value) is list or type(value) is tuple or type(value) is dict:
+            # Certainly over the cap (each item, each of an item's own items or characters, is
+            # at least a byte): left before the C encoder renders it, say a list of embeddings.
+            try:
+                items = value.values() if type(value) is dict else value
+                if len(value) > MAX_ITEMS or sum(map(len, items)) > self.max_bytes:
+                    return None
+            except Exception:  # noqa: BLE001 - an item without a length: the encoder decides
+                pass
         resolver = _DeferredResolver()
         try:
-            text = _plain_json_text(value, resolver)
+            text = _plain_json_text(value, resolver, self.max_bytes)
             data = text.encode("utf-8")  # lone surrogates fail here: scrub_text replaces them
-        except Exception:  # noqa: BLE001 - not plain data, or a Deferred's conversion failed
+        except Exception:  # noqa: BLE001 - not plain data, too large, or a Deferred's conversion failed
             return None
         if (
             len(data) > self.max_bytes
             or text.count("[") + text.count("{") + resolver.count >= MAX_DEPTH
             or text.count(",") >= MAX_ITEMS
-            or _may_need_conversion(data.translate(_FOLD))
-            or any(secret in text for secret in self._secrets_in_json)
+            or _may_need_conversion(text, data)
         ):
             return None
+        for secret in self._secrets_in_json:
+            if secret in text:
+                return None
         return text
+
+    def encode_text(self, value: str) -> str:
+        """A string field (a run name, a tag, a user id, a payload string): scrubbed and
+        capped like any field, never masked."""
+        text = _bounded_text(value, self.max_bytes, self._limit, self.secrets)
+        return text if 6 * len(text) + 32 <= self.max_bytes else str(cap_size(text, self.max_bytes))
+
+    def encode_strings(self, values: Iterable[str], total: int) -> list[str]:
+        """A list of strings (tags): each as :meth:`encode_text` has it, without duplicates,
+        and as many as fit in the cap; the others (of ``total``) are counted by a last
+        ``<N more items>``, as a payload list's are."""
+        out: dict[str, None] = {}
+        size = 2 + 32  # the brackets, and room for the count
+        kept = 0
+        for value in values:
+            text = self.encode_text(value)
+            if text not in out:
+                size += len(encode_basestring(text).encode("utf-8")) + 1
+                if size > self.max_bytes:
+                    break
+                out[text] = None
+            kept += 1
+        if total > kept:
+            out[f"<{total - kept} more items>"] = None
+        return list(out)
 
     def encode(self, value: Any, *, masked: bool = True) -> Any:
         if type(value) is str and (self.mask is None or not masked):
-            # The commonest field, a plain string: what the general path below would do.
-            text = scrub_text(value, self.secrets)
-            return text if 6 * len(text) + 32 <= self.max_bytes else cap_size(text, self.max_bytes)
-        encoder = _Encoder(self.secrets)
+            return self.encode_text(value)  # the commonest field: what the general path would do
+        encoder = _Encoder(self.secrets, self.max_bytes)
         data = encoder.convert(value)
+        complete = not encoder.stopped
         if masked and self.mask is not None:
             try:
-                encoder = _Encoder(self.secrets)
+                encoder = _Encoder(self.secrets, self.max_bytes)
                 data = encoder.convert(self.mask(data))
             except Exception as exc:  # noqa: BLE001 - fail closed
                 if not self._mask_failed_logged:
@@ -525,6 +796,7 @@ class FieldEncoder:
                         type(exc).__name__,
                     )
                 return MASKED
+            complete = complete and not encoder.stopped
         if encoder.max_json_bytes() <= self.max_bytes:
             return data  # certainly within the cap: no need to measure it exactly
-        return cap_size(data, self.max_bytes)
+        return cap_size(data, self.max_bytes, complete=complete)

@@ -386,8 +386,85 @@ def test_an_exception_with_a_broken_str_still_ends_its_run(memory_sink: MemorySi
     assert bare["message"] == "ValueError" and bare["stack"].startswith("ValueError")
 
 
-@pytest.mark.parametrize(("value", "sent"), [(12, 12), ("34", 34), ("v2", None), (1.5, None), (True, None)])
+@pytest.mark.parametrize(
+    ("value", "sent"),
+    [
+        (12, 12),
+        ("34", 34),
+        ("v2", None),
+        (1.5, None),
+        (True, None),
+        ("²", None),
+        (2**70, None),
+        ("9" * 5_000, None),
+    ],
+)
 def test_template_version_id_is_an_int_or_left_out(value: Any, sent: int | None) -> None:
     wire = to_wire(build("start", "llm", RID, name="gpt-4", template_version_id=value), ENCODER)
     assert wire.get("templateVersionId") == sent
     assert wire["name"] == "gpt-4"  # the event itself is kept
+
+
+# --- every field is capped ------------------------------------------------------------------
+
+HUGE = "n" * 15_000_000  # a 15 MB run name went on the wire as a 15 MB event
+
+
+def field_bytes(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+
+
+def test_every_field_of_an_event_is_capped() -> None:
+    raw = build(
+        "start",
+        "chain",
+        RID,
+        name=HUGE,
+        tags=[HUGE, "short", HUGE + "x"],
+        thread_tags=[HUGE],
+        user_id=HUGE,
+        runtime=HUGE,
+        metadata={HUGE: HUGE, "kept": "yes"},
+        extra={"anything": HUGE},
+    )
+    wire = to_wire(raw, FieldEncoder(4_096))
+    events.validate(wire)  # an unknown field is sent as given: the protocol has no place for it
+    for key in ("name", "tags", "threadTags", "userId", "runtime", "metadata", "extra"):
+        assert field_bytes(wire[key]) <= 4_096 + 64, key  # metadata: its "metadata." renames
+    assert wire["name"].startswith("nnn") and "…[lunatrace: truncated " in wire["name"]
+    assert wire["tags"][1] == "short" and len(wire["tags"]) == 3  # each tag cut, still distinct
+    assert all(isinstance(tag, str) and "…[lunatrace: truncated " in tag for tag in wire["tags"][::2])
+    assert len(events.wire_json(raw, FieldEncoder(4_096)) or "") < 10 * 4_096
+
+
+def test_tags_past_the_cap_are_counted_not_sent() -> None:
+    tags = [f"tag-{i:04d}-" + "t" * 100 for i in range(5_000)]
+    wire = to_wire(build("start", "chain", RID, tags=tags), FieldEncoder(4_096))
+    kept = wire["tags"]
+    assert field_bytes(kept) <= 4_096 and kept[:-1] == tags[: len(kept) - 1]
+    assert kept[-1] == f"<{5_000 - (len(kept) - 1)} more items>"
+    assert to_wire(build("start", "chain", RID, tags=["a", "a", None, "b"]), ENCODER)["tags"] == ["a", "b"]
+
+
+def test_a_huge_run_name_tag_and_user_through_the_tracer(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    with lunatrace.identify(HUGE), lunatrace.tags([HUGE]):
+        rid = tracer.start_run("tool", HUGE, {"q": "x"}, tags=["mine"], metadata={"note": HUGE})
+    tracer.end_run(rid, "done")
+    thread = lunatrace.open_thread(tags=[HUGE], user_id=HUGE)
+    thread.track_message("user", "hi")
+    cap = lunatrace.get_tracer().config.max_field_bytes
+    for event in memory_sink.events:
+        assert len(json.dumps(event)) < 6 * cap, event["event"]
+    start = one(memory_sink, "start", rid)
+    assert start["name"].startswith("nnn") and start["tags"][1] == "mine"
+    assert "…[lunatrace: truncated " in start["userId"]
+
+
+def test_a_refused_value_is_named_briefly_in_the_error() -> None:
+    for field in ("type", "event", "runId"):
+        raw = build("start", "chain", RID)
+        raw[field] = "x" * 1_000_000 if field != "runId" else Unprintable()
+        with pytest.raises(EventError) as refused:
+            to_wire(raw, ENCODER)
+        assert len(str(refused.value)) < 200

@@ -8,15 +8,16 @@ import decimal
 import enum
 import json
 import logging
+import re
 import uuid
 from collections.abc import Iterator
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pydantic
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from lunatrace.core.serialize import (
@@ -28,7 +29,17 @@ from lunatrace.core.serialize import (
     dumps,
     is_secret_key,
     scrub_text,
+    shorten_limit,
     to_jsonable,
+)
+from tests.core.secret_shapes import (
+    NEAR_MISSES,
+    ORDINARY_KEYS,
+    PROJECT_KEY,
+    SECRET_EXAMPLES,
+    SECRET_KEYS,
+    SEPARATORS,
+    credentials,
 )
 
 
@@ -295,6 +306,7 @@ def test_unrepresentable_objects_degrade_to_a_marker() -> None:
         "aws_secret_access_key",
         "credentials",
         "cookie",
+        *SECRET_KEYS,
     ],
 )
 def test_secret_looking_keys_are_redacted(key: str) -> None:
@@ -320,6 +332,7 @@ def test_secret_looking_keys_are_redacted(key: str) -> None:
         "tokenizer",
         "keyword",
         "monkey",
+        *ORDINARY_KEYS,
     ],
 )
 def test_counters_and_ordinary_keys_are_kept(key: str) -> None:
@@ -355,6 +368,73 @@ def test_key_like_strings_and_configured_secrets_are_scrubbed_anywhere() -> None
     assert out["note"] == f"my key is {REDACTED}!"
     assert out["log"] == f"connecting with {REDACTED}"
     assert scrub_text("sk-short") == "sk-short"  # too short to be a key
+
+
+@pytest.mark.parametrize(
+    ("text", "scrubbed"),
+    [
+        ("auth: bearer abcdefghijklmnopqrstuvwxyz", f"auth: {REDACTED}"),
+        ("Bearer abcdefghijklmnop+qrstuv/wxyz==", REDACTED),  # the base64 tail goes too
+        ("Authorization: Basic dXNlcjpodW50ZXIy", f"Authorization: {REDACTED}"),
+        ("postgresql://app:s3cr3t@db:5432/app", f"postgresql://app:{REDACTED}@db:5432/app"),
+        ("redis://:p@ss@cache:6379/0", f"redis://:{REDACTED}@cache:6379/0"),
+        (
+            "clone https://ghp_" + "a" * 36 + ":x@github.com",
+            f"clone https://{REDACTED}:{REDACTED}@github.com",
+        ),
+        ("token github_pat_11ABCDEFG0_abcdefghijklmnop", f"token {REDACTED}"),
+        ("slack xoxp-1234-5678-abcdefghij ok", f"slack {REDACTED} ok"),
+        ("id=AKIAIOSFODNN7EXAMPLE;", f"id={REDACTED};"),
+        ("hf_" + "x" * 34, REDACTED),
+        ("k=AIza" + "y" * 35, f"k={REDACTED}"),
+        (
+            "key:\n-----BEGIN EC PRIVATE KEY-----\nMHcCAQEE\n-----END EC PRIVATE KEY-----\nbye",
+            f"key:\n{REDACTED}\nbye",
+        ),
+        ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B", REDACTED),  # cut before its end
+    ],
+)
+def test_every_documented_credential_shape_is_scrubbed(text: str, scrubbed: str) -> None:
+    assert scrub_text(text) == scrubbed
+
+
+def test_the_documented_list_names_every_shape() -> None:
+    """docs/configuration.md#secrets is the list users read: it must not fall behind."""
+    from lunatrace.core.serialize import _SHAPES
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    section = docs[docs.index("## Secrets") :]
+    for _, literals, _, _ in _SHAPES:
+        assert any(literal in section.lower() for literal in literals), literals
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    credential=credentials(),
+    before=st.text(max_size=30),
+    after=st.text(max_size=30),
+    separators=st.tuples(SEPARATORS, SEPARATORS),
+)
+def test_a_credential_never_survives_whatever_text_surrounds_it(
+    credential: tuple[str, str], before: str, after: str, separators: tuple[str, str]
+) -> None:
+    text, secret = credential
+    assume(secret not in before and secret not in after)
+    surrounded = before + separators[0] + text + separators[1] + after
+    assert secret not in scrub_text(surrounded, (PROJECT_KEY,))
+    encoder = FieldEncoder(64_000, secrets=(PROJECT_KEY,))
+    for field in ({"note": surrounded}, [surrounded], surrounded):  # the fast path and the others
+        assert secret not in json.dumps(json.loads(encoder.encode_json(field) or "null"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    words=st.lists(st.one_of(st.sampled_from(NEAR_MISSES), st.text(max_size=12)), max_size=12),
+    separator=st.sampled_from([" ", "\n", ", "]),
+)
+def test_ordinary_text_is_left_as_it_is(words: list[str], separator: str) -> None:
+    text = separator.join(words)
+    assert scrub_text(text) == text
 
 
 # --- mask hook ----------------------------------------------------------------------
@@ -455,6 +535,92 @@ def test_size_bound_never_underestimates(value: object) -> None:
     assert len(json.dumps(data, ensure_ascii=False).encode("utf-8")) <= encoder.max_json_bytes()
 
 
+# Text keys only: keys that convert to the same text (1 and "1") make one key of the output,
+# and the bound from below counts them both.
+_distinct_keys = st.recursive(
+    _leaves,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=5),
+        st.dictionaries(st.text(max_size=8), inner, max_size=5),
+        st.builds(Point, inner, inner),
+        st.builds(Model, value=inner),
+        inner.map(lambda v: Deferred(lambda x: {"resolved": x}, v)),
+    ),
+    max_leaves=30,
+)
+
+
+@given(_distinct_keys)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_size_bound_from_below_never_overestimates(value: object) -> None:
+    """A field is cut only once it is certainly over its cap: that bound must hold too,
+    or a field within the cap would lose text the fast path keeps."""
+    from lunatrace.core.serialize import _Encoder
+
+    encoder = _Encoder(())
+    data = encoder.convert(value)
+    assert compact_size(data) >= encoder._min_json_bytes()
+
+
+# --- huge values: only what the cap keeps is converted ----------------------------------------
+
+_MARKER = re.compile(r"…\[lunatrace: truncated (\d+) characters\]$")
+
+
+def test_a_huge_string_is_cut_to_the_limit_and_counts_what_it_dropped() -> None:
+    out = FieldEncoder(64_000).encode("x" * 5_000_000)
+    found = _MARKER.search(out)
+    assert found and len(out) <= shorten_limit(64_000)
+    assert out.index("…") + int(found.group(1)) == 5_000_000
+
+
+@pytest.mark.parametrize("offset", range(-200, 12, 10))
+def test_a_credential_across_the_cut_goes_whole(offset: int) -> None:
+    """Only the kept part of a huge string is scrubbed, and the text just after it: a
+    password that begins before the cut must not leave its beginning behind."""
+    start = shorten_limit(64_000) + offset
+    out = FieldEncoder(64_000).encode("x" * start + " postgresql://app:" + "Q" * 150 + "@db " + "y" * 200_000)
+    assert "QQQQ" not in out and "[lunatrace: truncated" in out
+
+
+def test_a_huge_list_keeps_what_fits_and_counts_the_rest() -> None:
+    out = FieldEncoder(64_000).encode(["z" * 10_000] * 100_000)
+    assert isinstance(out, list) and compact_size(out) <= 64_000
+    assert out[-1] == f"<{100_000 - (len(out) - 1)} more items>"
+    assert all(item.startswith("zzz") for item in out[:-1])
+
+
+def test_a_field_far_over_the_cap_says_its_count_is_a_lower_bound() -> None:
+    out = FieldEncoder(4_000).encode([[1.5] * 1_500] * 1_500)
+    assert isinstance(out, str) and compact_size(out) <= 4_000
+    assert "…[lunatrace: truncated at least " in out
+
+
+def test_huge_bytes_are_decoded_only_as_far_as_the_cap_keeps() -> None:
+    text = FieldEncoder(64_000).encode("é".encode() * 3_000_000)
+    assert text.startswith("éé") and "[lunatrace: truncated" in text and len(text) <= shorten_limit(64_000)
+    binary = FieldEncoder(64_000).encode(bytearray(b"\xff" * 3_000_000))
+    assert binary.startswith("base64://///") and "[lunatrace: truncated" in binary
+    assert FieldEncoder(64_000).encode(memoryview(b"caf\xc3\xa9")) == "café"
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")  # np.matrix
+def test_numpy_arrays_convert_only_the_rows_they_keep() -> None:
+    assert to_jsonable(np.arange(5_000)) == [*range(2_000), "<3000 more items>"]
+    assert to_jsonable(np.arange(6).reshape(2, 3)) == [[0, 1, 2], [3, 4, 5]]
+    assert to_jsonable(np.matrix([[1, 2], [3, 4]])) == [[1, 2], [3, 4]]
+    out = FieldEncoder(4_000).encode(np.zeros((3_000, 3_000)))
+    assert compact_size(out) <= 4_000
+
+
+def test_a_deferred_string_is_counted_once() -> None:
+    """Counted twice, it would make a field within its cap look over it, and cut."""
+    value = [Deferred(lambda v: v, "x" * 30_000), "y" * 30_000]
+    encoder = FieldEncoder(64_000)
+    assert encoder.encode(value) == ["x" * 30_000, "y" * 30_000]
+    assert encoder.encode_json(value) == _general_json(value, 64_000)
+
+
 # --- the JSON fast path -------------------------------------------------------------------
 
 _plain_leaves = st.one_of(
@@ -474,6 +640,8 @@ _plain_leaves = st.one_of(
             "Bearer abcdefghijklmnopqrstuvwxyz",
             "TOKEN",
             'quote"and\\backslash',
+            *SECRET_EXAMPLES,
+            *NEAR_MISSES,
         ]
     ),
 )
@@ -483,7 +651,16 @@ def _plain_containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     keys = st.one_of(
         st.text(max_size=12),
         st.sampled_from(
-            ["api_key", "openaiApiKey", "x-api-key", "password", "max_tokens", "token", "Cookie"]
+            [
+                "api_key",
+                "openaiApiKey",
+                "x-api-key",
+                "password",
+                "max_tokens",
+                "token",
+                "Cookie",
+                *SECRET_KEYS,
+            ]
         ),
         st.integers(),
         st.booleans(),
@@ -529,8 +706,25 @@ def _nested(depth: int) -> Any:
         {"nested": {"authorization": "Basic abc"}},
         {"n": 2**64},
         "x" * 70_000,
+        {"text": "x" * 70_000},
+        [[0.5] * 1_000] * 100,
+        {"pwd": "hunter2"},
+        {"to\u212aen": "t"},
+        ["see postgresql://app:pw@db/app"],
     ],
-    ids=["deep", "long-list", "many-keys", "secret-key", "huge-int", "over-the-cap"],
+    ids=[
+        "deep",
+        "long-list",
+        "many-keys",
+        "secret-key",
+        "huge-int",
+        "over-the-cap",
+        "long-string",
+        "long-lists",
+        "new-secret-key",
+        "kelvin-key",
+        "url-password",
+    ],
 )
 def test_json_fast_path_defers_to_the_general_path_at_every_limit(value: Any) -> None:
     encoder = FieldEncoder(64_000, secrets=("my-project-key-123",))
