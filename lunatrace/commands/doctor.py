@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from lunatrace.core.config import Config, mask_key
+from lunatrace.core.config import Config, mask_key, redact
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,9 +17,7 @@ def run(args: argparse.Namespace) -> int:
     config = Config.resolve()
     print("Configuration (arguments to configure() are not seen here: environment and defaults):")
     for item in dataclasses.fields(config):
-        value = getattr(config, item.name)
-        shown = mask_key(value) if item.name == "project_key" else value
-        print(f"  {item.name:<17} {shown}")
+        print(f"  {item.name:<17} {config.shown(item.name)}")
     healthy = check_server(config)
     healthy = check_store(config) and healthy
     return 0 if healthy else 1
@@ -37,14 +35,15 @@ def check_server(config: Config) -> bool:
     finally:
         client.close()
     if answer.kind is Kind.OK:
-        print(f"Server: OK, {config.ingest_url} accepts key {mask_key(config.project_key)}.")
+        print(f"Server: OK, {redact(config.ingest_url)} accepts key {mask_key(config.project_key)}.")
         return True
     status = f"HTTP {answer.status}" if answer.status is not None else "no answer"
     problem = {
         Kind.CONFIG: "refuses the configuration (check the project key and api_url)",
         Kind.RETRY: "is unreachable or failing",
     }.get(answer.kind, "answered unexpectedly")
-    print(f"Server: PROBLEM, {config.ingest_url} {problem} ({status}: {answer.detail})", file=sys.stderr)
+    report = f"Server: PROBLEM, {config.ingest_url} {problem} ({status}: {answer.detail})"
+    print(redact(report, config.project_key), file=sys.stderr)
     return False
 
 

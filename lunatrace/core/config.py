@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lunatrace.core.serialize import scrub_text
+
 DEFAULT_API_URL = "https://api.lunary.ai"
 
 
@@ -37,6 +39,20 @@ def mask_key(key: str | None) -> str:
     if len(key) <= 8:
         return "****"
     return f"{key[:4]}…{key[-4:]}"
+
+
+def redact(text: str, key: str | None = None) -> str:
+    """``text`` as lunatrace may print it: in a log line, ``lunatrace doctor``'s report, a repr.
+
+    What lunatrace prints can hold credentials it did not write: a server's error body may
+    echo the request's ``Authorization`` header, an ``api_url`` may carry
+    ``user:password@``. The project ``key`` is shown as :func:`mask_key` shows it, and
+    whatever :func:`~lunatrace.core.serialize.scrub_text` removes from events (URL
+    passwords, bearer and basic credentials, provider keys) is replaced.
+    """
+    if key and key in text:
+        text = text.replace(key, mask_key(key))
+    return scrub_text(text)
 
 
 MaskHook = Callable[[Any], Any]
@@ -64,13 +80,15 @@ class Config:
     mask: MaskHook | None = None
 
     def __repr__(self) -> str:
-        fields = ", ".join(
-            f"{f.name}={mask_key(self.project_key)!r}"
-            if f.name == "project_key"
-            else f"{f.name}={getattr(self, f.name)!r}"
-            for f in dataclasses.fields(self)
-        )
+        fields = ", ".join(f"{f.name}={self.shown(f.name)!r}" for f in dataclasses.fields(self))
         return f"Config({fields})"
+
+    def shown(self, name: str) -> Any:
+        """Setting ``name`` as it may be printed: the key masked, credentials out of the URL."""
+        value = getattr(self, name)
+        if name == "project_key":
+            return mask_key(value)
+        return redact(value, self.project_key) if name == "api_url" else value
 
     __str__ = __repr__
 
@@ -116,7 +134,7 @@ def _checked(name: str, raw: Any, parse: Callable[[Any], Any], source: str) -> A
     try:
         return parse(raw)
     except (TypeError, ValueError) as exc:
-        shown = mask_key(str(raw)) if name == "project_key" else repr(raw)
+        shown = mask_key(str(raw)) if name == "project_key" else redact(repr(raw))
         raise ConfigError(f"invalid value {shown} for {source}: {exc}", name) from None
 
 

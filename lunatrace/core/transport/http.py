@@ -17,7 +17,7 @@ from typing import Any
 import requests
 
 from lunatrace._version import __version__
-from lunatrace.core.config import Config, mask_key
+from lunatrace.core.config import Config, mask_key, redact
 
 USER_AGENT = f"lunatrace-py/{__version__}"
 DUPLICATE_START = "Run with this ID already exists in the database."
@@ -158,7 +158,10 @@ def classify(response: requests.Response) -> Answer:
 
 
 def _message(response: requests.Response) -> str:
-    text = response.text[:300]
+    # An error body can echo the request, its Authorization header included: the credential
+    # sent is masked, and others scrubbed, before any of the body is kept to be printed.
+    sent = response.request.headers.get("Authorization", "") if response.request is not None else ""
+    text = redact(response.text[:2_000], str(sent).partition(" ")[2])[:300]
     try:
         payload = json.loads(text)
     except ValueError:

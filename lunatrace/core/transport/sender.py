@@ -16,7 +16,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lunatrace.core.config import Config, mask_key
+from lunatrace.core.config import Config, mask_key, redact
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
 from lunatrace.core.transport.stalls import ServerRuns
@@ -141,7 +141,7 @@ class Sender:
                     self.retry_after = answer.retry_after
                     logger.warning(
                         "lunatrace: the server at %s is unavailable (%s); %d event(s) kept for later",
-                        self.config.api_url,
+                        redact(self.config.api_url),
                         _describe(answer),
                         sum(len(p) for p in parts),
                     )
@@ -161,7 +161,7 @@ class Sender:
         logger.warning(
             "lunatrace: cannot reach the server at %s (%s); events are retried for up to %.0f s, then "
             "kept in %s (`lunatrace push` sends them later)",
-            self.config.api_url,
+            redact(self.config.api_url),
             self.unreachable,
             self.config.retry_timeout,
             self.config.store_path,
@@ -227,11 +227,12 @@ class Sender:
         )
 
     def _disable(self, answer: Answer) -> None:
+        url = redact(self.config.ingest_url)
         if answer.status is not None and 300 <= answer.status < 400:
-            problem = f"{self.config.ingest_url} is not the ingestion endpoint (set api_url to its new place)"
+            problem = f"{url} is not the ingestion endpoint (set api_url to its new place)"
         elif answer.status == 404 or WRONG_ROUTE in answer.detail:
             problem = (
-                f"no ingestion endpoint at {self.config.ingest_url} (check api_url: it is the server's"
+                f"no ingestion endpoint at {url} (check api_url: it is the server's"
                 " base URL, without /v1/runs/ingest or any other path)"
             )
         else:
@@ -254,4 +255,4 @@ class Sender:
 
 def _describe(answer: Answer) -> str:
     status = f"HTTP {answer.status}" if answer.status is not None else "no answer"
-    return f"{status}: {answer.detail}" if answer.detail else status
+    return redact(f"{status}: {answer.detail}") if answer.detail else status  # an error can name a URL
