@@ -45,11 +45,12 @@ def show(trace_id: str | None = None, *, display: bool = True) -> Trace | None:
         where = ""
         if tracer.config.uses_server:
             problem = getattr(getattr(tracer.sink, "destination", None), "unreachable", None)
+            server = tracer.config.shown("api_url")
             where = (
-                f" (the server at {tracer.config.api_url} cannot be reached: {problem}; events are retried,"
+                f" (the server at {server} cannot be reached: {problem}; events are retried,"
                 f" then kept in {tracer.config.store_path})"
                 if problem
-                else f" (events are sent to {tracer.config.api_url}; look there)"
+                else f" (events are sent to {server}; look there)"
             )
         print(f"lunatrace: {exc}{where}", file=sys.stderr)
         return None

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lunatrace.core.config import Config, mask_key
+from lunatrace.core.config import Config, mask_key, redact
 from lunatrace.core.transport.store import StoreError, open_existing
 
 
@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"lunatrace push: {exc}", file=sys.stderr)
         return 1
-    target = f"{config.ingest_url} (key {mask_key(config.project_key)})"
+    target = f"{redact(config.ingest_url, config.project_key)} (key {mask_key(config.project_key)})"
     if args.dry_run:
         print(f"Would push {report.pending} event(s) in about {report.requests} request(s) to {target}.")
         return 0

@@ -89,7 +89,7 @@ def run_demo(full: bool = False, out: TextIO | None = None) -> DemoResult:
     tracer = lunatrace.get_tracer()
     config = tracer.config
     where = (
-        f"sending to the Lunary server at {config.api_url}"
+        f"sending to the Lunary server at {config.shown('api_url')}"
         if config.uses_server
         else f"offline: no Lunary key set, events are kept in {config.store_path}"
     )

@@ -158,3 +158,13 @@ def test_the_echo_server_really_echoes() -> None:
     with EchoingServer(401, BODIES[0]) as server:
         answer = requests.post(server.url(), headers={"Authorization": f"Bearer {PROJECT_KEY}"}, timeout=5)
     assert PROJECT_KEY in json.loads(answer.text)["message"]
+
+
+def test_the_ingest_client_never_shows_url_credentials() -> None:
+    from lunatrace.core.config import Config
+    from lunatrace.core.transport.http import IngestClient
+
+    key = "6c1d2e3f-4a5b-4c6d-8e7f-8091a2b3c4d5"
+    config = Config.resolve(env={}, project_key=key, api_url="https://ops:hunter2-secret@lunary.internal")
+    shown = repr(IngestClient(config))
+    assert "hunter2-secret" not in shown and key not in shown and "lunary.internal" in shown

@@ -71,7 +71,7 @@ class IngestClient:
         self._session = self._new_session()
 
     def __repr__(self) -> str:
-        return f"IngestClient(url={self.url!r}, key={mask_key(self._key)!r})"
+        return f"IngestClient(url={redact(self.url, self._key)!r}, key={mask_key(self._key)!r})"
 
     def _new_session(self) -> requests.Session:
         """A session with the environment's settings for ``self.url`` resolved once.

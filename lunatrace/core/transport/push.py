@@ -65,7 +65,8 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
                     on_settled=row_marker(store),
                 )
                 if rest:
-                    report.problem = sender.disabled or f"the server at {config.api_url} is unavailable"
+                    unavailable = f"the server at {config.shown('api_url')} is unavailable"
+                    report.problem = sender.disabled or unavailable
                     report.configuration = sender.disabled is not None
                     break
             store.acquire_lease(SPOOL_LEASE, owner, lease_ttl)
