@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+import requests.auth
 
 from lunatrace._version import __version__
 from lunatrace.core.config import Config, mask_key, redact
@@ -61,6 +62,20 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+class _Bearer(requests.auth.AuthBase):
+    """The project key as ``Authorization: Bearer``, whatever else the URL carries."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return f"_Bearer({mask_key(self._key)!r})"
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._key}"
+        return request
+
+
 class IngestClient:
     """Posts batches to ``config.ingest_url`` over one keep-alive session."""
 
@@ -81,7 +96,9 @@ class IngestClient:
         (``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``) and ``~/.netrc``. The URL never
         changes, so the proxies and CA bundle are resolved here and set on the session,
         and the environment is not read again. ``~/.netrc`` is no longer consulted: its
-        credentials for the host would replace the project key's ``Authorization``.
+        credentials for the host would replace the project key's ``Authorization``. For the
+        same reason the key is the session's ``auth``: requests would otherwise turn a
+        ``user:password@`` in ``api_url`` into Basic credentials sent instead of the key.
         """
         session = requests.Session()
         settings = session.merge_environment_settings(self.url, {}, None, None, None)
@@ -89,13 +106,8 @@ class IngestClient:
         session.proxies = settings["proxies"]
         session.verify = settings["verify"]
         session.cert = settings["cert"]
-        session.headers.update(
-            {
-                "Authorization": f"Bearer {self._key}",
-                "Content-Type": "application/json",
-                "User-Agent": USER_AGENT,
-            }
-        )
+        session.auth = _Bearer(self._key)
+        session.headers.update({"Content-Type": "application/json", "User-Agent": USER_AGENT})
         return session
 
     def reset(self) -> None:

@@ -164,6 +164,20 @@ def test_a_netrc_entry_does_not_replace_the_project_key(
     assert lunary_server.requests[-1].headers["Authorization"] == f"Bearer {lunary_server.key}"
 
 
+def test_credentials_in_the_api_url_do_not_replace_the_project_key(lunary_server: FakeLunary) -> None:
+    # requests turns a user:password@ in the URL into Basic credentials sent instead of the
+    # key; the key must stay the Authorization, and the URL's password is sent nowhere.
+    url = lunary_server.url.replace("http://", "http://ops:hunter2@")
+    config = Config.resolve(env={}, project_key=lunary_server.key, api_url=url)
+    assert IngestClient(config).post(EMPTY_BATCH).kind is Kind.OK
+    assert lunary_server.requests[-1].headers["Authorization"] == f"Bearer {lunary_server.key}"
+    session = requests.Session()  # the guard: a default session sends Basic instead
+    session.headers["Authorization"] = f"Bearer {lunary_server.key}"
+    session.post(url + INGEST_PATH, data=EMPTY_BATCH, timeout=5)
+    session.close()
+    assert lunary_server.requests[-1].headers["Authorization"].startswith("Basic ")
+
+
 def test_the_netrc_entry_would_replace_it_in_a_default_session(
     netrc_for_localhost: Path, lunary_server: FakeLunary
 ) -> None:
