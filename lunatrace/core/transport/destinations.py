@@ -178,6 +178,7 @@ class ServerDestination:
         self._new_lanes()
         self.online = True
         self._spool_unknown = False
+        self._next_look = 0.0  # when to look at a spool that could not be read
         self._next_probe = 0.0
         self._probe_interval = min(config.retry_timeout, PROBE_CAP_S)
 
@@ -240,7 +241,7 @@ class ServerDestination:
 
     def tick(self) -> None:
         self._collect_lanes()
-        if self._spool_unknown and self.online:
+        if self._spool_unknown and self.online and time.monotonic() >= self._next_look:
             self._look_at_spool()
         if not self.online and self.main.idle and time.monotonic() >= self._next_probe:
             try:
@@ -252,6 +253,9 @@ class ServerDestination:
                     self.spool.replace_damaged(exc)
                 else:
                     logger.error("lunatrace: %s; sending new events directly meanwhile", exc)
+                    # Its events are still to be sent: look again once the store may be free.
+                    self._spool_unknown = True
+                    self._next_look = time.monotonic() + STORE_REOPEN_S
                 self.online = True
 
     def _collect_lanes(self) -> None:
