@@ -9,8 +9,11 @@ which costs it far more per event than lunatrace spends sending them).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -43,6 +46,20 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+
+@contextmanager
+def running(key: str) -> Iterator[str]:
+    """The endpoint in a process of its own (spawned) for the body; yields its URL."""
+    context = multiprocessing.get_context("spawn")
+    ports, stop = context.Queue(), context.Event()
+    server = context.Process(target=serve, args=(key, ports, stop), daemon=True)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{ports.get(timeout=30)}"
+    finally:
+        stop.set()
+        server.join(10)
 
 
 def serve(key: str, ports: Any, stop: Any) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -25,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bare_server import serve  # noqa: E402
+from benchmarks.bare_server import running  # noqa: E402
 from benchmarks.transport import BENCH_KEY  # noqa: E402
 
 BURST = """
@@ -77,32 +76,23 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,20000,40000,80000")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    context = multiprocessing.get_context("spawn")
-    ports, stop = context.Queue(), context.Event()
-    server = context.Process(target=serve, args=(BENCH_KEY, ports, stop), daemon=True)
-    server.start()
-    url = f"http://127.0.0.1:{ports.get(timeout=30)}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {
-                **os.environ,
-                "PYTHONPATH": str(ROOT),
-                "LUNARY_PUBLIC_KEY": BENCH_KEY,
-                "LUNARY_API_URL": url,
-                "LUNATRACE_STORE": str(Path(tmp) / "spool.db"),
-            }
-            print(f"{'calls':>8} {'events':>8} {'dropped':>8} {'peak RSS':>9} {'untraced':>9}  ratio")
-            for size in (int(s) for s in args.sizes.split(",")):
-                traced = burst("traced", size, args.threads, env)
-                bare = burst("bare", size, args.threads, env)
-                peak, base = traced["peak_kb"] / 1024, bare["peak_kb"] / 1024
-                print(
-                    f"{size:>8,} {traced['queued']:>8,} {traced['dropped']:>8,} {peak:>7.0f}MB "
-                    f"{base:>7.0f}MB  x{peak / base:.2f}"
-                )
-    finally:
-        stop.set()
-        server.join(10)
+    with running(BENCH_KEY) as url, tempfile.TemporaryDirectory() as tmp:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "LUNARY_PUBLIC_KEY": BENCH_KEY,
+            "LUNARY_API_URL": url,
+            "LUNATRACE_STORE": str(Path(tmp) / "spool.db"),
+        }
+        print(f"{'calls':>8} {'events':>8} {'dropped':>8} {'peak RSS':>9} {'untraced':>9}  ratio")
+        for size in (int(s) for s in args.sizes.split(",")):
+            traced = burst("traced", size, args.threads, env)
+            bare = burst("bare", size, args.threads, env)
+            peak, base = traced["peak_kb"] / 1024, bare["peak_kb"] / 1024
+            print(
+                f"{size:>8,} {traced['queued']:>8,} {traced['dropped']:>8,} {peak:>7.0f}MB "
+                f"{base:>7.0f}MB  x{peak / base:.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
-import multiprocessing
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bare_server import serve  # noqa: E402
+from benchmarks.bare_server import running  # noqa: E402
 from lunatrace.core.config import Config  # noqa: E402
 from lunatrace.core.events import TIMESTAMP_KEY, MonotonicClock, build, new_run_id, wire_json  # noqa: E402
 from lunatrace.core.serialize import FieldEncoder  # noqa: E402
@@ -136,32 +135,23 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("lunatrace").setLevel(logging.ERROR)  # the expected drop warnings
     key = BENCH_KEY
-    context = multiprocessing.get_context("spawn")
-    ports, stop = context.Queue(), context.Event()
-    server = context.Process(target=serve, args=(key, ports, stop), daemon=True)
-    server.start()
-    url = f"http://127.0.0.1:{ports.get(timeout=30)}"
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            store = Path(tmp) / "events.db"
-            emit_us, floor_us = bench_emit(args.events, key, url, store)
-            print(
-                f"emit (caller's thread):     {emit_us:6.2f} µs/event   "
-                f"deque.append {floor_us:.2f} µs  -> x{emit_us / floor_us:.1f}   target < 5 µs"
-            )
-            rate, encode_rate = bench_delivery(args.events, key, url, store)
-            print(
-                f"delivery to local server: {rate:8,.0f} events/s  encoding alone {encode_rate:,.0f}/s"
-                f"  -> {rate / encode_rate:.2f} of it   target > 20,000/s"
-            )
-            rate, encode_rate = bench_delivery(args.events, None, url, store)
-            print(
-                f"no key, to the local store: {rate:6,.0f} events/s  encoding alone {encode_rate:,.0f}/s"
-                f"  -> {rate / encode_rate:.2f} of it"
-            )
-    finally:
-        stop.set()
-        server.join(10)
+    with running(key) as url, tempfile.TemporaryDirectory() as tmp:
+        store = Path(tmp) / "events.db"
+        emit_us, floor_us = bench_emit(args.events, key, url, store)
+        print(
+            f"emit (caller's thread):     {emit_us:6.2f} µs/event   "
+            f"deque.append {floor_us:.2f} µs  -> x{emit_us / floor_us:.1f}   target < 5 µs"
+        )
+        rate, encode_rate = bench_delivery(args.events, key, url, store)
+        print(
+            f"delivery to local server: {rate:8,.0f} events/s  encoding alone {encode_rate:,.0f}/s"
+            f"  -> {rate / encode_rate:.2f} of it   target > 20,000/s"
+        )
+        rate, encode_rate = bench_delivery(args.events, None, url, store)
+        print(
+            f"no key, to the local store: {rate:6,.0f} events/s  encoding alone {encode_rate:,.0f}/s"
+            f"  -> {rate / encode_rate:.2f} of it"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         peak, list_bytes, dropped = bench_memory_when_down(100_000, url, Path(tmp) / "events.db")
     print(

@@ -36,6 +36,12 @@ def spool_with_a_damaged_row(path: Path, good: int) -> None:
     store.close()
 
 
+def point_at(monkeypatch: pytest.MonkeyPatch, server: FakeLunary, key: str) -> None:
+    """The CLI's configuration: ``server``'s address, with ``key``."""
+    monkeypatch.setenv("LUNARY_PUBLIC_KEY", key)
+    monkeypatch.setenv("LUNARY_API_URL", server.url)
+
+
 def test_a_damaged_spool_row_is_set_aside_and_delivery_goes_on(
     lunary_server: FakeLunary, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -62,8 +68,7 @@ def test_push_sets_a_damaged_row_aside_and_says_so_in_one_line(
 ) -> None:
     path = tmp_path / "spool.db"
     spool_with_a_damaged_row(path, good=6)
-    for name, value in {"LUNARY_PUBLIC_KEY": lunary_server.key, "LUNARY_API_URL": lunary_server.url}.items():
-        monkeypatch.setenv(name, value)
+    point_at(monkeypatch, lunary_server, lunary_server.key)
     assert main(["push", "--store", str(path)]) == 0
     out, err = capsys.readouterr()
     assert "Pushed 6 event(s)" in out
@@ -104,8 +109,7 @@ def test_a_refused_key_is_not_reported_as_a_push(
 ) -> None:
     path = tmp_path / "spool.db"
     spool_with_a_damaged_row(path, good=2)
-    monkeypatch.setenv("LUNARY_PUBLIC_KEY", "11111111-2222-4333-8444-555555555555")
-    monkeypatch.setenv("LUNARY_API_URL", lunary_server.url)
+    point_at(monkeypatch, lunary_server, "11111111-2222-4333-8444-555555555555")
     assert main(["push", "--store", str(path)]) == 1
     out, err = capsys.readouterr()
     assert "Pushed" not in out and "was refused" in err and "Fix the configuration" in err
