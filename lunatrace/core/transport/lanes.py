@@ -30,7 +30,7 @@ from lunatrace.core.config import Config
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.sender import Counters, Sender
-from lunatrace.core.transport.stalls import ServerRuns
+from lunatrace.core.transport.stalls import STARTS, ServerRuns
 
 Settle = Callable[[list[Item]], bool]
 
@@ -119,7 +119,7 @@ class Lane:
         if not self._busy:
             return set()
         headers = (item.header for item in self._in_flight)
-        return {h[2] for h in headers if h is not None and h[1] in ("start", "chat")}
+        return {h[2] for h in headers if h is not None and h[1] in STARTS}
 
     def _next(self) -> None:
         if self._busy or not self._waiting or self._undelivered:
@@ -167,16 +167,14 @@ class SlowLane(Lane):
             if header is None:
                 now.append(item)
                 continue
-            run_type, event, run_id, parent = header
-            pauses = (
-                event == "start" and parent is not None and parent not in started and not known.holds(parent)
-            ) or (event == "end" and run_type == "llm" and run_id not in started and not known.holds(run_id))
-            if pauses or run_id in blocked or (parent is not None and parent in blocked):
+            run_id, parent = header[2], header[3]
+            depends = run_id in blocked or (parent is not None and parent in blocked)
+            if depends or known.pauses_on(header, started):
                 blocked.add(run_id)
                 lane.append(item)
             else:
                 now.append(item)
-                if event in ("start", "chat"):
+                if header[1] in STARTS:
                     started.add(run_id)
         return now, lane
 

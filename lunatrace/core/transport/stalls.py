@@ -21,6 +21,7 @@ from lunatrace.core.transport.batch import Item
 ORPHAN_PAUSE_S = 5.0  # the server's wait for a missing parent or start
 PER_EVENT_S = 0.005  # its writing time per event is ~1.5 ms; with room to spare
 KNOWN_RUNS = 50_000
+STARTS = ("start", "chat")  # events that make a run the server holds
 
 class ServerRuns:
     """The open runs the server is known to hold, bounded (the oldest are forgotten).
@@ -35,6 +36,14 @@ class ServerRuns:
         """Whether the server is known to hold ``run_id`` (started, not ended)."""
         return run_id in self._open
 
+    def pauses_on(self, header: tuple[str, str, str, str | None], started: set[str]) -> bool:
+        """Whether the server pauses on an event (a start whose parent it lacks, an llm end
+        whose start it lacks), given the runs ``started`` earlier in the same request."""
+        run_type, event, run_id, parent = header
+        if event == "start":
+            return parent is not None and parent not in started and parent not in self._open
+        return event == "end" and run_type == "llm" and run_id not in started and run_id not in self._open
+
     def pauses(self, items: Iterable[Item]) -> int:
         """How many 5-second pauses the server will make for ``items`` sent in one request."""
         started: set[str] = set()
@@ -43,15 +52,9 @@ class ServerRuns:
             header = item.header
             if header is None:
                 continue
-            run_type, event, run_id, parent = header
-            if event == "start":
-                if parent is not None and parent not in started and parent not in self._open:
-                    count += 1
-                started.add(run_id)
-            elif event == "chat":
-                started.add(run_id)  # a thread message is a run its work can be parented to
-            elif event == "end" and run_type == "llm" and run_id not in started and run_id not in self._open:
-                count += 1
+            count += self.pauses_on(header, started)
+            if header[1] in STARTS:
+                started.add(header[2])  # a thread message is a run its work can be parented to
         return count
 
     def answered(self, items: Iterable[Item], refused: Iterable[str] = ()) -> None:
@@ -63,7 +66,7 @@ class ServerRuns:
             if header is None:
                 continue
             event, run_id = header[1], header[2]
-            if event in ("start", "chat") and run_id not in gone:
+            if event in STARTS and run_id not in gone:
                 opened[run_id] = None  # a thread message is a run too (ended only by a merge)
                 if len(opened) > KNOWN_RUNS:
                     opened.popitem(last=False)
