@@ -8,6 +8,7 @@ sink for a configuration.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from lunatrace.core.config import Config
@@ -26,6 +27,13 @@ class Sink(Protocol):
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush, then release resources; later events are dropped."""
+
+    def every_tick(self, task: Callable[[], None]) -> None:
+        """Run ``task`` on the sink's own thread, between batches, about every flush interval.
+
+        Housekeeping that emits events (the tracer's sweep of abandoned runs) runs there,
+        never inside a hook or a record's build. A sink without a thread never runs it.
+        """
 
 
 class MemorySink:
@@ -54,6 +62,9 @@ class MemorySink:
 
     def shutdown(self, timeout: float | None = None) -> bool:
         return True
+
+    def every_tick(self, task: Callable[[], None]) -> None:
+        """No thread, no ticks: a test runs the housekeeping itself."""
 
     def stats(self) -> dict[str, int]:
         with self._lock:

@@ -112,6 +112,7 @@ class BatchWorker:
         self._batch_bytes = config.batch_max_bytes
         self._event_bytes = float(FIRST_EVENT_BYTES)  # memory a queued event holds (estimated)
         self._bound_queue()
+        self._tick_tasks: list[Callable[[], None]] = []
         self._init_state()
         destination.backlogged = lambda: 2 * len(self._queue) >= self._max_queue
         _WORKERS.add(self)
@@ -149,6 +150,9 @@ class BatchWorker:
         self._dropped_seen = 0  # ``dropped`` when the last flush was answered
         self._last_drop_warning = 0.0
         self._thread: threading.Thread | None = None
+
+    def every_tick(self, task: Callable[[], None]) -> None:
+        self._tick_tasks.append(task)
 
     def __repr__(self) -> str:
         return f"BatchWorker(destination={self.destination!r})"
@@ -281,6 +285,8 @@ class BatchWorker:
                 if not self._drain():
                     return
                 self.destination.tick()
+                for task in self._tick_tasks:
+                    task()
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything
                 logger.warning("lunatrace: delivery error (%s: %s)", type(exc).__name__, exc)
             if self._closed and not self._queue:
