@@ -28,7 +28,7 @@ from typing import Any
 import langchain_overhead as overhead
 from langchain_core.callbacks import BaseCallbackHandler
 
-from lunatrace.core.events import format_timestamp
+from lunatrace.core.timestamps import format_timestamp
 from lunatrace.integrations.langchain.convert import (
     chain_payload,
     generations_to_openai,

@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from lunatrace._version import __version__
 from lunatrace.core.serialize import MAX_ITEMS, Deferred, FieldEncoder, cut_text, dumps, to_jsonable
+from lunatrace.core.timestamps import format_timestamp
 from lunatrace.core.usage import estimate_usage
 
 RUNTIME = f"lunatrace-py/{__version__}"
@@ -89,23 +90,6 @@ class MonotonicClock:
         now = max((self.anchor_ns + counter_ns) // 1_000_000, self.last + 1)
         self.last = now
         return now
-
-
-def format_timestamp(ms: int) -> str:
-    """``2026-01-01T00:00:00.000Z``: ISO 8601 UTC with milliseconds, as the server stores.
-
-    Events come in bursts within the same second: its formatted part is reused.
-    """
-    global _last_second
-    seconds, millis = divmod(ms, 1000)
-    second, prefix = _last_second
-    if second != seconds:
-        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
-        _last_second = (seconds, prefix)  # one tuple: atomic for concurrent callers
-    return f"{prefix}.{millis:03d}Z"
-
-
-_last_second: tuple[int, str] = (-1, "")
 
 
 def new_run_id() -> str:

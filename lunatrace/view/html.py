@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-from lunatrace.core.events import format_timestamp
+from lunatrace.core.timestamps import format_timestamp
 from lunatrace.view.model import ERROR, STARTED, Run, Span, Trace, format_duration
 
 # Plain geometric symbols (present in every font, unlike emoji), one colour per type.

@@ -13,11 +13,11 @@ here, with one ``chat`` run per message and the work a message triggered beneath
 
 from __future__ import annotations
 
-import datetime as _dt
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lunatrace.core.timestamps import parse_timestamp
 from lunatrace.view.forest import link, span_threads
 
 SUCCESS = "success"
@@ -27,22 +27,6 @@ STARTED = "started"
 # ``start`` first among events with the same timestamp: the protocol's order of processing.
 _EVENT_RANK = {"start": 0, "chat": 0}
 _INPUT_ROLES = frozenset({"user", "system"})
-
-
-def parse_timestamp(value: Any) -> int | None:
-    """Epoch milliseconds from the wire's ISO 8601 timestamp; ``None`` if unreadable."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
-    try:
-        moment = _dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return round(moment.timestamp() * 1000)
 
 
 def format_duration(ms: int | None) -> str:

@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 import lunatrace
 from lunatrace.core import events
-from lunatrace.core.events import EventError, MonotonicClock, build, format_timestamp, to_wire, uuid_from_seed
+from lunatrace.core.events import EventError, MonotonicClock, build, to_wire, uuid_from_seed
 from lunatrace.core.serialize import FieldEncoder
+from lunatrace.core.timestamps import format_timestamp
 from lunatrace.core.transport import MemorySink
 from tests.support.wire import RUN_TYPES, assert_wire_event, is_uuid
 

@@ -6,8 +6,9 @@ import random
 from typing import Any
 
 import lunatrace
+from lunatrace.core.timestamps import parse_timestamp
 from lunatrace.core.transport import MemorySink
-from lunatrace.view.model import ERROR, STARTED, SUCCESS, build_trace, format_duration, parse_timestamp
+from lunatrace.view.model import ERROR, STARTED, SUCCESS, build_trace, format_duration
 
 
 def test_agent_trace_tree_mirrors_the_runs(agent_events: list[dict[str, Any]]) -> None:

@@ -178,10 +178,8 @@ class SlowLane(Lane):
                     started.add(run_id)
         return now, lane
 
-
     def collect(self, counters: Counters) -> tuple[list[Item], Settle]:
         undelivered = super().collect(counters)
         if self.idle:
             self._blocked.clear()  # the lane's runs are stored: their later events need not wait
         return undelivered
-

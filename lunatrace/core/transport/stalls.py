@@ -23,6 +23,7 @@ PER_EVENT_S = 0.005  # its writing time per event is ~1.5 ms; with room to spare
 KNOWN_RUNS = 50_000
 STARTS = ("start", "chat")  # events that make a run the server holds
 
+
 class ServerRuns:
     """The open runs the server is known to hold, bounded (the oldest are forgotten).
 

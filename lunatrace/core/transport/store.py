@@ -22,9 +22,10 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from lunatrace.core.timestamps import format_timestamp, parse_timestamp
 
 logger = logging.getLogger("lunatrace")
 
@@ -115,24 +116,8 @@ class TraceSummary:
     tags: list[str] = field(default_factory=list)
 
 
-def parse_timestamp(value: Any) -> int | None:
-    """Milliseconds since the epoch from a wire ``timestamp`` (None if absent or invalid)."""
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return int(parsed.timestamp() * 1000)
-
-
 def iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    return None if ms is None else format_timestamp(ms)
 
 
 def event_tokens(event: dict[str, Any]) -> int:

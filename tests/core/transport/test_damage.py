@@ -23,8 +23,13 @@ def spool_with_a_damaged_row(path: Path, good: int) -> None:
     """A spool holding ``good`` events around one row whose body is not JSON."""
     store = EventStore(path)
     events = [
-        {"type": "tool", "event": "start", "runId": f"0000000{i}-0000-4000-8000-000000000000",
-         "timestamp": "2026-12-01T00:00:00.000Z", "name": f"kept-{i}"}
+        {
+            "type": "tool",
+            "event": "start",
+            "runId": f"0000000{i}-0000-4000-8000-000000000000",
+            "timestamp": "2026-12-01T00:00:00.000Z",
+            "name": f"kept-{i}",
+        }
         for i in range(good)
     ]
     store.append(events[: good // 2], delivered=False)

@@ -82,4 +82,3 @@ def test_a_store_locked_by_another_process_costs_the_exit_timeout_and_is_counted
         holder.close()
     assert took - baseline() < EXIT_TIMEOUT + 1.5
     assert "400 event(s) could not be kept at exit" in stderr
-

@@ -124,7 +124,7 @@ def test_metadata_keys_the_server_reads_as_run_fields_fail_no_run(
     runs = real_lunary.runs(traced_to_real)
     assert len(runs) == 4  # the sequence, its prompt and model, and the decorated function
     assert all(r["status"] == "success" for r in runs)
-    (key, value), = metadata.items()
+    ((key, value),) = metadata.items()
     assert all(r["metadata"][f"metadata.{key}".replace("template_id", "templateId")] == value for r in runs)
     assert all(r["template_version_id"] is None and not r["tags"] for r in runs)
     assert lunatrace.stats()["failed"] == 0
