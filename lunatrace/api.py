@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from lunatrace.core import context, processes
+from lunatrace.core import context, guard, processes
 from lunatrace.core.config import ENVIRONMENT_VARIABLES, Config, ConfigError
 from lunatrace.core.events import new_run_id
 from lunatrace.core.serialize import FieldEncoder
@@ -123,9 +123,14 @@ def shutdown(timeout: float | None = None) -> bool:
 
 
 def stats() -> dict[str, int]:
-    """Event counts of the current sink: queued, sent, retried, spooled, stored, dropped, failed."""
+    """Event counts of the current sink (queued, sent, retried, spooled, stored, dropped,
+    failed: see docs/delivery.md), and ``internal_errors``: how many times lunatrace's own
+    code failed and was caught (each failing place is logged once; ``guard.failures()``
+    names them)."""
     sink_stats = getattr(get_tracer().sink, "stats", None)
-    return dict(sink_stats()) if callable(sink_stats) else {}
+    counts = dict(sink_stats()) if callable(sink_stats) else {}
+    counts["internal_errors"] = sum(guard.failures().values())
+    return counts
 
 
 def _register_exit_flush() -> None:

@@ -3,8 +3,9 @@ a store in a temporary directory, and a fresh process-wide tracer."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -93,6 +94,18 @@ def real_project(real_lunary: RealLunary) -> Project:
 
 
 # Delivery to the real server: short retries, and a read timeout the server's own pace allows.
+@pytest.fixture
+def events_of(traced_to_server: FakeLunary) -> Callable[[], list[dict[str, Any]]]:
+    """Call ``events_of()`` for every event the fake Lunary server received so far (after a
+    flush), in the order it got them."""
+
+    def received() -> list[dict[str, Any]]:
+        assert lunatrace.flush(10), "flush timed out"
+        return list(traced_to_server.events)
+
+    return received
+
+
 REAL_DELIVERY = {"flush_interval": 0.05, "retry_timeout": 30.0, "exit_timeout": 10.0}
 
 

@@ -27,18 +27,21 @@ import itertools
 import json
 import logging
 import re
-import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring  # C, no escaping of non-ASCII
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from lunatrace._version import __version__
+from lunatrace.core.guard import failed
 from lunatrace.core.serialize import MAX_ITEMS, Deferred, FieldEncoder, cut_text, dumps, to_jsonable
 from lunatrace.core.timestamps import format_timestamp
 from lunatrace.core.usage import estimate_usage
+
+if TYPE_CHECKING:
+    from lunatrace.core.runs import RunRegistry
 
 RUNTIME = f"lunatrace-py/{__version__}"
 
@@ -48,12 +51,9 @@ RUN_TYPES = frozenset(
 EVENT_NAMES = frozenset({"start", "end", "error", "feedback", "chat", "update", "custom-event"})
 THUMBS = frozenset({"up", "down"})
 
-# Fields that carry arbitrary user data and go through the field encoder.
-_PAYLOAD_FIELDS = frozenset({"input", "output", "params", "error", "feedback", "message", "userProps"})
-_MASKED_FIELDS = frozenset({"input", "output", "message"})
 TIMESTAMP_KEY = "_ts_ms"
-ESTIMATE_KEY = "_estimate"
-CONTEXT_KEY = "_context"  # (context tags, context metadata) to merge under the run's own
+_ESTIMATE_KEY = "_estimate"  # (model, prompt, output) for a token estimate
+_CONTEXT_KEY = "_context"  # (context tags, context metadata) to merge under the run's own
 
 logger = logging.getLogger("lunatrace")
 
@@ -63,22 +63,22 @@ class EventError(ValueError):
 
 
 class MonotonicClock:
-    """Wall-clock milliseconds that never decrease within the process."""
+    """Wall-clock milliseconds that never decrease within the process.
 
-    def __init__(self) -> None:
-        self.anchor_ns = time.time_ns() - time.perf_counter_ns()
+    Anchored once to the wall clock (``anchor_ns``: wall time minus the counter), then
+    driven by ``perf_counter_ns()`` readings, so a wall-clock step backwards cannot put a
+    child before its parent. Not locked: its caller (the tracer) serialises every call
+    under the lock that also orders the queue.
+    """
+
+    def __init__(self, anchor_ns: int | None = None) -> None:
+        self.anchor_ns = time.time_ns() - time.perf_counter_ns() if anchor_ns is None else anchor_ns
         self.last = 0
-        self._lock = threading.Lock()
-
-    def now_ms(self) -> int:
-        """A non-decreasing epoch time in milliseconds (thread-safe)."""
-        with self._lock:
-            return self.ms_at(time.perf_counter_ns())
 
     def ms_at(self, counter_ns: int) -> int:
         """The epoch milliseconds of ``counter_ns`` (a ``perf_counter_ns()`` reading), never
-        below the last one returned. Not locked: for a caller that serialises every call
-        under its own lock (the tracer's emit lock)."""
+        below the last one returned: a reading taken before another thread's, but stamped
+        after it, gets that thread's time rather than going back."""
         now = (self.anchor_ns + counter_ns) // 1_000_000
         if now < self.last:
             now = self.last
@@ -86,7 +86,7 @@ class MonotonicClock:
         return now
 
     def ms_after_last(self, counter_ns: int) -> int:
-        """Like :meth:`ms_at`, but strictly after the last time returned (same locking)."""
+        """Like :meth:`ms_at`, but strictly after the last time returned."""
         now = max((self.anchor_ns + counter_ns) // 1_000_000, self.last + 1)
         self.last = now
         return now
@@ -268,8 +268,92 @@ def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
         raise EventError(f"{key} is not a run id: {_shown(raw.get(key))}") from None
 
 
+def start_event(
+    run_type: str,
+    run_id: str,
+    *,
+    parent: str | None,
+    name: str | None,
+    input: Any,  # noqa: A002 - the wire field's name
+    params: Any = None,
+    tags: Any = None,
+    metadata: Any = None,
+    user_id: Any = None,
+    user_props: Any = None,
+    template_version_id: Any = None,
+    context_tags: tuple[str, ...] = (),
+    context_metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A run's start event, from plain values: ``None`` fields are dropped by :func:`wire_json`.
+
+    The context's tags go before the run's own and its metadata under the run's (merged
+    by :func:`complete`, on the worker).
+    """
+    raw: dict[str, Any] = {
+        "type": run_type,
+        "event": "start",
+        "runId": run_id,
+        "parentRunId": parent,
+        "name": name,
+        "input": input,
+        "params": params or None,
+        "tags": tags or None,
+        "metadata": metadata or None,
+        "userId": None if user_id is None else str(user_id),
+        "userProps": user_props if user_id is not None else None,
+        "templateVersionId": template_version_id,
+    }
+    if context_tags or context_metadata:
+        raw[_CONTEXT_KEY] = (context_tags, context_metadata)
+    return raw
+
+
+def end_event(
+    run_type: str,
+    run_id: str,
+    *,
+    output: Any,
+    input: Any = None,  # noqa: A002 - inputs known only at the end (streaming)
+    usage: Any = None,
+    metadata: Any = None,
+    model: str | None = None,
+    prompt: Any = None,
+) -> dict[str, Any]:
+    """A run's end event. An llm run that reports no usage gets a token estimate (on the
+    worker, by :func:`wire_json`) from ``model``, its prompt (the end's input, else
+    ``prompt``: the start's) and its output."""
+    raw: dict[str, Any] = {
+        "type": run_type,
+        "event": "end",
+        "runId": run_id,
+        "output": output,
+        "input": input,
+        "tokensUsage": usage or None,
+        "metadata": metadata or None,
+    }
+    if run_type == "llm" and not usage:
+        raw[_ESTIMATE_KEY] = (model, input or prompt, output)
+    return raw
+
+
+def error_event(
+    run_type: str, run_id: str, error: BaseException | str, metadata: Any = None
+) -> dict[str, Any]:
+    """A run's error event: message and stack of an exception, or a message alone."""
+    payload = (
+        error_payload(error) if isinstance(error, BaseException) else {"message": str(error), "stack": ""}
+    )
+    return {
+        "type": run_type,
+        "event": "error",
+        "runId": run_id,
+        "error": payload,
+        "metadata": metadata or None,
+    }
+
+
 class StartRecord(NamedTuple):
-    """A run start as the tracer queues it, built into its raw dict on the worker.
+    """A run start as the tracer queues it, built into its event on the worker.
 
     A tuple, not a dict: one is made for every run on the application's thread. It holds
     the start's arguments and a snapshot of the context (user, tags, metadata) taken there.
@@ -295,31 +379,25 @@ class StartRecord(NamedTuple):
         user_id, user_props, user = self.user_id, self.user_props, self.user
         if user_id is None and user is not None:
             user_id, user_props = user.user_id, user_props or user.props
-        raw: dict[str, Any] = {  # ``None`` fields are dropped by ``wire_json``
-            "type": self.run_type,
-            "event": "start",
-            "runId": self.run_id,
-            "parentRunId": self.parent,
-            "name": self.name,
-            "input": self.payload,
-            "params": self.params or None,
-            "tags": tuple(self.tags) if self.tags else None,
-            "metadata": self.metadata or None,
-            "userId": None if user_id is None else str(user_id),
-            "userProps": user_props if user_id is not None else None,
-            "templateVersionId": self.template_version_id,
-        }
-        if self.context_tags or self.context_metadata:
-            raw[CONTEXT_KEY] = (self.context_tags, self.context_metadata)
-        return raw
+        return start_event(
+            self.run_type,
+            self.run_id,
+            parent=self.parent,
+            name=self.name,
+            input=self.payload,
+            params=self.params,
+            tags=tuple(self.tags) if self.tags else None,
+            metadata=self.metadata,
+            user_id=user_id,
+            user_props=user_props,
+            template_version_id=self.template_version_id,
+            context_tags=self.context_tags,
+            context_metadata=self.context_metadata,
+        )
 
 
 class EndRecord(NamedTuple):
-    """A run end as the tracer queues it, built into its raw dict on the worker.
-
-    An llm run whose end reports no usage gets a token estimate from its model, its
-    prompt (the end's input, else the start's) and its output.
-    """
+    """A run end as the tracer queues it, built into its event on the worker."""
 
     ts_ms: int
     run_type: str
@@ -332,18 +410,16 @@ class EndRecord(NamedTuple):
     prompt: Any
 
     def build(self) -> dict[str, Any]:
-        raw: dict[str, Any] = {
-            "type": self.run_type,
-            "event": "end",
-            "runId": self.run_id,
-            "output": self.output,
-            "input": self.payload,
-            "tokensUsage": self.usage or None,
-            "metadata": self.metadata or None,
-        }
-        if self.run_type == "llm" and not self.usage:
-            raw[ESTIMATE_KEY] = (self.model, self.payload or self.prompt, self.output)
-        return raw
+        return end_event(
+            self.run_type,
+            self.run_id,
+            output=self.output,
+            input=self.payload,
+            usage=self.usage,
+            metadata=self.metadata,
+            model=self.model,
+            prompt=self.prompt,
+        )
 
 
 class StampedEvent(NamedTuple):
@@ -356,27 +432,33 @@ class StampedEvent(NamedTuple):
         return dict(self.raw)
 
 
-class HookRecord(tuple):  # type: ignore[type-arg]
-    """A framework callback as an integration queues it: ``(ts_ms, ns, builder, *args)``.
+class FrameworkHook(Protocol):
+    """A framework callback's arguments as an integration queues them (a named tuple).
 
-    ``builder(ts_ms, ns, *args)`` returns the raw event, or ``None`` when the callback
-    makes none. Builders run on the worker in queue order, one at a time, so an
-    integration can keep the state of its open runs there, off the application's
-    thread. ``ns`` is the ``perf_counter_ns()`` reading behind ``ts_ms``, for durations.
-    One flat tuple: every object that waits in the queue is work for the garbage collector
-    on the application's thread.
+    ``build`` runs on the worker, one record at a time and in queue order, and returns
+    the event the callback makes (:func:`start_event`, :func:`end_event`...) or ``None``.
+    It reads and changes the run registry of the tracer that queued it (``runs``), and
+    emits nothing itself: housekeeping that emits events runs on the worker's tick.
+    ``ns`` is the ``perf_counter_ns()`` reading behind ``ts_ms``, for durations.
     """
 
-    __slots__ = ()
+    def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any] | None: ...
 
-    @property
-    def ts_ms(self) -> int:
-        ts: int = self[0]
-        return ts
+
+class HookRecord(NamedTuple):
+    """A :class:`FrameworkHook` stamped by the tracer that queued it."""
+
+    ts_ms: int
+    ns: int
+    runs: RunRegistry
+    hook: FrameworkHook
 
     def build(self) -> dict[str, Any] | None:
-        built: dict[str, Any] | None = self[2](self[0], self[1], *self[3:])
-        return built
+        try:
+            return self.hook.build(self.ts_ms, self.ns, self.runs)
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: a bug costs one event
+            failed(f"mapping {type(self.hook).__name__}", exc, "that event is not recorded")
+            return None
 
 
 # What a sink receives: a queued record, or a raw dict carrying its own timestamp under
@@ -399,7 +481,7 @@ def complete(raw: RawEvent) -> Mapping[str, Any] | None:
             return None
         done = built
         done[TIMESTAMP_KEY] = raw.ts_ms
-    context_fields = done.get(CONTEXT_KEY)
+    context_fields = done.get(_CONTEXT_KEY)
     if context_fields is None:
         return done
     if done is raw:
@@ -447,38 +529,20 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
         parts.append(f',"parentRunId":"{_uuid_field(raw, "parentRunId")}"')
     ts = raw.get(TIMESTAMP_KEY)
     parts.append(f',"timestamp":"{format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))}"')
-    metadata: dict[str, Any] | None = None
-    tokens: dict[str, int] | None = None
-    runtime = RUNTIME
+    trailer: dict[str, Any] = {}  # metadata, usage and runtime: written last, see below
     for key, value in raw.items():
         if value is None or key in _HEADER_FIELDS or key.startswith("_"):
             continue
-        text: str | None = None
-        if key in _PAYLOAD_FIELDS:
-            if key == "feedback":
-                text = _feedback_json(value, encoder)
-            else:
-                text = encoder.encode_json(value, masked=key in _MASKED_FIELDS)
-        elif key == "metadata":
-            metadata = flatten_metadata(value, encoder) or None
-        elif key == "tokensUsage":
-            tokens = _tokens(value)
-        elif key in ("tags", "threadTags"):
-            text = _tags_json(value, encoder)
-        elif key in ("userId", "name"):
-            text = encode_basestring(encoder.encode_text(_text(value)))
-        elif key == "templateVersionId":
-            template = _template_version(value)
-            if template is not None:
-                text = str(template)
-        elif key == "runtime":
-            runtime = encoder.encode_text(_text(value))
-        else:
-            text = encoder.encode_json(value, masked=False)
+        if key in _TRAILER_FIELDS:
+            trailer[key] = value
+            continue
+        text = _FIELD_WRITERS.get(key, _plain_json)(value, encoder)
         if text is not None:
             parts.append(_field_prefix(key))
             parts.append(text)
-    estimate = raw.get(ESTIMATE_KEY)
+    metadata = flatten_metadata(trailer["metadata"], encoder) if "metadata" in trailer else None
+    tokens = _tokens(trailer.get("tokensUsage"))
+    estimate = raw.get(_ESTIMATE_KEY)
     if estimate and not tokens:
         model, prompt, completion = estimate
         tokens = estimate_usage(model, _counted(prompt), _counted(completion))
@@ -487,8 +551,26 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
         parts.append(f',"tokensUsage":{dumps(tokens)}')
     if metadata:
         parts.append(f',"metadata":{dumps(metadata)}')
-    parts.append(_RUNTIME_JSON if runtime is RUNTIME else f',"runtime":{encode_basestring(runtime)}}}')
+    runtime = trailer.get("runtime")
+    parts.append(_RUNTIME_JSON if runtime is None else f',"runtime":{_text_json(runtime, encoder)}}}')
     return "".join(parts)
+
+
+def _masked_json(value: Any, encoder: FieldEncoder) -> str | None:
+    return encoder.encode_json(value, masked=True)
+
+
+def _plain_json(value: Any, encoder: FieldEncoder) -> str | None:
+    return encoder.encode_json(value, masked=False)
+
+
+def _text_json(value: Any, encoder: FieldEncoder) -> str:
+    return encode_basestring(encoder.encode_text(_text(value)))
+
+
+def _template_json(value: Any, encoder: FieldEncoder) -> str | None:
+    template = _template_version(value)
+    return None if template is None else str(template)
 
 
 _RUNTIME_JSON = f',"runtime":"{RUNTIME}"}}'
@@ -520,28 +602,18 @@ def _counted(value: Any) -> Any:
     return value.resolve() if type(value) is Deferred else value
 
 
-def validate(wire: Mapping[str, Any]) -> None:
-    """Check an event against the protocol; raises :class:`EventError` on the first problem."""
-    if wire.get("type") not in RUN_TYPES:
-        raise EventError(f"unknown run type {wire.get('type')!r}")
-    if wire.get("event") not in EVENT_NAMES:
-        raise EventError(f"unknown event name {wire.get('event')!r}")
-    for key in ("runId", "parentRunId"):
-        if key in wire:
-            try:
-                uuid.UUID(str(wire[key]))
-            except ValueError:
-                raise EventError(f"{key} is not a UUID: {wire[key]!r}") from None
-    if any(value is None for value in wire.values()):
-        raise EventError("null fields overwrite stored values; they must be dropped")
-    if "userId" in wire and not isinstance(wire["userId"], str):
-        raise EventError("userId must be a string")
-    feedback = wire.get("feedback")
-    if isinstance(feedback, Mapping) and feedback.get("thumb") not in (None, *THUMBS):
-        raise EventError("feedback thumb must be 'up' or 'down'")
-    if "templateVersionId" in wire and not isinstance(wire["templateVersionId"], int):
-        raise EventError("templateVersionId must be an integer")
-    try:
-        json.dumps(wire, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise EventError(f"not valid JSON: {exc}") from None
+# How each field is written (any other field: :func:`_plain_json`). The user's mask hook
+# sees what the application exchanged with the model: inputs, outputs and messages.
+_FIELD_WRITERS: dict[str, Callable[[Any, FieldEncoder], str | None]] = {
+    "input": _masked_json,
+    "output": _masked_json,
+    "message": _masked_json,
+    "feedback": _feedback_json,
+    "tags": _tags_json,
+    "threadTags": _tags_json,
+    "userId": _text_json,
+    "name": _text_json,
+    "templateVersionId": _template_json,
+}
+# Fields written after the loop: metadata and usage take what the estimate adds.
+_TRAILER_FIELDS = frozenset({"metadata", "tokensUsage", "runtime"})

@@ -16,9 +16,9 @@ import logging
 import random
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from time import perf_counter_ns
-from typing import Any, NamedTuple
+from typing import Any
 
 from lunatrace.core import context
 from lunatrace.core.config import Config
@@ -26,16 +26,19 @@ from lunatrace.core.events import (
     RUN_TYPES,
     THUMBS,
     EndRecord,
+    FrameworkHook,
     HookRecord,
     MonotonicClock,
     StampedEvent,
     StartRecord,
     build,
-    error_payload,
+    error_event,
     new_run_id,
     run_id_str,
 )
+from lunatrace.core.guard import failed, never_raises, swallowed
 from lunatrace.core.processes import in_multiprocessing_child
+from lunatrace.core.runs import RunRegistry, RunState
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import Sink
 
@@ -50,28 +53,8 @@ class _FromContext:
 
 
 FROM_CONTEXT: Any = _FromContext()
-RECENT_RUNS = 50_000
-_ADOPTED: tuple[str, bool | None] = ("chain", None)
-# Shared ``_recent`` values, so that remembering an ended run allocates nothing.
-_RECENT_ENTRIES = {t: {s: (t, s) for s in (True, False, None)} for t in RUN_TYPES}
 ABANDONED_AFTER_S = 3600.0
 SWEEP_INTERVAL_NS = 60_000_000_000
-
-
-class RunState(NamedTuple):
-    """What the tracer keeps about an open run until it ends.
-
-    A tuple, not an object with a ``__dict__``: one is made for every run, on the
-    application's thread. ``model`` and ``prompt`` are kept for llm runs only, for a
-    token estimate at the end.
-    """
-
-    run_type: str
-    root_id: str
-    sampled: bool
-    started_ns: int  # perf_counter_ns()
-    model: str | None
-    prompt: Any
 
 
 OUTPUT_ROLES = frozenset({"assistant", "tool", "bot"})
@@ -117,88 +100,78 @@ class Exchanges:
 
 
 class Tracer:
-    """Builds run events and hands them to a sink. Thread-safe; never raises."""
+    """Builds run events and hands them to a sink. Thread-safe; never raises.
 
-    def __init__(self, config: Config, sink: Sink, encoder: FieldEncoder | None = None) -> None:
+    ``clock`` and ``now_ns`` (the counter behind it, ``perf_counter_ns``) can be given,
+    so that the ordering guarantees are testable with readings a test chooses.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        sink: Sink,
+        encoder: FieldEncoder | None = None,
+        *,
+        clock: MonotonicClock | None = None,
+        now_ns: Callable[[], int] = perf_counter_ns,
+    ) -> None:
         self.config = config
         self.sink = sink
         self.encoder = encoder or FieldEncoder(
             config.max_field_bytes, config.mask, secrets=(config.project_key or "",)
         )
-        self._clock = MonotonicClock()
+        self.runs = RunRegistry()
+        self._clock = clock or MonotonicClock()
+        self._now_ns = now_ns
         self._emit_lock = threading.Lock()
-        self._runs: dict[str, RunState] = {}
-        # Ended (or adopted) run id -> (type, whether it was sent; ``None`` when adopted).
-        self._recent: OrderedDict[str, tuple[str, bool | None]] = OrderedDict()
-        self._last_sweep = perf_counter_ns()
+        self._last_sweep = now_ns()
         self._exchanges = Exchanges()
         self._child_flushed = True
-        self.errors = 0
+        sink.every_tick(self.sweep_abandoned)
 
     # --- emission -----------------------------------------------------------------
 
     def _emit(self, raw: dict[str, Any]) -> None:
         """Stamp an event and queue it as a ``StampedEvent`` (see ``events.complete``).
 
-        Run starts and ends, most events, are queued by :meth:`start_run`, :meth:`end_run`
-        and :meth:`queue_record` as records built under the same lock. Stamping under the lock
-        that orders the queue keeps timestamps non-decreasing in queue order, even when
-        the ``perf_counter_ns()`` reading was taken before the lock.
+        Every event is stamped under the lock that orders the queue: timestamps are then
+        non-decreasing in queue order, even when a counter reading taken before the lock
+        (a run's start) is stamped after another thread's later one (the clock clamps it).
         """
         with self._emit_lock:
-            self.sink.emit(StampedEvent(self._clock.ms_at(perf_counter_ns()), raw))
-
-    def _failed(self, what: str, exc: BaseException) -> None:
-        self.errors += 1
-        logger.warning("lunatrace: %s failed (%s: %s); tracing continues", what, type(exc).__name__, exc)
+            self.sink.emit(StampedEvent(self._clock.ms_at(self._now_ns()), raw))
 
     # --- run lifecycle --------------------------------------------------------------
 
     def is_open(self, run_id: str) -> bool:
-        return run_id in self._runs
+        return run_id in self.runs.open
 
     def run_type(self, run_id: str) -> str | None:
-        state = self._runs.get(run_id)
-        if state is not None:
-            return state.run_type
-        recent = self._recent.get(run_id)
-        return recent[0] if recent is not None else None
+        return self.runs.run_type(run_id)
 
     def is_sampled(self, run_id: str) -> bool:
         """Whether a known run's trace is sent (runs this tracer never saw count as sent)."""
-        state = self._runs.get(run_id)
-        if state is not None:
-            return state.sampled
-        recent = self._recent.get(run_id)
-        return recent is None or recent[1] is not False
+        return self.runs.is_sampled(run_id)
 
-    def note_run(self, run_id: str, run_type: str, sampled: bool = True) -> None:
-        """Know a run an integration tracks itself, so that runs started inside it nest
-        under it (and follow its trace's sampling)."""
-        self._remember(run_id, run_type, sampled)
+    def is_known(self, run_id: str | None) -> bool:
+        """Whether ``run_id`` was started by this tracer (open, or recently ended)."""
+        return self.runs.is_known(run_id)
 
-    def emit_event(self, raw: dict[str, Any]) -> None:
-        """Queue a raw event an integration built itself (:func:`~lunatrace.core.events.build`)."""
-        self._emit(raw)
-
-    def queue_record(self, builder: Any, *args: Any) -> None:
-        """Queue an integration's callback as a :class:`HookRecord`, built on the worker.
+    def queue_hook(self, hook: FrameworkHook) -> None:
+        """Queue a framework callback's record, built on the worker (see ``FrameworkHook``).
 
         The cheapest way to record an event: a timestamp and a tuple, handed over under
-        the emit lock like every event (see ``_emit``).
+        the emit lock like every event (see ``_emit``), with this tracer's run registry,
+        so that a ``configure()`` before the worker reaches it does not redirect it.
         """
         if not self.config.enabled:
             return
         try:
             with self._emit_lock:
-                ns = perf_counter_ns()
-                self.sink.emit(HookRecord((self._clock.ms_at(ns), ns, builder, *args)))
-        except Exception as exc:  # noqa: BLE001
-            self._failed("queueing an event", exc)
-
-    def is_known(self, run_id: str | None) -> bool:
-        """Whether ``run_id`` was started by this tracer (open, or recently ended)."""
-        return bool(run_id) and (run_id in self._runs or run_id in self._recent)
+                ns = self._now_ns()
+                self.sink.emit(HookRecord(self._clock.ms_at(ns), ns, self.runs, hook))
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
+            failed("queueing an event", exc)
 
     def adopt(self, run_id: Any, run_type: str = "chain") -> str | None:
         """Accept a run started elsewhere (another process, a stored thread message) as a
@@ -210,11 +183,11 @@ class Tracer:
         """
         try:
             rid = self.server_id(run_id)
-        except Exception:  # noqa: BLE001 - a user's object whose str() fails
+        except Exception:  # noqa: BLE001 - a user's object whose str() fails: a bad argument
             logger.warning("lunatrace: parent %r is not a run id; ignored", run_id)
             return None
-        if rid not in self._runs and rid not in self._recent:
-            self._remember(rid, run_type)
+        if not self.runs.is_known(rid):
+            self.runs.remember(rid, run_type)
         return rid
 
     def server_id(self, run_id: Any) -> str:
@@ -229,13 +202,8 @@ class Tracer:
         to the enclosing lunatrace run, or makes the run a root.
         """
         if parent_run_id is FROM_CONTEXT or parent_run_id is None:
-            candidate = context.current_run_id()
-            return candidate if self.is_known(candidate) else None
-        parent = str(parent_run_id)
-        if self.is_known(parent):
-            return parent
-        candidate = context.current_lunatrace_run_id()
-        return candidate if self.is_known(candidate) else None
+            return self.runs.parent(None, context.current_run_id())
+        return self.runs.parent(str(parent_run_id), context.current_lunatrace_run_id())
 
     def start_run(
         self,
@@ -262,38 +230,32 @@ class Tracer:
         rid = new_run_id() if run_id is None else run_id if type(run_id) is str else str(run_id)
         if run_type not in RUN_TYPES:
             if self.config.enabled:
-                self._failed(f"start of {run_type} run", ValueError(f"unknown run type {run_type!r}"))
+                failed(f"start of {run_type} run", ValueError(f"unknown run type {run_type!r}"))
             return rid
         if not self.config.enabled:
             return rid
         try:  # one frame, not helpers: this runs for every run started
+            runs = self.runs
             # The common case first: the parent is an open run, named by its string id.
-            parent_state = self._runs.get(parent_run_id) if type(parent_run_id) is str else None
+            parent_state = runs.open.get(parent_run_id) if type(parent_run_id) is str else None
             if parent_state is not None:
-                parent = parent_run_id
+                parent: str | None = parent_run_id
+                root, sampled = parent_state.root_id, parent_state.sampled
             else:
                 parent = self.resolve_parent(parent_run_id)
-                parent_state = self._runs.get(parent) if parent else None
-            if parent_state is not None:
-                root, sampled = parent_state.root_id, parent_state.sampled
-            elif parent is not None and self._recent.get(parent, _ADOPTED)[1] is not None:
-                # A late child (a task outliving its caller) follows its parent's decision:
-                # sent, it would otherwise point at a parent the server never saw, or dropped,
-                # leave a sent trace incomplete.
-                root, sampled = parent, bool(self._recent[parent][1])
-            else:
-                root = rid
-                rate = self.config.sample_rate
-                sampled = rate >= 1.0 or random.random() < rate
-            now = perf_counter_ns()
-            # A single dict store is atomic: no lock on the hot path. Only an llm run keeps
-            # its model and prompt (for a token estimate at the end).
+                trace = runs.trace_of(parent)
+                if trace is not None:
+                    root, sampled = trace
+                else:
+                    root = rid
+                    rate = self.config.sample_rate
+                    sampled = rate >= 1.0 or random.random() < rate
+            now = self._now_ns()
+            # Only an llm run keeps its model and prompt (for a token estimate at the end).
             if run_type == "llm":
-                self._runs[rid] = RunState(run_type, root, sampled, now, name, input)
+                runs.add(rid, RunState(run_type, root, sampled, now, name, input))
             else:
-                self._runs[rid] = RunState(run_type, root, sampled, now, None, None)
-            if now - self._last_sweep >= SWEEP_INTERVAL_NS:
-                self._sweep(now)
+                runs.add(rid, RunState(run_type, root, sampled, now, None, None))
             if sampled:
                 with self._emit_lock:  # stamp and hand over together: see ``_emit``
                     self.sink.emit(
@@ -315,32 +277,9 @@ class Tracer:
                             context.current_metadata(),
                         )
                     )
-        except Exception as exc:  # noqa: BLE001
-            self._failed(f"start of {run_type} run", exc)
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
+            failed(f"start of {run_type} run", exc)
         return rid
-
-    def _finish(self, run_id: str) -> RunState | None:
-        """Close an open run: ``None`` if it was not open (or another thread closed it).
-
-        No lock: it is remembered as ended *before* it stops being open, so a concurrent
-        ``is_known`` never misses it; ``pop`` (atomic) decides which thread closes it.
-        """
-        state = self._runs.get(run_id)
-        if state is None:
-            return None
-        self._remember(run_id, state.run_type, state.sampled)
-        return state if self._runs.pop(run_id, None) is not None else None
-
-    def _remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
-        """Record an id as a known parent (bounded: the oldest are forgotten).
-
-        Each step is one atomic operation on the ordered dict, so no lock: concurrent
-        callers at the bound may forget one entry more than needed, nothing worse.
-        """
-        entry = _RECENT_ENTRIES.get(run_type)
-        self._recent[run_id] = (run_type, sampled) if entry is None else entry[sampled]
-        while len(self._recent) > RECENT_RUNS:
-            self._recent.popitem(last=False)
 
     def end_run(
         self,
@@ -358,7 +297,7 @@ class Tracer:
         """
         try:
             rid = run_id if type(run_id) is str else str(run_id)
-            state = self._finish(rid)
+            state = self.runs.close(rid)
             if state is None:
                 logger.debug("lunatrace: end for unknown or finished run %s ignored", rid)
                 return False
@@ -367,7 +306,7 @@ class Tracer:
             with self._emit_lock:  # stamp and hand over together: see ``_emit``
                 self.sink.emit(
                     EndRecord(
-                        self._clock.ms_at(perf_counter_ns()),
+                        self._clock.ms_at(self._now_ns()),
                         state.run_type,
                         rid,
                         output,
@@ -378,13 +317,13 @@ class Tracer:
                         state.prompt,
                     )
                 )
-            if state.root_id == rid or state.root_id not in self._runs:
-                self.root_ended()
+            self._ended(rid, state)
             return True
-        except Exception as exc:  # noqa: BLE001
-            self._failed("end of run", exc)
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
+            failed("end of run", exc)
             return False
 
+    @never_raises("error of run", default=False)
     def error_run(
         self,
         run_id: Any,
@@ -393,26 +332,20 @@ class Tracer:
         metadata: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record a run's failure, with the stack taken from the exception itself."""
-        try:
-            rid = str(run_id)
-            state = self._finish(rid)
-            if state is None:
-                return False
-            if not state.sampled:
-                return True
-            payload = (
-                error_payload(error)
-                if isinstance(error, BaseException)
-                else {"message": str(error), "stack": ""}
-            )
-            self._emit(build("error", state.run_type, rid, error=payload, metadata=metadata or None))
-            if state.root_id == rid or state.root_id not in self._runs:
-                self.root_ended()
-            return True
-        except Exception as exc:  # noqa: BLE001
-            self._failed("error of run", exc)
+        rid = str(run_id)
+        state = self.runs.close(rid)
+        if state is None:
             return False
+        if state.sampled:
+            self._emit(error_event(state.run_type, rid, error, metadata))
+            self._ended(rid, state)
+        return True
 
+    def _ended(self, rid: str, state: RunState) -> None:
+        if state.root_id == rid or state.root_id not in self.runs.open:
+            self.root_ended()
+
+    @never_raises("feedback", default=False)
     def feedback(
         self,
         run_id: Any,
@@ -424,25 +357,21 @@ class Tracer:
         extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """Attach user feedback to a run, in this process or any other."""
-        try:
-            if not self.config.enabled:
-                return False
-            if thumb is not None and thumb not in THUMBS:
-                raise ValueError("thumb must be 'up' or 'down'")
-            body = {**(extra or {})}
-            for key, value in (("thumb", thumb), ("comment", comment), ("rating", rating), ("emoji", emoji)):
-                if value is not None:
-                    body[key] = value
-            if not body:
-                raise ValueError("feedback needs at least one of thumb, comment, rating, emoji")
-            rid = self.server_id(run_id)
-            self._emit(build("feedback", self.run_type(rid) or "chain", rid, feedback=body))
-            if context.current_run_id() is None:
-                self.root_ended()
-            return True
-        except Exception as exc:  # noqa: BLE001
-            self._failed("feedback", exc)
+        if not self.config.enabled:
             return False
+        if thumb is not None and thumb not in THUMBS:
+            raise ValueError("thumb must be 'up' or 'down'")
+        body = {**(extra or {})}
+        for key, value in (("thumb", thumb), ("comment", comment), ("rating", rating), ("emoji", emoji)):
+            if value is not None:
+                body[key] = value
+        if not body:
+            raise ValueError("feedback needs at least one of thumb, comment, rating, emoji")
+        rid = self.server_id(run_id)
+        self._emit(build("feedback", self.run_type(rid) or "chain", rid, feedback=body))
+        if context.current_run_id() is None:
+            self.root_ended()
+        return True
 
     def track_message(
         self,
@@ -464,12 +393,14 @@ class Tracer:
         (see :class:`Exchanges`); ``feedback`` and ``parent`` follow that here. Each
         message is stamped at least a millisecond after the event before it: the server
         finds a thread's open exchange as its latest-created run, and two exchanges opened
-        in the same millisecond would make that choice arbitrary.
+        in the same millisecond would make that choice arbitrary. Messages are never
+        sampled out: a conversation is recorded whole, whatever ``sample_rate`` says of
+        the traces its messages parent.
         """
         mid = str(message_id) if message_id is not None else new_run_id()
-        try:
-            if not self.config.enabled:
-                return mid
+        if not self.config.enabled:
+            return mid
+        with swallowed("thread message"):
             wire_mid, wire_thread = run_id_str(mid), run_id_str(thread_id)
             message: dict[str, Any] = {"role": str(role), "content": content}
             if metadata:
@@ -479,28 +410,22 @@ class Tracer:
             user = context.current_user()
             if user_id is None and user is not None:
                 user_id, user_props = user.user_id, user_props or user.props
-            self._remember(wire_mid, "chat")
+            self.runs.remember(wire_mid, "chat")
+            event = build(
+                "chat",
+                "thread",
+                wire_mid,
+                parent_run_id=wire_thread,
+                message=message,
+                thread_tags=list(thread_tags) if thread_tags else None,
+                user_id=None if user_id is None else str(user_id),
+                user_props=user_props if user_id is not None else None,
+            )
             with self._emit_lock:  # the exchange's order is the queue's order
                 self._exchanges.add(wire_thread, wire_mid, str(role))
-                self.sink.emit(
-                    StampedEvent(
-                        self._clock.ms_after_last(perf_counter_ns()),
-                        build(
-                            "chat",
-                            "thread",
-                            wire_mid,
-                            parent_run_id=wire_thread,
-                            message=message,
-                            thread_tags=list(thread_tags) if thread_tags else None,
-                            user_id=None if user_id is None else str(user_id),
-                            user_props=user_props if user_id is not None else None,
-                        ),
-                    )
-                )
+                self.sink.emit(StampedEvent(self._clock.ms_after_last(self._now_ns()), event))
             if context.current_run_id() is None:
                 self.root_ended()
-        except Exception as exc:  # noqa: BLE001
-            self._failed("thread message", exc)
         return mid
 
     # --- housekeeping ---------------------------------------------------------------
@@ -508,8 +433,7 @@ class Tracer:
     def take_open_runs(self, previous: Tracer) -> None:
         """Continue the runs ``previous`` has open (and know its recent ones), so that runs
         open across a ``configure()`` end here rather than stay 'started' forever."""
-        self._runs.update(previous._runs)
-        self._recent.update(previous._recent)
+        self.runs.take(previous.runs)
         self._exchanges = previous._exchanges
 
     def root_ended(self) -> None:
@@ -526,31 +450,28 @@ class Tracer:
 
     @property
     def open_runs(self) -> int:
-        return len(self._runs)
+        return len(self.runs)
 
-    def _sweep(self, now: int) -> None:
-        """Close abandoned runs; called from a start at most every ``SWEEP_INTERVAL_NS``."""
-        self._last_sweep = now
-        self.close_abandoned(ABANDONED_AFTER_S)
+    @never_raises("sweep of abandoned runs", default=None)
+    def sweep_abandoned(self) -> None:
+        """Close the runs open for more than :data:`ABANDONED_AFTER_S`, at most once every
+        :data:`SWEEP_INTERVAL_NS`. Runs on the sink's thread (``Sink.every_tick``)."""
+        now = self._now_ns()
+        if now - self._last_sweep >= SWEEP_INTERVAL_NS:
+            self._last_sweep = now
+            self.close_abandoned(ABANDONED_AFTER_S)
 
     def close_abandoned(self, max_age_s: float) -> int:
         """End as errors the runs open longer than ``max_age_s`` (they would stay 'started')."""
-        cutoff = perf_counter_ns() - max_age_s * 1e9
-        stale = [rid for rid, state in list(self._runs.items()) if state.started_ns <= cutoff]
+        stale = self.runs.stale(self._now_ns() - max_age_s * 1e9)
         for rid in stale:
             self.error_run(rid, f"run abandoned: no end after {max_age_s:.0f} s")
         return len(stale)
 
+    @never_raises("flush", default=False)
     def flush(self, timeout: float | None = None) -> bool:
-        try:
-            return self.sink.flush(timeout)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("flush", exc)
-            return False
+        return self.sink.flush(timeout)
 
+    @never_raises("shutdown", default=False)
     def shutdown(self, timeout: float | None = None) -> bool:
-        try:
-            return self.sink.shutdown(timeout)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("shutdown", exc)
-            return False
+        return self.sink.shutdown(timeout)

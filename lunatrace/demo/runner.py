@@ -15,22 +15,31 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import lunatrace
-from lunatrace.core.events import RawEvent
+from lunatrace.core.events import RawEvent, complete
 from lunatrace.core.transport import MemorySink, Sink
 from lunatrace.view.model import Trace, build_trace
 from lunatrace.view.text import render_text
 
 
 class _Tee:
-    """Hands each event to the real sink and keeps a wire copy for printing."""
+    """Hands each event to the real sink and keeps a wire copy for printing.
+
+    A queued record is built once, here (building a framework's record opens or closes
+    its run: twice would lose the second copy's end), and both sinks get the event.
+    """
 
     def __init__(self, sink: Sink, copy: MemorySink) -> None:
         self.sink = sink
         self.copy = copy
 
     def emit(self, event: RawEvent) -> None:
-        self.sink.emit(event)
-        self.copy.emit(event)
+        built = complete(event)
+        if built is not None:
+            self.sink.emit(dict(built))
+            self.copy.emit(dict(built))
+
+    def every_tick(self, task: Callable[[], None]) -> None:
+        self.sink.every_tick(task)
 
     def flush(self, timeout: float | None = None) -> bool:
         return self.sink.flush(timeout)

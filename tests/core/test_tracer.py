@@ -6,14 +6,18 @@ import asyncio
 import json
 import random
 import threading
+import time
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
 import lunatrace
 from lunatrace import api
+from lunatrace.core import guard
 from lunatrace.core.config import Config
+from lunatrace.core.events import HookRecord, MonotonicClock, start_event
+from lunatrace.core.runs import RunRegistry
 from lunatrace.core.serialize import REDACTED, FieldEncoder
 from lunatrace.core.tracer import Tracer
 from lunatrace.core.transport import MemorySink
@@ -90,6 +94,87 @@ def test_fifty_threads_through_the_real_delivery(traced_to_server: FakeLunary) -
     assert traced_to_server.orphans == [] and traced_to_server.unmatched == []
 
 
+# --- ordering, deterministically ----------------------------------------------------------
+# The 50-thread tests above show the guarantees hold under load; these make each mechanism
+# behind them fail a test when it is removed, whatever the scheduler does.
+
+
+class Readings:
+    """A ``perf_counter_ns`` that returns the readings it is given, in turn (the first
+    is the tracer's own, when it is made)."""
+
+    def __init__(self, *ms: int) -> None:
+        self.readings = [m * 1_000_000 for m in ms]
+
+    def __call__(self) -> int:
+        return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+
+def test_a_reading_stamped_after_a_later_one_does_not_go_back() -> None:
+    # start_run reads the counter before taking the emit lock: a thread that read first
+    # may stamp second. The clock then gives it the other's time, never an earlier one.
+    sink = MemorySink()
+    tracer = Tracer(Config.resolve(), sink, clock=MonotonicClock(anchor_ns=0), now_ns=Readings(0, 10, 5))
+    first = tracer.start_run("chain", "read late", None)
+    second = tracer.start_run("chain", "read early", None)
+    stamps = [(e["runId"], e["timestamp"]) for e in sink.events]
+    assert stamps == [(first, "1970-01-01T00:00:00.010Z"), (second, "1970-01-01T00:00:00.010Z")]
+
+
+class YieldingSink(MemorySink):
+    """Waits inside its first ``emit``, before appending, for another event to arrive.
+
+    Without the emit lock, another thread stamps and appends meanwhile: its later
+    timestamp lands first. With it, that thread cannot stamp until this ``emit`` returns
+    (the wait then times out).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+        self.overtaken = threading.Event()
+
+    def emit(self, event: Any) -> None:
+        if not self.inside.is_set():
+            self.inside.set()
+            self.overtaken.wait(0.3)
+        else:
+            self.overtaken.set()
+        super().emit(event)
+
+
+EMITTERS = {
+    "start_run": lambda tracer: tracer.start_run("chain", "run", None),
+    "error_run": lambda tracer: tracer.error_run(tracer.start_run("chain", "run", None), "failed"),
+    "queue_hook": lambda tracer: tracer.queue_hook(Labelled("hook", str(uuid.uuid4()), [])),
+    "track_message": lambda tracer: tracer.track_message(str(uuid.uuid4()), "user", "hi"),
+}
+
+
+@pytest.mark.parametrize("emitter", sorted(EMITTERS))
+def test_stamping_and_the_hand_off_are_one_step(emitter: str) -> None:
+    sink = YieldingSink()
+    counter = iter(range(1, 1_000))
+    tracer = Tracer(
+        Config.resolve(), sink, clock=MonotonicClock(anchor_ns=0), now_ns=lambda: next(counter) * 1_000_000
+    )
+    if emitter == "error_run":  # its start is the sink's first event: let that pass
+        sink.inside.set()
+        sink.overtaken.set()
+        rid = tracer.start_run("chain", "run", None)
+        sink.inside.clear()
+        sink.overtaken.clear()
+        EMITTERS[emitter] = lambda tracer, rid=rid: tracer.error_run(rid, "failed")  # type: ignore[misc]
+    first = threading.Thread(target=EMITTERS[emitter], args=(tracer,))
+    first.start()
+    assert sink.inside.wait(5)
+    tracer.start_run("chain", "second", None)
+    first.join(5)
+    stamps = [e["timestamp"] for e in sink.events]
+    assert len(stamps) == (3 if emitter == "error_run" else 2)
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[-2]
+
+
 def test_unknown_parent_falls_back_to_the_enclosing_run_or_root(memory_sink: MemorySink) -> None:
     tracer = lunatrace.get_tracer()
     stranger = str(uuid.uuid4())  # a framework run we never saw start
@@ -130,30 +215,62 @@ def test_a_run_ends_once_and_its_state_is_forgotten(memory_sink: MemorySink) -> 
     assert [e["event"] for e in memory_sink.events] == ["start", "end"]
 
 
-def test_queued_records_are_built_in_order_and_may_make_no_event(memory_sink: MemorySink) -> None:
+class Labelled(NamedTuple):
+    """A framework hook record as an integration would queue one."""
+
+    label: str
+    rid: str
+    built: list[tuple[int, str]]
+
+    def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any] | None:
+        self.built.append((ts_ms, self.label))
+        if self.label == "nothing":
+            return None
+        if self.label == "broken":
+            raise RuntimeError("a mapping bug")
+        return start_event("chain", self.rid, parent=None, name=self.label, input=None)
+
+
+def test_queued_hooks_are_built_in_order_and_may_make_no_event(memory_sink: MemorySink) -> None:
     tracer = lunatrace.get_tracer()
     built: list[tuple[int, str]] = []
-
-    def builder(ts_ms: int, ns: int, label: str, rid: str) -> dict[str, Any] | None:
-        built.append((ts_ms, label))
-        return (
-            None if label == "nothing" else {"type": "chain", "event": "start", "runId": rid, "name": label}
-        )
-
-    ids = [str(uuid.uuid4()) for _ in range(3)]
-    for label, rid in zip(["first", "nothing", "third"], ids, strict=True):
-        tracer.queue_record(builder, label, rid)
-    assert [label for _, label in built] == ["first", "nothing", "third"]
+    ids = [str(uuid.uuid4()) for _ in range(4)]
+    before = guard.failures().get("mapping Labelled", 0)
+    for label, rid in zip(["first", "nothing", "broken", "fourth"], ids, strict=True):
+        tracer.queue_hook(Labelled(label, rid, built))
+    assert [label for _, label in built] == ["first", "nothing", "broken", "fourth"]
     assert [ts for ts, _ in built] == sorted(ts for ts, _ in built)
-    assert [e["name"] for e in memory_sink.events] == ["first", "third"]
+    assert [e["name"] for e in memory_sink.events] == ["first", "fourth"]
     assert memory_sink.events[0]["runId"] == ids[0]
+    assert guard.failures()["mapping Labelled"] == before + 1  # the bug is counted, not raised
 
 
-def test_noted_runs_parent_later_runs_and_carry_their_sampling(memory_sink: MemorySink) -> None:
+def test_a_hook_record_builds_against_the_tracer_that_queued_it() -> None:
+    # A record waits in the queue; a configure() meanwhile must not send it elsewhere,
+    # nor make it read another tracer's runs.
+    first, second = install(), None
+    tracer = lunatrace.get_tracer()
+    rid = str(uuid.uuid4())
+    seen: list[RunRegistry] = []
+
+    class Opens(NamedTuple):
+        def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any]:
+            seen.append(runs)
+            return start_event("chain", rid, parent=None, name="queued", input=None)
+
+    record = HookRecord(1, 1, tracer.runs, Opens())
+    second = install()
+    assert lunatrace.get_tracer() is not tracer
+    first.emit(record)
+    assert seen == [tracer.runs]
+    assert [e["name"] for e in first.events] == ["queued"] and second.events == []
+
+
+def test_remembered_runs_parent_later_runs_and_carry_their_sampling(memory_sink: MemorySink) -> None:
     tracer = lunatrace.get_tracer()
     sent, dropped = str(uuid.uuid4()), str(uuid.uuid4())
-    tracer.note_run(sent, "tool")
-    tracer.note_run(dropped, "chain", sampled=False)
+    tracer.runs.remember(sent, "tool", True)
+    tracer.runs.remember(dropped, "chain", sampled=False)
     assert tracer.is_sampled(sent) and not tracer.is_sampled(dropped)
     assert tracer.run_type(sent) == "tool"
     child = tracer.start_run("chain", "child", None, parent_run_id=sent)
@@ -239,15 +356,18 @@ async def test_late_children_follow_their_ended_parents_sampling() -> None:
 
 
 def test_known_ids_are_bounded(memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lunatrace.core import tracer as tracer_module
+    from lunatrace.core import runs as runs_module
 
-    monkeypatch.setattr(tracer_module, "RECENT_RUNS", 10)
+    monkeypatch.setattr(runs_module, "RECENT_RUNS", 10)
     tracer = lunatrace.get_tracer()
     thread = lunatrace.open_thread()
+    ids = []
     for n in range(50):
         thread.track_message("user", str(n))
-        tracer.end_run(tracer.start_run("chain", "r", None), "ok")
-    assert len(tracer._recent) == 10
+        ids.append(tracer.start_run("chain", "r", None))
+        tracer.end_run(ids[-1], "ok")
+    assert [tracer.is_known(rid) for rid in ids[-5:]] == [True] * 5
+    assert not any(tracer.is_known(rid) for rid in ids[:-5])
     assert tracer.open_runs == 0
 
 
@@ -269,15 +389,58 @@ def test_close_abandoned_ends_only_stale_runs(memory_sink: MemorySink) -> None:
     assert tracer.close_abandoned(0) == 0
 
 
-def test_the_periodic_sweep_runs_on_start(memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch) -> None:
+class Counter:
+    """A ``perf_counter_ns`` whose readings a test sets."""
+
+    def __init__(self, ns: int = 0) -> None:
+        self.ns = ns
+
+    def __call__(self) -> int:
+        return self.ns
+
+
+def test_the_sweep_runs_at_most_once_a_minute_and_ends_runs_open_for_an_hour() -> None:
+    sink = MemorySink()
+    now = Counter(10**12)
+    tracer = Tracer(Config.resolve(), sink, clock=MonotonicClock(anchor_ns=0), now_ns=now)
+    old = tracer.start_run("chain", "forgotten", None)
+    now.ns += 3_000 * 10**9
+    young = tracer.start_run("chain", "recent", None)
+    now.ns += 599 * 10**9  # old is 3599 s old: not yet abandoned
+    tracer.sweep_abandoned()
+    assert tracer.is_open(old)
+    now.ns += 31 * 10**9  # abandoned now, but the last sweep was 31 s ago
+    tracer.sweep_abandoned()
+    assert tracer.is_open(old)
+    now.ns += 30 * 10**9
+    tracer.sweep_abandoned()
+    assert not tracer.is_open(old) and tracer.is_open(young)
+    error = end_of(sink.events, old)
+    assert error["event"] == "error" and error["error"]["message"] == "run abandoned: no end after 3600 s"
+
+
+def test_the_worker_runs_the_sweep_on_its_own_thread(
+    traced_to_server: FakeLunary, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from lunatrace.core import tracer as tracer_module
 
     tracer = lunatrace.get_tracer()
     stale = tracer.start_run("chain", "forgotten", None)
+    threads: list[str] = []
     monkeypatch.setattr(tracer_module, "ABANDONED_AFTER_S", 0.0)
-    tracer._last_sweep -= 61 * 10**9  # a minute has passed since the last sweep (ns)
-    tracer.start_run("chain", "next", None)
-    assert end_of(memory_sink.events, stale)["event"] == "error"
+    monkeypatch.setattr(tracer_module, "SWEEP_INTERVAL_NS", 0)
+    original = tracer.close_abandoned
+    monkeypatch.setattr(
+        tracer,
+        "close_abandoned",
+        lambda age: (threads.append(threading.current_thread().name), original(age))[1],
+    )
+    deadline = time.monotonic() + 10
+    while tracer.is_open(stale) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert lunatrace.flush()
+    assert end_of(traced_to_server.events, stale)["event"] == "error"
+    assert set(threads) == {"lunatrace-worker"}
 
 
 # --- secrets ----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.documents import Document
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -19,9 +18,6 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.utils.function_calling import convert_to_openai_tool
-
-import lunatrace
-from tests.support.fake_lunary import FakeLunary
 
 
 class FakeToolChatModel(GenericFakeChatModel):
@@ -113,18 +109,6 @@ class TinyRetriever(BaseRetriever):
             raise ConnectionError("vector store down")
         words = set(query.lower().split())
         return [d for d in self.documents if words & set(d.page_content.lower().split())]
-
-
-def received(server: FakeLunary) -> list[dict[str, Any]]:
-    """Every event delivered so far, after a flush, in the order the server got them."""
-    assert lunatrace.flush(10), "flush timed out"
-    return list(server.events)
-
-
-@pytest.fixture
-def events_of(traced_to_server: FakeLunary) -> Any:
-    """Call ``events_of()`` to get what the fake Lunary server received so far."""
-    return lambda: received(traced_to_server)
 
 
 def _version(package: str) -> tuple[int, ...]:

@@ -18,13 +18,10 @@ from lunatrace.integrations.langchain import CallbackHandler
 from tests.integrations.lc_fakes import (
     AGENT_ROOT_TYPE,
     FakeToolChatModel,
-    events_of,
     tool_call_id,
     tool_call_message,
 )
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
-
-__all__ = ["events_of"]
 
 
 @tool

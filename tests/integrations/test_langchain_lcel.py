@@ -29,13 +29,10 @@ from lunatrace.integrations.langchain import CallbackHandler
 from tests.integrations.lc_fakes import (
     FakeToolChatModel,
     TinyRetriever,
-    events_of,
     tool_call_id,
     tool_call_message,
 )
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
-
-__all__ = ["events_of"]
 
 PROMPT = ChatPromptTemplate.from_messages([("system", "You are terse."), ("human", "Say {word}")])
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,19 +19,17 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 
 import lunatrace
+from lunatrace import api
+from lunatrace.core.tracer import Tracer
 from lunatrace.core.transport import MemorySink
 from lunatrace.integrations.langchain import (
     CallbackHandler,
     instrument,
     instrumented_handler,
-    runs,
     uninstrument,
 )
 from lunatrace.integrations.langchain.handler import HIDDEN
-from tests.integrations.lc_fakes import events_of
 from tests.support.trees import assert_valid_tree, by_name, children, end_of
-
-__all__ = ["events_of"]
 
 PROMPT = ChatPromptTemplate.from_messages([("human", "Echo {n}")])
 
@@ -123,8 +123,7 @@ def test_no_growth_over_ten_thousand_invokes(memory_sink: MemorySink) -> None:
         if n == 100:
             memory_sink.events.clear()
     assert tracer.open_runs == 0
-    assert not handler._unsampled and not handler._exchanges and not HIDDEN and not handler._warned
-    assert not handler._streaming and not runs.BOOK.open  # the worker keeps no ended run
+    assert not handler._unsampled and not handler._exchanges and not HIDDEN and not handler._streaming
     assert len(memory_sink.events) == (10_000 - 101) * 6
 
 
@@ -331,17 +330,49 @@ def test_trace_inside_an_unsampled_trace_is_left_out_with_it(events_of: Any) -> 
 def test_runs_left_open_are_closed_as_errors_after_the_limit(
     events_of: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # LangChain's runs are the tracer's: its sweep, on the worker's tick, ends them.
+    from lunatrace.core import tracer as tracer_module
+
     handler = CallbackHandler()
     forgotten, later = uuid.uuid4(), uuid.uuid4()
     handler.on_chain_start(None, {"q": 1}, run_id=forgotten, name="forgotten")
     lunatrace.flush()
-    monkeypatch.setattr(runs, "ABANDONED_AFTER_NS", 0)
-    monkeypatch.setattr(runs, "SWEEP_INTERVAL_NS", 0)
-    handler.on_chain_start(None, {"q": 2}, run_id=later, name="later")  # its start sweeps
+    tracer = lunatrace.get_tracer()
+    assert tracer.open_runs == 1
+    monkeypatch.setattr(tracer_module, "ABANDONED_AFTER_S", 0.0)
+    monkeypatch.setattr(tracer_module, "SWEEP_INTERVAL_NS", 0)
+    deadline = time.monotonic() + 10
+    while tracer.open_runs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    monkeypatch.setattr(tracer_module, "ABANDONED_AFTER_S", 3600.0)
+    handler.on_chain_start(None, {"q": 2}, run_id=later, name="later")
     handler.on_chain_end("done", run_id=later)
-    lunatrace.flush()  # the worker queues the sweep's errors while building: they go next
+    handler.on_chain_end("too late", run_id=forgotten)
     events = events_of()
-    error = next(e for e in events if e["runId"] == str(forgotten) and e["event"] == "error")
+    assert [e["event"] for e in events if e["runId"] == str(forgotten)] == ["start", "error"]
+    error = end_of(events, str(forgotten))
     assert error["type"] == "chain" and "abandoned" in error["error"]["message"]
-    assert [e["event"] for e in events if e["runId"] == str(later)] == ["start", "error"]
-    assert not runs.BOOK.open
+    assert [e["event"] for e in events if e["runId"] == str(later)] == ["start", "end"]
+    assert tracer.open_runs == 0
+
+
+def test_a_run_past_the_limit_does_not_block_a_synchronous_sink(memory_sink: MemorySink) -> None:
+    # A sink that builds records as they arrive (the in-memory one, under its lock) must
+    # never be re-entered by a build: the sweep's errors are emitted on a tick instead.
+    sink = memory_sink
+    now = [10**12]
+    tracer = lunatrace.get_tracer()
+    api._tracer = Tracer(tracer.config, sink, tracer.encoder, now_ns=lambda: now[0])
+    handler = CallbackHandler()
+    old, new = uuid.uuid4(), uuid.uuid4()
+    handler.on_chain_start(None, {"q": 1}, run_id=old, name="old")
+    now[0] += 7_200 * 10**9  # two hours later
+    started = threading.Thread(
+        target=lambda: handler.on_chain_start(None, {"q": 2}, run_id=new, name="new"), daemon=True
+    )
+    started.start()
+    started.join(5)
+    assert not started.is_alive(), "a start deadlocked the sink"
+    lunatrace.get_tracer().sweep_abandoned()  # what the worker's tick does
+    assert [e["event"] for e in sink.events if e["runId"] == str(old)] == ["start", "error"]
+    assert [e["event"] for e in sink.events if e["runId"] == str(new)] == ["start"]

@@ -28,10 +28,18 @@ from langchain_core.callbacks import BaseCallbackHandler
 from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
 from lunatrace.core.events import error_payload
+from lunatrace.core.guard import failed, never_raises
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
-from lunatrace.integrations.langchain import mapping, runs
+from lunatrace.integrations.langchain import mapping
 from lunatrace.integrations.langchain.convert import message_to_openai
+from lunatrace.integrations.langchain.runs import (
+    LangChainAnnotation,
+    LangChainEnd,
+    LangChainFirstToken,
+    LangChainStart,
+    Root,
+)
 
 logger = logging.getLogger("lunatrace")
 
@@ -47,14 +55,14 @@ MAX_ENTRIES = 50_000
 _FOLDABLE = frozenset({"on_chain_start"})
 # The one keyword argument of each start hook the worker needs besides the run's name
 # (the keyword dict itself is not kept: each object waiting in the queue is work for the
-# garbage collector).
-_DETAIL: dict[str, Any] = {
+# garbage collector). A retriever's start needs none.
+_DETAIL: dict[str, str] = {
     "on_chain_start": "defers_inputs",
     "on_chat_model_start": "invocation_params",
     "on_llm_start": "invocation_params",
     "on_tool_start": "tool_call_id",
-    "on_retriever_start": None,  # nothing: ``kwargs.get(None)`` is ``None``
 }
+UNAFFECTED = "the LangChain run is unaffected"
 
 
 def _start_hook(hook: str) -> Callable[..., None]:
@@ -63,6 +71,7 @@ def _start_hook(hook: str) -> Callable[..., None]:
     LangChain calls its hooks with the serialized object and the payload (inputs,
     messages, prompts or query) as positional arguments.
     """
+    detail = _DETAIL.get(hook)
 
     def on_start(
         self: CallbackHandler,
@@ -76,16 +85,17 @@ def _start_hook(hook: str) -> Callable[..., None]:
         **kwargs: Any,
     ) -> None:
         try:
-            self._start(hook, serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
-        except Exception as exc:  # noqa: BLE001 - never break the user's run
-            self._failed(hook, exc)
+            extra = kwargs.get(detail) if detail else None
+            self._start(hook, serialized, payload, run_id, parent_run_id, tags, metadata, kwargs, extra)
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: never break the run
+            failed(hook, exc, UNAFFECTED)
 
     on_start.__name__ = on_start.__qualname__ = hook
     return on_start
 
 
 def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[..., None]:
-    """A ``*_end`` or ``*_error`` hook: queue the outcome for ``runs.build_end``, never raise.
+    """A ``*_end`` or ``*_error`` hook: queue the outcome (a ``LangChainEnd``), never raise.
 
     A root's outcome is also its thread's reply (``reply`` picks it from the outcome;
     an error has none). A chain end may carry the inputs LangChain deferred.
@@ -96,13 +106,13 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
     ) -> None:
         try:
             if self._ended(run_id):
-                get_tracer().queue_record(runs.build_end, self, hook, run_id, outcome, kwargs.get("inputs"))
+                get_tracer().queue_hook(LangChainEnd(hook, run_id, outcome, kwargs.get("inputs")))
             if self._exchanges:
                 self._close_exchange(run_id, outcome if reply is None else reply(outcome))
             if parent_run_id is None:
                 get_tracer().root_ended()
-        except Exception as exc:  # noqa: BLE001 - never break the user's run
-            self._failed(hook, exc)
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: never break the run
+            failed(hook, exc, UNAFFECTED)
 
     on_end.__name__ = on_end.__qualname__ = hook
     return on_end
@@ -166,25 +176,11 @@ class CallbackHandler(BaseCallbackHandler):
         self._unsampled: dict[Any, None] = {}  # runs of traces not sampled
         self._exchanges: dict[Any, Thread] = {}  # root run id -> thread, when ``thread`` is set
         self._streaming: dict[Any, None] = {}  # llm runs whose first token was seen
-        self._warned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"CallbackHandler(user_id={self.user_id!r}, sample_rate={self.sample_rate})"
 
     # --- plumbing ------------------------------------------------------------------------
-
-    def _failed(self, hook: str, exc: Exception) -> None:
-        """Log a hook failure (a warning once per hook, then debug); never re-raise."""
-        if hook not in self._warned:
-            self._warned.add(hook)
-            logger.warning(
-                "lunatrace: %s failed (%s: %s); the LangChain run is unaffected",
-                hook,
-                type(exc).__name__,
-                exc,
-            )
-        else:
-            logger.debug("lunatrace: %s failed again", hook, exc_info=exc)
 
     def _start(
         self,
@@ -196,12 +192,13 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
         kwargs: Mapping[str, Any],
+        detail: Any,
     ) -> None:
         """Queue a run start with what only the calling thread can know.
 
         That is whether the run is left out, a root's parent and user (read from the
         caller's context) and, for any run, the context's user, tags and metadata and
-        its innermost decorated function. The rest is :func:`runs.build_start`'s job.
+        its innermost decorated function. The rest is ``LangChainStart.build``'s job.
         """
         parent: Any = parent_run_id
         if HIDDEN and parent is not None:
@@ -216,23 +213,23 @@ class CallbackHandler(BaseCallbackHandler):
             root = self._admit(hook, run_id, parent, tags, metadata, payload)
             if root is _SKIP:
                 return
-        get_tracer().queue_record(
-            runs.build_start,
-            self,
-            hook,
-            run_id,
-            parent,
-            root,
-            context.current_frame(),
-            context.current_user(),
-            context.current_tags(),
-            context.current_metadata(),
-            serialized,
-            payload,
-            tags,
-            metadata,
-            kwargs.get("name"),
-            kwargs.get(_DETAIL[hook]),
+        get_tracer().queue_hook(
+            LangChainStart(
+                hook,
+                run_id,
+                parent,
+                root,
+                context.current_frame(),
+                context.current_user(),
+                context.current_tags(),
+                context.current_metadata(),
+                serialized,
+                payload,
+                tags,
+                metadata,
+                kwargs.get("name"),
+                detail,
+            )
         )
 
     def _admit(
@@ -271,7 +268,7 @@ class CallbackHandler(BaseCallbackHandler):
         user_id, user_props = self._user(metadata)
         if self.thread is not None:
             context_parent = self._open_exchange(run_id, payload, user_id, user_props)
-        return (context_parent, user_id, user_props)
+        return Root(context_parent, user_id, user_props, self.tags, self.metadata)
 
     def _ended(self, run_id: UUID) -> bool:
         """Drop what the hooks kept about an ending run; ``False`` if it was left out."""
@@ -321,13 +318,13 @@ class CallbackHandler(BaseCallbackHandler):
         else:
             thread.track_message("assistant", "" if output is None else _chat_text(output, "output"))
 
-    def _annotate(self, hook: str, run_id: UUID, name: str, data: Any) -> None:
+    def _annotate(self, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
         target: Any = run_id
         if HIDDEN:
             target = HIDDEN.get(target, target)
         if target is not None:
-            get_tracer().queue_record(runs.build_annotation, self, hook, target, name, data)
+            get_tracer().queue_hook(LangChainAnnotation(target, name, data))
 
     # --- chains and agents -----------------------------------------------------------------
 
@@ -335,22 +332,18 @@ class CallbackHandler(BaseCallbackHandler):
     on_chain_end = _end_hook("on_chain_end")
     on_chain_error = _end_hook("on_chain_error", _no_reply)
 
+    @never_raises("on_agent_action", None, UNAFFECTED)
     def on_agent_action(
         self, action: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        try:
-            data = {"tool": getattr(action, "tool", None), "toolInput": getattr(action, "tool_input", None)}
-            self._annotate("on_agent_action", run_id, "agent_action", data)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_agent_action", exc)
+        data = {"tool": getattr(action, "tool", None), "toolInput": getattr(action, "tool_input", None)}
+        self._annotate(run_id, "agent_action", data)
 
+    @never_raises("on_agent_finish", None, UNAFFECTED)
     def on_agent_finish(
         self, finish: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        try:
-            self._annotate("on_agent_finish", run_id, "agent_finish", getattr(finish, "return_values", None))
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_agent_finish", exc)
+        self._annotate(run_id, "agent_finish", getattr(finish, "return_values", None))
 
     # --- models ------------------------------------------------------------------------------
 
@@ -369,9 +362,9 @@ class CallbackHandler(BaseCallbackHandler):
         try:
             if run_id not in self._streaming:  # only the first token's time is kept
                 _remember(self._streaming, run_id, None)
-                get_tracer().queue_record(runs.build_first_token, self, run_id)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_llm_new_token", exc)
+                get_tracer().queue_hook(LangChainFirstToken(run_id))
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: never break the run
+            failed("on_llm_new_token", exc, UNAFFECTED)
 
     on_llm_end = _end_hook("on_llm_end", _generations)
     on_llm_error = _end_hook("on_llm_error", _no_reply)
@@ -392,9 +385,12 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             payload = inputs if inputs is not None else input_str  # structured inputs first
-            self._start("on_tool_start", serialized, payload, run_id, parent_run_id, tags, metadata, kwargs)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_tool_start", exc)
+            call_id = kwargs.get("tool_call_id")
+            self._start(
+                "on_tool_start", serialized, payload, run_id, parent_run_id, tags, metadata, kwargs, call_id
+            )
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: never break the run
+            failed("on_tool_start", exc, UNAFFECTED)
 
     on_tool_end = _end_hook("on_tool_end")
     on_tool_error = _end_hook("on_tool_error", _no_reply)
@@ -407,6 +403,7 @@ class CallbackHandler(BaseCallbackHandler):
 
     # --- events on a run -------------------------------------------------------------------
 
+    @never_raises("on_custom_event", None, UNAFFECTED)
     def on_custom_event(
         self,
         name: str,
@@ -417,23 +414,18 @@ class CallbackHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            self._annotate("on_custom_event", run_id, name, data)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_custom_event", exc)
+        self._annotate(run_id, name, data)
 
+    @never_raises("on_retry", None, UNAFFECTED)
     def on_retry(
         self, retry_state: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
-        try:
-            outcome = getattr(retry_state, "outcome", None)
-            error = outcome.exception() if outcome is not None and outcome.failed else None
-            data = {"attempt": getattr(retry_state, "attempt_number", None)}
-            if error is not None:
-                data["error"] = f"{type(error).__name__}: {error}"
-            self._annotate("on_retry", run_id, "retry", data)
-        except Exception as exc:  # noqa: BLE001
-            self._failed("on_retry", exc)
+        outcome = getattr(retry_state, "outcome", None)
+        error = outcome.exception() if outcome is not None and outcome.failed else None
+        data = {"attempt": getattr(retry_state, "attempt_number", None)}
+        if error is not None:
+            data["error"] = f"{type(error).__name__}: {error}"
+        self._annotate(run_id, "retry", data)
 
 
 def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:

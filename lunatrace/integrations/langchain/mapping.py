@@ -56,10 +56,8 @@ _PARAM_NAMES = {
 _LS_PARAMS = (("ls_temperature", "temperature"), ("ls_max_tokens", "max_tokens"), ("ls_stop", "stop"))
 
 
-def model_name(
-    serialized: Any, metadata: Mapping[str, Any] | None, invocation_params: Any
-) -> tuple[str, bool]:
-    """The model id of an llm run, and whether it is a real id (not the class name).
+def model_name(serialized: Any, metadata: Mapping[str, Any] | None, invocation_params: Any) -> str:
+    """The model id of an llm run (the model's class name when no id is given).
 
     Order: ``ls_model_name``, invocation params ``model``/``model_name``/``model_id``,
     the serialized constructor kwargs; the class name only as a last resort.
@@ -67,14 +65,14 @@ def model_name(
     if metadata:
         name = metadata.get("ls_model_name")
         if name:
-            return str(name), True
+            return str(name)
     for source in (invocation_params, _kwargs_of(serialized)):
         if type(source) is dict or isinstance(source, Mapping):  # an ABC check is slow
             for key in ("model", "model_name", "model_id", "deployment_name"):
                 value = source.get(key)
                 if value and isinstance(value, str):
-                    return value, True
-    return class_name(serialized) or "llm", False
+                    return value
+    return class_name(serialized) or "llm"
 
 
 def _kwargs_of(serialized: Any) -> Any:

@@ -6,9 +6,9 @@ of the running step in ``var_child_runnable_config``; its callback manager's
 ``@lunatrace.trace`` function starts, and nests the function under that run when a
 lunatrace handler traces it (folded internal runs answer with their shown ancestor).
 
-The handler's runs are tracked on the background worker, so the resolver tells the
-tracer about the run it names (``note_run``): the function then nests under it and
-follows its trace's sampling.
+The handler's runs enter the tracer's run registry on the background worker, maybe
+after the function starts, so the resolver tells the registry about the run it names
+(``remember``): the function then nests under it and follows its trace's sampling.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def current_langchain_run() -> str | None:
     rid = str(run_id)
     tracer = get_tracer()
     if not tracer.is_known(rid):
-        tracer.note_run(rid, "chain", sampled=run_id not in handler._unsampled)
+        tracer.runs.remember(rid, "chain", sampled=run_id not in handler._unsampled)
     return rid
 
 

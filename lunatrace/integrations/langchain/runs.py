@@ -1,26 +1,34 @@
-"""LangChain callbacks -> raw events, on the background worker.
+"""LangChain callbacks as named records, mapped to events on the background worker.
 
-The handler's hooks (:mod:`.handler`) only queue their arguments (``Tracer.queue_record``);
-the builders here turn them into raw events when the worker reaches them. Builders run
-one at a time and in queue order, so the state of LangChain's open runs lives here, in
-:data:`BOOK`, touched by no other thread: the application's thread pays for none of the
-mapping, naming, parent resolution or bookkeeping.
+The handler's hooks (:mod:`.handler`) only queue their arguments, as one of the records
+below (``Tracer.queue_hook``); the worker calls the record's ``build`` when it reaches
+it, in queue order. ``build`` translates: it names and types the run, picks its parent
+and payloads, and returns the event from :mod:`lunatrace.core.events`' factories. The
+state of open runs (their parents, trace, start time, first token and annotations) is
+the core's :class:`~lunatrace.core.runs.RunRegistry` of the tracer that queued the
+record. A build emits nothing itself, and a failure costs its event only (the core's
+guard, in ``HookRecord.build``). A start that fails leaves no open run, so its end is
+dropped too, rather than sent for a run the server never saw.
 
-A builder never raises: a failure is reported as its hook's (``CallbackHandler._failed``)
-and costs that event only. A start that fails leaves no open run, so its end is dropped
-too, rather than sent for a run the server never saw.
+=====================  ===================================================
+hook                   record -> core
+=====================  ===================================================
+``on_*_start``         :class:`LangChainStart` -> ``start_event``, run opened
+``on_*_end/_error``    :class:`LangChainEnd` -> ``end_event``/``error_event``, run closed
+``on_llm_new_token``   :class:`LangChainFirstToken` -> the run's first-token time
+custom, agent, retry   :class:`LangChainAnnotation` -> the run's annotations
+=====================  ===================================================
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
-from lunatrace.api import get_tracer
 from lunatrace.core.context import RunFrame, User
-from lunatrace.core.events import CONTEXT_KEY, ESTIMATE_KEY, build, error_payload
+from lunatrace.core.events import end_event, error_event, start_event
+from lunatrace.core.runs import Marks, RunRegistry, RunState
 from lunatrace.core.serialize import Deferred
 from lunatrace.integrations.langchain import mapping
 from lunatrace.integrations.langchain.convert import (
@@ -30,156 +38,117 @@ from lunatrace.integrations.langchain.convert import (
     prompt_batches_to_openai,
 )
 
-if TYPE_CHECKING:
-    from lunatrace.integrations.langchain.handler import CallbackHandler
-
-_MISSING: Any = object()
 _STREAM_PLACEHOLDER = {"input": ""}
-ABANDONED_AFTER_NS = 3_600_000_000_000  # an hour: then an open run is closed as an error
-SWEEP_INTERVAL_NS = 60_000_000_000
-MAX_CUSTOM_EVENTS = 100
-
-# Root information decided on the application's thread: (parent, user id, user props).
-Root = tuple[str | None, Any, Any]
+MAX_ANNOTATIONS = 100
 
 
-class OpenRun:
-    """What the worker keeps about an open LangChain run until its end."""
-
-    __slots__ = ("custom_events", "first_token_ns", "model", "prompt", "rid", "run_type", "started_ns")
-
-    def __init__(self, rid: str, run_type: str, started_ns: int, model: str | None, prompt: Any) -> None:
-        self.rid = rid
-        self.run_type = run_type
-        self.started_ns = started_ns
-        self.model = model
-        self.prompt = prompt
-        self.first_token_ns: int | None = None
-        self.custom_events: list[dict[str, Any]] | None = None
-
-
-class RunBook:
-    """LangChain's open runs, keyed by LangChain's own run id objects (worker only)."""
-
-    def __init__(self) -> None:
-        self.open: dict[Any, OpenRun] = {}
-        self._last_sweep = time.perf_counter_ns()
-
-    def parent_of(self, parent: Any, frame: RunFrame | None) -> str | None:
-        """The lunatrace parent of a run whose LangChain parent is ``parent``.
-
-        An open run, else a run the tracer knows (one that ended, for a late child), else
-        (a parent never seen: the handler was attached below the root) the lunatrace run
-        enclosing the call, or none. A decorated function called inside the LangChain
-        parent, in which this run started, is the parent instead.
-        """
-        state = self.open.get(run_key(parent))
-        if state is not None:
-            rid: str | None = state.rid
-        else:
-            rid = str(parent)
-            if not get_tracer().is_known(rid):
-                rid = frame.run_id if frame is not None else None
-        if frame is not None and rid in frame.framework_runs:
-            return frame.run_id
-        return rid
-
-    def sweep(self, now_ns: int) -> None:
-        """End as errors the runs open for more than an hour (they would stay 'started')."""
-        if now_ns - self._last_sweep < SWEEP_INTERVAL_NS:
-            return
-        self._last_sweep = now_ns
-        stale = [key for key, state in self.open.items() if now_ns - state.started_ns >= ABANDONED_AFTER_NS]
-        tracer = get_tracer()
-        for key in stale:
-            state = self.open.pop(key)
-            message = f"run abandoned: no end after {ABANDONED_AFTER_NS / 1e9:.0f} s"
-            tracer.note_run(state.rid, state.run_type)
-            tracer.emit_event(
-                build("error", state.run_type, state.rid, error={"message": message, "stack": ""})
-            )
-
-
-BOOK = RunBook()
-
-
-def run_key(run_id: Any) -> Any:
-    """The key of a run in :data:`BOOK`: LangChain's ``UUID``; an id given another way (a
-    string, from a direct call) is parsed so that it names the same run."""
+def run_key(run_id: Any) -> str:
+    """The id a LangChain run is registered and sent under: its ``UUID`` as a string; an
+    id given another way (a string, from a direct call) is parsed so that it names the
+    same run."""
     if type(run_id) is UUID:
-        return run_id
+        return str(run_id)
     try:
-        return UUID(str(run_id))
+        return str(UUID(str(run_id)))
     except ValueError:
-        return run_id
+        return str(run_id)
+
+
+class Root(NamedTuple):
+    """What the handler decided for a LangChain root on the application's thread."""
+
+    parent: str | None  # the enclosing lunatrace run (or thread message), if any
+    user_id: Any
+    user_props: Any
+    tags: Sequence[str] | None  # the handler's own, under the run's
+    metadata: Mapping[str, Any] | None
+
+
+class Described(NamedTuple):
+    """A start's run type, name, input, llm params, extra metadata and model."""
+
+    run_type: str
+    name: str
+    input: Any
+    params: Any
+    extra: dict[str, Any] | None
+    model: str | None
 
 
 # --- starts ---------------------------------------------------------------------------------
 
 
-def build_start(
-    ts_ms: int,
-    ns: int,
-    handler: CallbackHandler,
-    hook: str,
-    run_id: Any,
-    parent: Any,
-    root: Root | None,
-    frame: RunFrame | None,
-    user: User | None,
-    context_tags: tuple[str, ...],
-    context_metadata: Mapping[str, Any],
-    serialized: Any,
-    payload: Any,
-    tags: Sequence[str] | None,
-    metadata: Mapping[str, Any] | None,
-    run_name: str | None,
-    detail: Any,
-) -> dict[str, Any] | None:
-    """A run start: name, type, parent and fields of the hook ``hook``'s arguments.
+class LangChainStart(NamedTuple):
+    """An ``on_*_start`` hook: its arguments, and what the calling thread knew."""
 
-    ``detail`` is the one keyword argument of the hook needed here (see ``_DETAIL`` in
-    :mod:`.handler`).
-    """
-    try:
-        run_type, name, payload, chain, invocation_params, extra, model = _describe(
-            hook, serialized, payload, metadata, run_name, detail
+    hook: str
+    run_id: Any
+    parent: Any  # LangChain's parent run id (a folded run's replaced by its shown ancestor)
+    root: Root | None  # set for a root only
+    frame: RunFrame | None  # the innermost decorated function around the call
+    user: User | None
+    context_tags: tuple[str, ...]
+    context_metadata: Mapping[str, Any]
+    serialized: Any
+    payload: Any
+    tags: Sequence[str] | None
+    metadata: Mapping[str, Any] | None
+    run_name: str | None
+    detail: Any  # the one hook-specific keyword argument (see ``handler._DETAIL``)
+
+    def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any]:
+        described = _describe(self)
+        root = self.root
+        parent = root.parent if root is not None else _parent(runs, self.parent, self.frame)
+        user_id, user_props = (root.user_id, root.user_props) if root is not None else (None, None)
+        if user_id is None and self.user is not None:
+            user_id, user_props = self.user.user_id, user_props or self.user.props
+        tags, metadata = _tags_and_metadata(self, described.extra)
+        rid = run_key(self.run_id)
+        event = start_event(
+            described.run_type,
+            rid,
+            parent=parent,
+            name=described.name,
+            input=described.input,
+            params=described.params,
+            tags=tags,
+            metadata=metadata,
+            user_id=user_id,
+            user_props=user_props,
+            context_tags=self.context_tags,
+            context_metadata=self.context_metadata,
         )
-        if root is not None:
-            parent_id, user_id, user_props = root
-            handler_tags, handler_metadata = handler.tags, handler.metadata
-        else:
-            parent_id = BOOK.parent_of(parent, frame)
-            user_id = user_props = handler_tags = handler_metadata = None
-        if user_id is None and user is not None:
-            user_id, user_props = user.user_id, user_props or user.props
-        rid = str(run_id)
-        BOOK.open[run_key(run_id)] = OpenRun(rid, run_type, ns, model, payload if run_type == "llm" else None)
-        BOOK.sweep(ns)
-        raw: dict[str, Any] = {
-            "type": run_type,
-            "event": "start",
-            "runId": rid,
-            "parentRunId": parent_id,
-            "name": name,
-            "input": _chain_field(payload, "input") if chain else payload,
-            "userId": None if user_id is None else str(user_id),
-            "userProps": user_props if user_id is not None else None,
-        }
-        _map_start(raw, tags, metadata, extra, handler_tags, handler_metadata, invocation_params)
-        if context_tags or context_metadata:
-            raw[CONTEXT_KEY] = (context_tags, context_metadata)
-        return raw
-    except Exception as exc:  # noqa: BLE001 - a mapping bug must not stop the worker
-        handler._failed(hook, exc)
-        return None
+        trace = runs.trace_of(parent)
+        prompt = described.input if described.run_type == "llm" else None
+        runs.add(
+            rid, RunState(described.run_type, trace[0] if trace else rid, True, ns, described.model, prompt)
+        )
+        return event
 
 
-def _describe(
-    hook: str, serialized: Any, payload: Any, metadata: Mapping[str, Any] | None, run_name: Any, detail: Any
-) -> tuple[str, str, Any, bool, Any, dict[str, Any] | None, str | None]:
-    """Run type, name, input, whether it is a chain's (wrapped), invocation params, extra
-    metadata and model of a start, from the hook's arguments."""
+def _parent(runs: RunRegistry, parent: Any, frame: RunFrame | None) -> str | None:
+    """The parent to send for a run whose LangChain parent is ``parent``.
+
+    A run the registry knows (open, or ended: a late child), else (a parent never seen:
+    the handler was attached below the root) the lunatrace run enclosing the call, or
+    none. A decorated function called inside the LangChain parent, in which this run
+    started, is the parent instead.
+    """
+    rid = runs.parent(None if parent is None else run_key(parent), frame.run_id if frame else None)
+    if frame is not None and rid in frame.framework_runs:
+        return frame.run_id
+    return rid
+
+
+def _describe(start: LangChainStart) -> Described:
+    hook, serialized, payload, run_name, detail = (
+        start.hook,
+        start.serialized,
+        start.payload,
+        start.run_name,
+        start.detail,
+    )
     if hook == "on_chain_start":
         name = run_name or mapping.class_name(serialized) or "chain"
         # Streaming chains start with the placeholder ``{"input": ""}`` and send their
@@ -188,9 +157,10 @@ def _describe(
         # (Only a dict can equal it: comparing a message would run pydantic's ``__eq__``.)
         if detail or (type(payload) is dict and payload == _STREAM_PLACEHOLDER):
             payload = None
-        return mapping.chain_type(name, metadata), name, payload, True, _MISSING, None, None
+        run_type = mapping.chain_type(name, start.metadata)
+        return Described(run_type, name, _chain_field(payload, "input"), None, None, None)
     if hook in ("on_chat_model_start", "on_llm_start"):
-        model, _ = mapping.model_name(serialized, metadata, detail)
+        model = mapping.model_name(serialized, start.metadata, detail)
         if hook == "on_chat_model_start":
             payload = Deferred(prompt_batches_to_openai, payload)
         elif len(payload) == 1:
@@ -198,29 +168,25 @@ def _describe(
         else:
             payload = [[{"role": "user", "content": p}] for p in payload]
         extra = {"runName": run_name} if run_name else None
-        return "llm", model, payload, False, detail, extra, model
+        params = mapping.llm_params(detail, start.metadata) or None
+        return Described("llm", model, payload, params, extra, model)
     if hook == "on_tool_start":
         extra = {"toolCallId": detail} if detail else None
         name = run_name or mapping.class_name(serialized) or "tool"
-        return "tool", name, payload, False, _MISSING, extra, None
+        return Described("tool", name, payload, None, extra, None)
     name = run_name or mapping.class_name(serialized) or "retriever"
-    return "retriever", name, payload, False, _MISSING, None, None
+    return Described("retriever", name, payload, None, None, None)
 
 
-def _map_start(
-    raw: dict[str, Any],
-    tags: Sequence[str] | None,
-    metadata: Mapping[str, Any] | None,
-    extra: Mapping[str, Any] | None,
-    handler_tags: Sequence[str] | None,
-    handler_metadata: Mapping[str, Any] | None,
-    invocation_params: Any,
-) -> None:
-    """Set a start's tags, metadata and (llm runs) params.
+def _tags_and_metadata(
+    start: LangChainStart, extra: Mapping[str, Any] | None
+) -> tuple[list[str] | None, dict[str, Any] | None]:
+    """A start's tags and metadata.
 
     LangChain's bookkeeping tags and metadata are dropped, a retry tag becomes
     ``retryAttempt``, and a root gets the handler's own tags and metadata under its own.
     """
+    tags, metadata = start.tags, start.metadata
     run_tags = mapping.user_tags(tags) if tags else None
     run_metadata = mapping.user_metadata(metadata) if metadata else None
     if extra:
@@ -229,57 +195,60 @@ def _map_start(
         attempt = mapping.retry_attempt(run_tags)
         if attempt is not None:
             run_metadata = {**(run_metadata or {}), "retryAttempt": attempt}
-    if handler_tags:
-        run_tags = list(dict.fromkeys([*handler_tags, *(run_tags or ())]))
-    if handler_metadata:
-        run_metadata = {**handler_metadata, **(run_metadata or {})}
-    if run_tags:
-        raw["tags"] = run_tags
-    if run_metadata:
-        raw["metadata"] = run_metadata
-    if invocation_params is not _MISSING:
-        raw["params"] = mapping.llm_params(invocation_params, metadata) or None
+    root = start.root
+    if root is not None and root.tags:
+        run_tags = list(dict.fromkeys([*root.tags, *(run_tags or ())]))
+    if root is not None and root.metadata:
+        run_metadata = {**root.metadata, **(run_metadata or {})}
+    return run_tags or None, run_metadata or None
 
 
 # --- ends -------------------------------------------------------------------------------------
 
 
-def _end_raw(state: OpenRun, output: Any, payload: Any = None, metadata: Any = None) -> dict[str, Any]:
-    """The end event of ``state``'s run; custom events recorded on it go in its metadata."""
-    get_tracer().note_run(state.rid, state.run_type)
-    if state.custom_events:
-        metadata = {**(metadata or {}), "customEvents": state.custom_events}
-    raw: dict[str, Any] = {
-        "type": state.run_type,
-        "event": "end",
-        "runId": state.rid,
-        "output": output,
-        "input": payload,
-        "metadata": metadata or None,
-    }
-    return raw
+class LangChainEnd(NamedTuple):
+    """An ``on_*_end`` or ``on_*_error`` hook: the run's outcome (a chain's deferred inputs)."""
 
+    hook: str
+    run_id: Any
+    outcome: Any
+    inputs: Any
 
-def build_end(
-    ts_ms: int, ns: int, handler: CallbackHandler, hook: str, run_id: Any, outcome: Any, inputs: Any
-) -> dict[str, Any] | None:
-    """A run's end or error: the open run is closed here, the hook's mapping makes the event."""
-    try:
-        state = BOOK.open.pop(run_key(run_id), None)
+    def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any] | None:
+        rid = run_key(self.run_id)
+        marks = runs.take_marks(rid)
+        state = runs.close(rid)
         if state is None:
             return None
-        return _ENDINGS[hook](state, outcome, inputs)
-    except Exception as exc:  # noqa: BLE001
-        handler._failed(hook, exc)
-        return None
+        return _ENDINGS[self.hook](_Ending(rid, state, marks), self.outcome, self.inputs)
 
 
-def _chain_end(state: OpenRun, outputs: Any, inputs: Any) -> dict[str, Any]:
+class _Ending(NamedTuple):
+    rid: str
+    state: RunState
+    marks: Marks | None
+
+    def metadata(self, metadata: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """``metadata`` with the annotations recorded on the run (custom events...)."""
+        if self.marks is not None and self.marks.annotations:
+            return {**(metadata or {}), "customEvents": self.marks.annotations}
+        return metadata
+
+    def end(self, output: Any, inputs: Any = None, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return end_event(
+            self.state.run_type, self.rid, output=output, input=inputs, metadata=self.metadata(metadata)
+        )
+
+    def error(self, error: BaseException | str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+        return error_event(self.state.run_type, self.rid, error, self.metadata(metadata))
+
+
+def _chain_end(ending: _Ending, outputs: Any, inputs: Any) -> dict[str, Any]:
     """Output and (streaming) inputs without LangChain's wrappers."""
-    return _end_raw(state, _chain_field(outputs, "output"), _chain_field(inputs, "input"))
+    return ending.end(_chain_field(outputs, "output"), _chain_field(inputs, "input"))
 
 
-def _llm_end(state: OpenRun, response: Any, inputs: Any) -> dict[str, Any]:
+def _llm_end(ending: _Ending, response: Any, inputs: Any) -> dict[str, Any]:
     """The assistant message(s), usage, the model that answered, time to first token.
 
     Without reported usage, the end carries what a token estimate needs: the model (the
@@ -287,21 +256,24 @@ def _llm_end(state: OpenRun, response: Any, inputs: Any) -> dict[str, Any]:
     """
     output = Deferred(generations_to_openai, getattr(response, "generations", None) or [])
     metadata: dict[str, Any] = {}
-    if state.first_token_ns is not None:
-        metadata["timeToFirstTokenMs"] = round((state.first_token_ns - state.started_ns) / 1e6, 2)
+    state, marks = ending.state, ending.marks
+    if marks is not None and marks.first_token_ns is not None:
+        metadata["timeToFirstTokenMs"] = round((marks.first_token_ns - state.started_ns) / 1e6, 2)
     model = mapping.response_model(response)
     if model:
         metadata["responseModel"] = model
-    raw = _end_raw(state, output, None, metadata)
-    usage = mapping.usage_of(response)
-    if usage:
-        raw["tokensUsage"] = usage
-    else:
-        raw[ESTIMATE_KEY] = (model or state.model, state.prompt, output)
-    return raw
+    return end_event(
+        "llm",
+        ending.rid,
+        output=output,
+        usage=mapping.usage_of(response),
+        metadata=ending.metadata(metadata),
+        model=model or state.model,
+        prompt=state.prompt,
+    )
 
 
-def _tool_end(state: OpenRun, output: Any, inputs: Any) -> dict[str, Any]:
+def _tool_end(ending: _Ending, output: Any, inputs: Any) -> dict[str, Any]:
     """A ``ToolMessage``'s content and call id; an error status ends the run as an error."""
     metadata = None
     if getattr(output, "type", None) == "tool":  # a ToolMessage
@@ -310,36 +282,24 @@ def _tool_end(state: OpenRun, output: Any, inputs: Any) -> dict[str, Any]:
         # Older LangChain releases pass tool_call_id only here, not to on_tool_start.
         metadata = {"toolCallId": call_id} if call_id else None
         if getattr(output, "status", None) == "error":
-            message = content if isinstance(content, str) else repr(content)
-            return _error_raw(state, {"message": message, "stack": ""}, metadata)
+            return ending.error(content if isinstance(content, str) else repr(content), metadata)
         output = content
-    return _end_raw(state, output, None, metadata)
+    return ending.end(output, None, metadata)
 
 
-def _retriever_end(state: OpenRun, documents: Any, inputs: Any) -> dict[str, Any]:
-    return _end_raw(state, Deferred(documents_to_dicts, documents))
+def _retriever_end(ending: _Ending, documents: Any, inputs: Any) -> dict[str, Any]:
+    return ending.end(Deferred(documents_to_dicts, documents))
 
 
-def _error_raw(state: OpenRun, payload: dict[str, str], metadata: Any = None) -> dict[str, Any]:
-    get_tracer().note_run(state.rid, state.run_type)
-    return {
-        "type": state.run_type,
-        "event": "error",
-        "runId": state.rid,
-        "error": payload,
-        "metadata": metadata or None,
-    }
-
-
-def _failure(state: OpenRun, error: BaseException, inputs: Any) -> dict[str, Any]:
+def _failure(ending: _Ending, error: BaseException, inputs: Any) -> dict[str, Any]:
     """An error with message and stack; LangGraph control flow ends the run normally instead."""
     if mapping.is_control_flow(error):
         metadata = {"interrupted": True, "interruptType": type(error).__name__}
-        return _end_raw(state, mapping.interrupt_payload(error), None, metadata)
-    return _error_raw(state, error_payload(error))
+        return ending.end(mapping.interrupt_payload(error), None, metadata)
+    return ending.error(error)
 
 
-_ENDINGS: dict[str, Callable[[OpenRun, Any, Any], dict[str, Any]]] = {
+_ENDINGS: dict[str, Callable[[_Ending, Any, Any], dict[str, Any]]] = {
     "on_chain_end": _chain_end,
     "on_llm_end": _llm_end,
     "on_tool_end": _tool_end,
@@ -351,25 +311,28 @@ _ENDINGS: dict[str, Callable[[OpenRun, Any, Any], dict[str, Any]]] = {
 # --- events on open runs ------------------------------------------------------------------
 
 
-def build_first_token(ts_ms: int, ns: int, handler: CallbackHandler, run_id: Any) -> None:
-    """Note when a streaming llm run produced its first token (no event of its own)."""
-    state = BOOK.open.get(run_key(run_id))
-    if state is not None and state.first_token_ns is None:
-        state.first_token_ns = ns
+class LangChainFirstToken(NamedTuple):
+    """A streaming llm run's first token: its time is kept (no event of its own)."""
+
+    run_id: Any
+
+    def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> None:
+        marks = runs.marks(run_key(self.run_id))
+        if marks is not None and marks.first_token_ns is None:
+            marks.first_token_ns = ns
 
 
-def build_annotation(
-    ts_ms: int, ns: int, handler: CallbackHandler, hook: str, run_id: Any, name: str, data: Any
-) -> None:
-    """Keep a named event (custom event, retry, agent step) for its run's end metadata."""
-    state = BOOK.open.get(run_key(run_id))
-    if state is None:
-        return
-    events = state.custom_events
-    if events is None:
-        events = state.custom_events = []
-    if len(events) < MAX_CUSTOM_EVENTS:
-        events.append({"name": str(name), "data": data, "timestampMs": ts_ms})
+class LangChainAnnotation(NamedTuple):
+    """A named event on a run (custom event, retry, agent step), kept for its end's metadata."""
+
+    run_id: Any
+    name: str
+    data: Any
+
+    def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> None:
+        marks = runs.marks(run_key(self.run_id))
+        if marks is not None and len(marks.annotations) < MAX_ANNOTATIONS:
+            marks.annotations.append({"name": str(self.name), "data": self.data, "timestampMs": ts_ms})
 
 
 # --- payloads -------------------------------------------------------------------------------
