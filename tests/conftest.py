@@ -11,6 +11,7 @@ import pytest
 
 import lunatrace
 from lunatrace import api
+from lunatrace.core import guard
 from lunatrace.core.config import Config
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.tracer import Tracer
@@ -33,6 +34,7 @@ def _isolated_lunatrace(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iter
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("LUNATRACE_STORE", str(tmp_path / "lunatrace-store" / "events.db"))
     api.shutdown(timeout=5)
+    guard.reset()  # each test sees the once-per-place failure warnings afresh
     yield
     api.shutdown(timeout=5)
 

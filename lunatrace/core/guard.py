@@ -105,11 +105,13 @@ def never_raises(
     return decorate
 
 
-def _reset_after_fork() -> None:
+def reset() -> None:
+    """Forget every failure: each site warns again (a forked child starts afresh; tests
+    start each case so)."""
     global _lock
     _lock = threading.Lock()
     _counts.clear()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_after_fork)
+    os.register_at_fork(after_in_child=reset)

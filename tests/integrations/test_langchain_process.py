@@ -284,7 +284,8 @@ def test_a_failing_hook_warns_once_and_never_raises(caplog: pytest.LogCaptureFix
         lunatrace.flush()  # metadata is mapped on the worker
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
-    assert "on_chain_start" in warnings[0] and "metadata exploded" in warnings[0]
+    assert "LangChainStart" in warnings[0] and "metadata exploded" in warnings[0]
+    assert lunatrace.stats()["internal_errors"] == 3
     assert sum("failed again" in r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG) == 2
 
 
