@@ -31,6 +31,9 @@ from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from pathlib import PurePath
 from typing import Any
 
+from lunatrace.core.json_text import dumps as dumps  # re-exported: the compact form events are written in
+from lunatrace.core.json_text import plain_json_text
+
 logger = logging.getLogger("lunatrace")
 
 REDACTED = "[lunatrace: redacted]"
@@ -265,7 +268,7 @@ class _Encoder:
     def convert(self, value: Any, depth: int = 0) -> Any:
         try:
             result = self._convert(value, depth)
-        except Exception as exc:  # noqa: BLE001 - the whole point is to never raise
+        except Exception as exc:  # noqa: BLE001 - user code (a property, model_dump, a Deferred) may raise anything
             result = f"<unserializable {type(value).__name__}: {type(exc).__name__}>"
         self.nodes += 1
         if type(result) is str:
@@ -343,7 +346,7 @@ class _Encoder:
         converted = self.convert(key, depth)
         self.nodes, self.chars, self.floats = counts
         if converted is None or isinstance(converted, bool):
-            return _COMPACT.encode(converted)
+            return dumps(converted)
         return str(converted)
 
     def _redacted(self) -> str:
@@ -505,7 +508,7 @@ def _structured_form(value: Any) -> Any:
         if callable(dump) and hasattr(value, "__fields__" if method == "dict" else "model_fields"):
             try:
                 return dump()
-            except Exception:  # noqa: BLE001 - fall through to the next strategy
+            except Exception:  # noqa: BLE001 - a user's model_dump may raise anything: try the next form
                 continue
     if dataclasses.is_dataclass(value):
         return {f.name: getattr(value, f.name, None) for f in dataclasses.fields(value)}
@@ -518,7 +521,7 @@ def _structured_form(value: Any) -> Any:
 def _safe_repr(value: Any) -> str:
     try:
         text = repr(value)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a user's __repr__ may raise anything: the type name stands in
         return f"<{type(value).__name__}>"
     return text if len(text) <= 10_000 else text[:10_000] + "…"
 
@@ -566,15 +569,6 @@ def _shorten_strings(value: Any, limit: int) -> Any:
     return value
 
 
-def dumps(value: Any) -> str:
-    """Compact JSON for JSON-ready data (``allow_nan`` off: non-finite floats are strings)."""
-    return _COMPACT.encode(value)
-
-
-# One encoder for every call: ``json.dumps`` with options builds a new one each time.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def _needles() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """What the fast path looks for in a field's JSON, lower-cased, to know that the general
     conversion could change it. From the general path's own rules: a secret key name, lower-
@@ -605,59 +599,6 @@ def _may_need_conversion(text: str, data: bytes) -> bool:
             if needle in lowered:
                 return True
     return data.translate(_DIGITS_AS_ZERO).find(_BIG_INT) >= 0  # ``find``: ``in`` tries an int first
-
-
-class _TooLarge(Exception):
-    """The fast path's strings alone exceed the field's cap: the general path will cut them."""
-
-
-def _string_budget(max_chars: int) -> Callable[[str], str]:
-    """The C encoder's string encoder, giving up once the field's strings exceed
-    ``max_chars``: the C encoder would otherwise copy a huge string (and the text around it,
-    twice more) before the size check could refuse the field."""
-    left = max_chars
-
-    def encode(text: str) -> str:
-        nonlocal left
-        left -= len(text)
-        if left < 0:
-            raise _TooLarge
-        return encode_basestring(text)
-
-    return encode
-
-
-def _c_json(value: Any, default: Callable[[Any], Any], max_chars: int) -> str:
-    """Compact JSON (non-ASCII kept, NaN refused) from CPython's C encoder called directly:
-    ``JSONEncoder.encode`` adds two Python frames and an object per call to the same thing.
-    Raises :class:`_TooLarge` past ``max_chars`` of strings, or of text (numbers)."""
-    encode = _make_c_encoder({}, default, _string_budget(max_chars), None, ":", ",", False, False, False)
-    chunks = encode(value, 0)
-    if len(chunks) > 1 and sum(map(len, chunks)) > max_chars:
-        raise _TooLarge  # a long text comes in pieces: no need to join them to refuse it
-    return "".join(chunks)
-
-
-def _python_json(value: Any, default: Callable[[Any], Any], max_chars: int) -> str:
-    """The standard encoder, where the C one cannot be called directly (no string budget)."""
-    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=default)
-    return encoder.encode(value)
-
-
-def _pick_json_encoder() -> Callable[[Any, Callable[[Any], Any], int], str]:
-    """:func:`_c_json` where this interpreter's C encoder behaves as expected, else the
-    standard ``JSONEncoder`` (same output)."""
-    sample = {"a": [1, 2.5, None, True, "é\n"], "b": {}}
-    try:
-        if _make_c_encoder is not None and _c_json(sample, repr, 100) == _python_json(sample, repr, 100):
-            return _c_json
-    except Exception:  # noqa: BLE001 - another C signature: use the standard path
-        pass
-    return _python_json
-
-
-_make_c_encoder: Any = getattr(json.encoder, "c_make_encoder", None)
-_plain_json_text = _pick_json_encoder()
 
 
 class _DeferredResolver:
@@ -700,7 +641,7 @@ class FieldEncoder:
         self.mask = mask
         self.secrets = tuple(s for s in secrets if s)
         # How each secret appears inside JSON text (escaped), to look for it there.
-        self._secrets_in_json = tuple(_COMPACT.encode(s)[1:-1] for s in self.secrets)
+        self._secrets_in_json = tuple(encode_basestring(s)[1:-1] for s in self.secrets)
         self._limit = shorten_limit(max_bytes)
         self._mask_failed_logged = False
 
@@ -733,13 +674,13 @@ class FieldEncoder:
                 items = value.values() if type(value) is dict else value
                 if len(value) > MAX_ITEMS or sum(map(len, items)) > self.max_bytes:
                     return None
-            except Exception:  # noqa: BLE001 - an item without a length: the encoder decides
+            except Exception:  # noqa: BLE001 - no length, or a user's __len__ raising anything: the encoder decides
                 pass
         resolver = _DeferredResolver()
         try:
-            text = _plain_json_text(value, resolver, self.max_bytes)
+            text = plain_json_text(value, resolver, self.max_bytes)
             data = text.encode("utf-8")  # lone surrogates fail here: scrub_text replaces them
-        except Exception:  # noqa: BLE001 - not plain data, too large, or a Deferred's conversion failed
+        except Exception:  # noqa: BLE001 - not plain data, too large, or a Deferred's (user) conversion failed
             return None
         if (
             len(data) > self.max_bytes
@@ -784,10 +725,12 @@ class FieldEncoder:
         encoder = _Encoder(self.secrets, self.max_bytes)
         data = encoder.convert(value)
         complete = not encoder.stopped
-        if masked and self.mask is not None:
+        if masked and self.mask is not None and data is not None:  # a deferred value can resolve to nothing
             try:
                 encoder = _Encoder(self.secrets, self.max_bytes)
                 data = encoder.convert(self.mask(data))
+            # Not the guard: its log line shows the exception's text, which may hold the very
+            # data the mask is there to hide. Broad: the hook is the user's code.
             except Exception as exc:  # noqa: BLE001 - fail closed
                 if not self._mask_failed_logged:
                     self._mask_failed_logged = True
