@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from lunatrace.core.guard import failed
+
 
 @dataclass(frozen=True)
 class RunFrame:
@@ -60,7 +62,9 @@ def _framework_runs() -> tuple[str | None, ...]:
     for resolver in _resolvers:
         try:
             results.append(resolver())
-        except Exception:  # noqa: BLE001 - a resolver must never break tracing
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: this runs for every run
+            name = getattr(resolver, "__qualname__", resolver)
+            failed(f"run resolver {name}", exc, "runs nest as if that framework had no run open")
             results.append(None)
     return tuple(results)
 

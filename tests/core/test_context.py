@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import lunatrace
-from lunatrace.core import context
+from lunatrace.core import context, guard
 from lunatrace.core.transport import MemorySink
 
 
@@ -141,8 +141,11 @@ def test_a_raising_resolver_is_ignored(framework: list[str | None]) -> None:
     try:
         framework[0] = "fw"
         assert context.current_run_id() == "fw"
+        assert context.current_run_id() == "fw"
     finally:
         context._resolvers.remove(broken)
+    site = "run resolver test_a_raising_resolver_is_ignored.<locals>.broken"
+    assert guard.failures() == {site: 2}  # counted each time, not raised
 
 
 def test_context_tags_and_user_reach_the_events(memory_sink: MemorySink) -> None:
