@@ -23,6 +23,7 @@ from lunatrace.core.config import Config, mask_key, redact
 USER_AGENT = f"lunatrace-py/{__version__}"
 DUPLICATE_START = "Run with this ID already exists in the database."
 EMPTY_BATCH = b'{"events":[]}'
+MESSAGE_CHARS = 300  # of an error answer's message, kept to be printed
 
 
 class Kind(enum.Enum):
@@ -133,9 +134,7 @@ class IngestClient:
             response = self._session.post(
                 self.url, data=body, timeout=(connect_s, read_s), allow_redirects=False
             )
-        except requests.RequestException as exc:
-            return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
-        except Exception as exc:  # noqa: BLE001 - a broken answer must not kill the worker
+        except Exception as exc:  # noqa: BLE001 - not only reported: no answer (requests' errors, a broken one) is a retry
             return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
         return classify(response)
 
@@ -170,14 +169,18 @@ def classify(response: requests.Response) -> Answer:
 
 
 def _message(response: requests.Response) -> str:
-    # An error body can echo the request, its Authorization header included: the credential
-    # sent is masked, and others scrubbed, before any of the body is kept to be printed.
-    sent = response.request.headers.get("Authorization", "") if response.request is not None else ""
-    text = redact(response.text[:2_000], str(sent).partition(" ")[2])[:300]
+    """What an error answer says: its JSON ``message``, else its text, cut to
+    :data:`MESSAGE_CHARS`. The whole body is parsed (a long JSON error cut first would not
+    parse); only the message it yields is cut."""
+    text = response.text
     try:
         payload = json.loads(text)
     except ValueError:
-        return text.strip()
+        payload = None
     if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-        return str(payload["message"])
-    return text.strip()
+        text = payload["message"]
+    # An error body can echo the request, its Authorization header included: the credential
+    # sent is masked, and others scrubbed, before any of it is kept to be printed (with
+    # room to spare: a credential across the cut would not be recognised).
+    sent = response.request.headers.get("Authorization", "") if response.request is not None else ""
+    return redact(text.strip()[:2_000], str(sent).partition(" ")[2])[:MESSAGE_CHARS].strip()
