@@ -1,11 +1,13 @@
 """The wire event: the only module that knows Lunary's ingestion format.
 
+Every event dict is made here (:func:`start_event`, :func:`end_event`,
+:func:`error_event`, :func:`build`): integrations pass plain values, never wire keys.
 Events are built in two steps so the caller's thread stays cheap:
 
 1. On the hot path the caller's raw values are queued with the event's timestamp, as a
    record that builds the event's dict later, on the worker (:class:`StartRecord`,
-   :class:`EndRecord`, :class:`StampedEvent`; an integration's :class:`HookRecord`
-   holds a framework callback's arguments and the function that maps them): a tuple
+   :class:`EndRecord`, :class:`StampedEvent`; an integration's named record of a
+   framework callback, a :class:`FrameworkHook`, in a :class:`HookRecord`): a tuple
    costs the application's thread a fraction of a dict, and the garbage collector
    less while it waits in the queue. The context's user, tags and metadata travel with
    a start.
@@ -41,6 +43,7 @@ from lunatrace.core.timestamps import format_timestamp
 from lunatrace.core.usage import estimate_usage
 
 if TYPE_CHECKING:
+    from lunatrace.core.context import User
     from lunatrace.core.runs import RunRegistry
 
 RUNTIME = f"lunatrace-py/{__version__}"
@@ -281,14 +284,18 @@ def start_event(
     user_id: Any = None,
     user_props: Any = None,
     template_version_id: Any = None,
+    user: User | None = None,
     context_tags: tuple[str, ...] = (),
     context_metadata: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A run's start event, from plain values: ``None`` fields are dropped by :func:`wire_json`.
 
-    The context's tags go before the run's own and its metadata under the run's (merged
-    by :func:`complete`, on the worker).
+    ``user`` (the context's, from ``identify``) applies when no ``user_id`` is given. The
+    context's tags go before the run's own and its metadata under the run's (merged by
+    :func:`complete`, on the worker).
     """
+    if user_id is None and user is not None:
+        user_id, user_props = user.user_id, user_props or user.props
     raw: dict[str, Any] = {
         "type": run_type,
         "event": "start",
@@ -376,9 +383,6 @@ class StartRecord(NamedTuple):
     context_metadata: Mapping[str, Any]
 
     def build(self) -> dict[str, Any]:
-        user_id, user_props, user = self.user_id, self.user_props, self.user
-        if user_id is None and user is not None:
-            user_id, user_props = user.user_id, user_props or user.props
         return start_event(
             self.run_type,
             self.run_id,
@@ -388,9 +392,10 @@ class StartRecord(NamedTuple):
             params=self.params,
             tags=tuple(self.tags) if self.tags else None,
             metadata=self.metadata,
-            user_id=user_id,
-            user_props=user_props,
+            user_id=self.user_id,
+            user_props=self.user_props,
             template_version_id=self.template_version_id,
+            user=self.user,
             context_tags=self.context_tags,
             context_metadata=self.context_metadata,
         )

@@ -101,8 +101,6 @@ class LangChainStart(NamedTuple):
         root = self.root
         parent = root.parent if root is not None else _parent(runs, self.parent, self.frame)
         user_id, user_props = (root.user_id, root.user_props) if root is not None else (None, None)
-        if user_id is None and self.user is not None:
-            user_id, user_props = self.user.user_id, user_props or self.user.props
         tags, metadata = _tags_and_metadata(self, described.extra)
         rid = run_key(self.run_id)
         event = start_event(
@@ -116,6 +114,7 @@ class LangChainStart(NamedTuple):
             metadata=metadata,
             user_id=user_id,
             user_props=user_props,
+            user=self.user,
             context_tags=self.context_tags,
             context_metadata=self.context_metadata,
         )
