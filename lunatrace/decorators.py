@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, overload
 
 from lunatrace.api import get_tracer
 from lunatrace.core import context
 from lunatrace.core.events import new_run_id
+from lunatrace.core.guard import failed
 from lunatrace.core.tracer import Tracer
 
-logger = logging.getLogger("lunatrace")
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_YIELDED = 1_000
 
@@ -44,7 +43,11 @@ def _input_capturer(fn: Callable[..., Any]) -> Callable[[tuple[Any, ...], dict[s
 
 
 class _Run:
-    """Start/end bookkeeping shared by the four wrapper kinds."""
+    """Start/end bookkeeping shared by the four wrapper kinds.
+
+    Its failures go to the guard in its hot-path form (``except ...: failed(...)``, no
+    wrapper call): this runs for every traced call.
+    """
 
     def __init__(self, options: _Options, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.options = options
@@ -61,18 +64,25 @@ class _Run:
             )
             self.tracer = tracer
         except Exception as exc:  # noqa: BLE001 - the traced call must run regardless
-            logger.warning("lunatrace: %s is not traced (%s: %s)", options.name, type(exc).__name__, exc)
+            failed("start of a traced function", exc, f"{options.name} runs untraced")
 
     # The end goes to the tracer of the moment: a ``configure()`` while the run was open
-    # hands its open runs to the new tracer (see ``api.configure``).
+    # hands its open runs to the new tracer (see ``api.configure``), and a ``shutdown()``
+    # leaves the next call to build one, which can fail.
 
     def end(self, output: Any) -> None:
         if self.tracer is not None:
-            get_tracer().end_run(self.run_id, output if self.options.capture_output else None)
+            try:
+                get_tracer().end_run(self.run_id, output if self.options.capture_output else None)
+            except Exception as exc:  # noqa: BLE001 - the traced function's result passes regardless
+                failed("end of a traced function", exc, f"the run of {self.options.name} stays open")
 
     def fail(self, exc: BaseException) -> None:
         if self.tracer is not None:
-            get_tracer().error_run(self.run_id, exc)
+            try:
+                get_tracer().error_run(self.run_id, exc)
+            except Exception as own:  # noqa: BLE001 - the traced function's exception passes regardless
+                failed("error of a traced function", own, f"the run of {self.options.name} stays open")
 
 
 class _Options:
@@ -156,7 +166,7 @@ def _wrap(fn: F, options: _Options) -> F:
                         item = gen.send(sent) if thrown is None else gen.throw(thrown)
                     except StopIteration as stop:
                         if stop.value is not None:
-                            _keep(items, stop.value)
+                            items.append(stop.value)  # after the items kept, however many were yielded
                         run.end(items)
                         return stop.value
                     except BaseException as exc:

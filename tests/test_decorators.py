@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 
 import lunatrace
-from lunatrace import api
+from lunatrace import api, decorators
+from lunatrace.core import guard
 from lunatrace.core.config import Config
 from lunatrace.core.events import RawEvent
 from lunatrace.core.tracer import Tracer
@@ -79,7 +82,7 @@ def test_exception_is_recorded_and_reraised_unchanged(memory_sink: MemorySink) -
             failing()
         except Boom as caught:
             assert caught is error
-            assert caught.__traceback__ is not None
+            assert traceback.extract_tb(caught.__traceback__)[-1].name == "failing"  # its own traceback
         return "recovered"
 
     assert caller() == "recovered"
@@ -122,8 +125,14 @@ def test_methods_do_not_capture_self(memory_sink: MemorySink) -> None:
 
 
 def test_wrapped_function_keeps_its_identity() -> None:
-    assert leaf.__name__ == "leaf"
-    assert leaf.__doc__ is None
+    @lunatrace.trace(type="tool")
+    def documented(query: str, limit: int = 3) -> list[str]:
+        """Search the documents."""
+        return [query] * limit
+
+    assert documented.__name__ == "documented"
+    assert documented.__doc__ == "Search the documents."
+    assert str(inspect.signature(documented)) == "(query: 'str', limit: 'int' = 3) -> 'list[str]'"
     assert root.__wrapped__(1) == 6  # type: ignore[attr-defined]
 
 
@@ -286,6 +295,21 @@ def test_generator_send_throw_and_return_value_are_forwarded(memory_sink: Memory
     assert end["event"] == "end" and end["output"] == [0, 1, 2, "handled", ["a", "b"]]
 
 
+def test_a_generators_return_value_is_kept_past_the_items_kept(memory_sink: MemorySink) -> None:
+    @lunatrace.trace(name="long")
+    def long() -> Iterator[Any]:
+        yield from range(decorators.MAX_YIELDED + 500)
+        return "done"
+
+    def delegate() -> Iterator[Any]:
+        return (yield from long())
+
+    gen = delegate()
+    assert sum(1 for _ in gen) == decorators.MAX_YIELDED + 500
+    end = end_of(memory_sink.events, only(memory_sink.events, "long")["runId"])
+    assert end["output"] == [*range(decorators.MAX_YIELDED), "done"]
+
+
 def test_a_generator_that_is_never_iterated_starts_no_run(memory_sink: MemorySink) -> None:
     gen = numbers(3)
     del gen
@@ -376,4 +400,33 @@ def test_a_tracer_that_cannot_be_built_never_reaches_user_code(
         assert list(numbers(2)) == [0, 2]
         with pytest.raises(Boom, match="own error"):
             lunatrace.trace(name="raiser")(lambda: (_ for _ in ()).throw(Boom("own error")))()
-    assert "root-step is not traced (OSError: read-only file system)" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [  # once, not once per call: root, 2 leaves, numbers, 2 leaves, raiser
+        "lunatrace: start of a traced function failed (OSError: read-only file system); "
+        "root-step runs untraced"
+    ]
+    assert guard.failures() == {"start of a traced function": 7}
+
+
+def test_a_tracer_lost_while_the_function_runs_never_reaches_user_code(
+    memory_sink: MemorySink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(config: Config) -> Tracer:
+        raise OSError("read-only file system")
+
+    monkeypatch.setattr(api, "_new_tracer", broken)
+    tracer = api._tracer
+
+    @lunatrace.trace(name="loses-its-tracer")
+    def loses_its_tracer(fail: bool) -> str:
+        api._tracer = None  # as after lunatrace.shutdown(): the end must build a tracer, and cannot
+        if fail:
+            raise Boom("own error")
+        return "result"
+
+    assert loses_its_tracer(False) == "result"
+    api._tracer = tracer
+    with pytest.raises(Boom, match="own error"):
+        loses_its_tracer(True)
+    assert guard.failures() == {"end of a traced function": 1, "error of a traced function": 1}
+    assert [e["event"] for e in memory_sink.events] == ["start", "start"]
