@@ -155,9 +155,3 @@ class RunRegistry:
 
     def take_marks(self, run_id: str) -> Marks | None:
         return self._marks.pop(run_id, None) if self._marks else None
-
-    def take(self, previous: RunRegistry) -> None:
-        """Continue ``previous``'s open runs and know its recent ones (a ``configure()``)."""
-        self.open.update(previous.open)
-        self._recent.update(previous._recent)
-        self._marks.update(previous._marks)

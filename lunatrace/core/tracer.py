@@ -431,9 +431,11 @@ class Tracer:
     # --- housekeeping ---------------------------------------------------------------
 
     def take_open_runs(self, previous: Tracer) -> None:
-        """Continue the runs ``previous`` has open (and know its recent ones), so that runs
-        open across a ``configure()`` end here rather than stay 'started' forever."""
-        self.runs.take(previous.runs)
+        """Continue ``previous``'s runs: its registry becomes this tracer's, so that runs open
+        across a ``configure()`` end here rather than stay 'started' forever, even when a
+        record ``previous`` queued is built after the switch (it opens its run in the
+        same registry)."""
+        self.runs = previous.runs
         self._exchanges = previous._exchanges
 
     def root_ended(self) -> None:

@@ -20,6 +20,7 @@ from langchain_core.runnables import RunnableLambda
 
 import lunatrace
 from lunatrace import api
+from lunatrace.core.config import Config
 from lunatrace.core.tracer import Tracer
 from lunatrace.core.transport import MemorySink
 from lunatrace.integrations.langchain import (
@@ -377,3 +378,36 @@ def test_a_run_past_the_limit_does_not_block_a_synchronous_sink(memory_sink: Mem
     lunatrace.get_tracer().sweep_abandoned()  # what the worker's tick does
     assert [e["event"] for e in sink.events if e["runId"] == str(old)] == ["start", "error"]
     assert [e["event"] for e in sink.events if e["runId"] == str(new)] == ["start"]
+
+
+class HeldSink(MemorySink):
+    """Keeps records unbuilt until released: a worker that had not reached them yet."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.held.append(event)
+
+    def release(self) -> None:
+        for event in self.held:
+            super().emit(event)
+
+
+def test_a_start_built_after_a_configure_still_gets_its_end() -> None:
+    # configure() flushes the previous tracer within a bound; a start it had not built by
+    # then is built later, by its own worker: its run must be open where the end looks.
+    config = Config.resolve()
+    before, after = HeldSink(), MemorySink()
+    old = api._tracer = Tracer(config, before)
+    handler, rid = CallbackHandler(), uuid.uuid4()
+    handler.on_chain_start(None, {"q": 1}, run_id=rid, name="across")
+    new = Tracer(config, after)
+    new.take_open_runs(old)  # what configure() does after its bounded flush
+    api._tracer = new
+    before.release()
+    handler.on_chain_end("done", run_id=rid)
+    assert [e["event"] for e in before.events] == ["start"]
+    assert [(e["event"], e["output"]) for e in after.events] == [("end", "done")]
+    assert new.open_runs == 0
