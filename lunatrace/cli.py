@@ -1,8 +1,9 @@
 """The ``lunatrace`` command. Each subcommand lives in ``lunatrace.commands.<name>``.
 
-Subcommand modules are imported only when their command runs, so ``lunatrace --help``
-stays fast and a command that needs a framework does not slow down the others. Each
-module provides ``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
+Only the module of the command named on the command line is imported (its arguments
+are declared by it), so ``lunatrace --help`` stays fast and a command that needs a
+framework or the store does not slow down the others. Each module provides
+``add_arguments(parser)`` and ``run(args) -> int`` (the exit code).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import importlib
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from lunatrace._version import __version__
@@ -28,7 +29,10 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(declared: Iterable[str] = COMMANDS) -> argparse.ArgumentParser:
+    """The parser of every command; the arguments only of those ``declared`` (their
+    modules are imported to declare them)."""
+    declared = set(declared)
     parser = argparse.ArgumentParser(
         prog="lunatrace",
         description="Trace LangChain, LangGraph, LlamaIndex and Python runs into Lunary "
@@ -39,8 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(command_module=_module_name(name))
-        _load(name).add_arguments(command)
+        if name in declared:
+            _load(name).add_arguments(command)
     return parser
+
+
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The command on a command line: its first word that is not an option (the top level
+    has no option that takes a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _module_name(name: str) -> str:
@@ -53,8 +64,10 @@ def _load(name: str) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = _named_command(words)
+    parser = build_parser(declared=() if command is None else (command,))
+    args = parser.parse_args(words)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0

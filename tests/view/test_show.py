@@ -1,6 +1,11 @@
-"""``lunatrace.show()`` in a terminal: reads the real local store, flushing first."""
+"""``lunatrace.show()`` in a terminal: reads the real local store, flushing first; and what
+the ``lunatrace show`` command loads."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +74,37 @@ def test_show_with_nothing_recorded_explains(capsys: pytest.CaptureFixture[str])
     assert f"no traces in {path} yet" in err and "lunatrace demo" in err
     assert lunatrace.show("0000") is None
     assert "no trace '0000'" in capsys.readouterr().err
+
+
+_COMMAND_MODULES = """
+import sys
+from lunatrace.cli import main
+
+def loaded():
+    print("loaded:", sorted(m for m in sys.modules if m.startswith("lunatrace.commands.")))
+
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+loaded()
+main(["show", "--store", sys.argv[1]])
+loaded()
+"""
+
+
+def test_the_show_command_loads_no_other_command(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMAND_MODULES, str(tmp_path / "events.db")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = [line for line in done.stdout.splitlines() if line.startswith("loaded:")]
+    assert loaded == [
+        "loaded: []",  # --help lists the commands without importing one
+        "loaded: ['lunatrace.commands.show']",
+    ]
