@@ -81,5 +81,4 @@ def make_sink(config: Config, encoder: FieldEncoder) -> Sink:
     from lunatrace.core.transport.destinations import ServerDestination, StoreDestination
     from lunatrace.core.transport.worker import BatchWorker
 
-    destination = ServerDestination(config) if config.uses_server else StoreDestination(config)
-    return BatchWorker(config, encoder, destination)
+    return BatchWorker(config, encoder, ServerDestination if config.uses_server else StoreDestination)

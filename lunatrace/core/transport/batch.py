@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from lunatrace.core.events import RawEvent, wire_json
-from lunatrace.core.serialize import FieldEncoder
+from lunatrace.core.serialize import FieldEncoder, dumps
 
 
 class Item:
@@ -81,27 +81,28 @@ def event_header(body: str) -> tuple[str, str, str, str | None] | None:
     return run_type, event, run_id, parent
 
 
-def dumps(wire: dict[str, Any]) -> str:
-    return _COMPACT.encode(wire)
-
-
-# One encoder for every event: ``json.dumps`` with options builds a new one each time.
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-
-
-def split_batches(items: Sequence[Item], max_events: int, max_bytes: int) -> Iterator[list[Item]]:
+def split_batches(items: Iterable[Item], max_events: int, max_bytes: int) -> Iterator[list[Item]]:
     """Consecutive batches of at most ``max_events`` events and ``max_bytes`` of JSON
     (a single larger event goes alone)."""
+    for batch, _ in sized_batches(items, max_events, max_bytes):
+        yield batch
+
+
+def sized_batches(items: Iterable[Item], max_events: int, max_bytes: int) -> Iterator[tuple[list[Item], int]]:
+    """:func:`split_batches`, each batch with its size in bytes. A batch is yielded as soon
+    as the next item does not fit in it, so ``items`` may be produced (encoded) while the
+    batches before are sent."""
     batch: list[Item] = []
     size = 0
     for item in items:
-        if batch and (len(batch) >= max_events or size + item.size > max_bytes):
-            yield batch
+        item_size = item.size
+        if batch and (len(batch) >= max_events or size + item_size > max_bytes):
+            yield batch, size
             batch, size = [], 0
         batch.append(item)
-        size += item.size
+        size += item_size
     if batch:
-        yield batch
+        yield batch, size
 
 
 def as_pairs(items: Sequence[Item]) -> list[tuple[dict[str, Any], str]]:

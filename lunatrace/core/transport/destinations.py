@@ -11,32 +11,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from lunatrace.core.config import Config
-from lunatrace.core.transport.batch import Item, as_pairs, split_batches
+from lunatrace.core.transport.batch import Item, as_pairs
+from lunatrace.core.transport.delivery import Counters, Feed, Settle
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.lanes import Lane, SlowLane
-from lunatrace.core.transport.sender import Counters, Sender
+from lunatrace.core.transport.resend import resend
+from lunatrace.core.transport.sender import Sender
 from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner, set_aside
-from lunatrace.core.transport.worker import Settle
 
 logger = logging.getLogger("lunatrace")
 
-SPOOL_LEASE = "spool"
 PROBE_CAP_S = 30.0
-
-
-def row_marker(store: EventStore) -> Callable[[list[Item]], bool]:
-    """A sender callback marking the store rows of delivered items as delivered."""
-
-    def mark(items: list[Item]) -> bool:
-        store.mark_delivered([item.row for item in items if item.row is not None])
-        return True
-
-    return mark
-
-
 STORE_REOPEN_S = 10.0
 LOSS_REPORT_S = 60.0
 
@@ -108,8 +95,8 @@ class Spool:
         if self._loss_logged_at is None or now - self._loss_logged_at >= LOSS_REPORT_S:
             self._loss_logged_at = now
             logger.error(
-                "lunatrace: events lost, %d so far (lunatrace.stats()['dropped']): %s",
-                self.counters.dropped,
+                "lunatrace: events lost, %d so far (lunatrace.stats()['dropped_store_unusable']): %s",
+                self.counters.dropped_store_unusable,
                 exc,
             )
 
@@ -132,6 +119,8 @@ class Spool:
         same items (the worker's write can be stuck on a store another program locked):
         writes are serialised, and items already kept are left out.
         """
+        if not items:
+            return
         with self._write_lock:
             items = [item for item in items if not item.kept]
             if items and self._append(items):
@@ -150,7 +139,7 @@ class Spool:
             except StoreError as exc:
                 if exc.damaged and attempt == 1 and self.replace_damaged(exc) is not None:
                     continue  # a damaged file was set aside: write to the new one
-                self.counters.dropped += len(items)
+                self.counters.dropped_store_unusable += len(items)
                 self._report_loss(exc)
                 return False
         if self.state == SPOOLED:
@@ -159,25 +148,24 @@ class Spool:
             self.counters.stored += len(items)
         return True
 
-    def after_fork(self) -> None:
-        self._store = None  # a SQLite connection must not cross fork()
-        self._write_lock = threading.Lock()  # another thread may have held it at the fork
-
 
 class ServerDestination:
     """Delivers to a Lunary server; spools what it cannot deliver and re-sends it later."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, feed: Feed) -> None:
         self.config = config
-        self.counters = Counters()
-        self.stop = threading.Event()
+        self.counters = feed.counters
+        self.stop = feed.stopping
         self.client = IngestClient(config)
-        self.backlogged: Callable[[], bool] = lambda: False
-        self.sender = Sender(config, self.client, self.counters, self.stop, lambda: self.backlogged())
+        self.sender = Sender(config, self.client, self.counters, self.stop, feed.backlogged)
         self.spool = Spool(config, self.counters, SPOOLED)
-        self._new_lanes()
+        runs = self.sender.server_runs
+        self.main = Lane(config, runs, self.stop, feed.backlogged)
+        self.lane = SlowLane(config, runs, self.stop)
         self.online = True
-        self._spool_unknown = False
+        # Whether an earlier process left spooled events is not known until the store is
+        # read, on the worker's thread: at the first tick, before the first batch.
+        self._spool_unknown = True
         self._next_look = 0.0  # when to look at a spool that could not be read
         self._next_probe = 0.0
         self._probe_interval = min(config.retry_timeout, PROBE_CAP_S)
@@ -185,18 +173,10 @@ class ServerDestination:
     def __repr__(self) -> str:
         return f"ServerDestination({self.client!r})"
 
-    def _new_lanes(self) -> None:
-        runs = self.sender.server_runs
-        self.main = Lane(self.config, runs, self.stop, lambda: self.backlogged())
-        self.lane = SlowLane(self.config, runs, self.stop)
-
     @property
     def unreachable(self) -> str | None:
         """Why the server gives no answer, while it gives none (else ``None``)."""
         return self.main.unreachable or self.sender.unreachable
-
-    def start(self) -> None:
-        self._look_at_spool()
 
     def _look_at_spool(self) -> None:
         """Go offline (spooled events first) if an earlier process left some; if the store
@@ -272,15 +252,8 @@ class ServerDestination:
                 self.spool.write(undelivered)
                 settle(undelivered)
 
-    def keep(self, items: list[Item]) -> None:
-        self.spool.write(items)
-
-    def after_fork(self) -> None:
-        self.client.reset()
-        self.spool.after_fork()
-        self._new_lanes()  # their threads are gone
-
-    def close(self) -> None:
+    def close(self, left: list[Item]) -> None:
+        self.spool.write(left)
         self.client.close()
         self.main.close()
         self.lane.close()
@@ -301,60 +274,36 @@ class ServerDestination:
         if store is None:
             self.online = True
             return
-        owner = lease_owner(f"worker-{id(self)}")
-        lease_ttl = 2 * self.config.retry_timeout + 60
-        if not store.acquire_lease(SPOOL_LEASE, owner, lease_ttl):
-            self._go_offline()  # another process is re-sending it; try again later
-            return
-        try:
-            while not self.stop.is_set():
-                seen = store.damaged
-                rows = store.pending(self.config.batch_max_events, include_local=False)
-                self.counters.failed += store.damaged - seen
-                if not rows:
-                    self.online = True
-                    return
-                items = [Item.stored(row, wire) for row, wire in rows]
-                for batch in split_batches(items, self.config.batch_max_events, self.config.batch_max_bytes):
-                    deadline = time.monotonic() + self.config.retry_timeout
-                    rest = self.sender.send(
-                        batch,
-                        deadline=deadline,
-                        retry=True,
-                        on_settled=row_marker(store),
-                    )
-                    if rest:
-                        self._go_offline()
-                        return
-                store.acquire_lease(SPOOL_LEASE, owner, lease_ttl)
-        finally:
-            store.release_lease(SPOOL_LEASE, owner)
+        if resend(store, self.sender, lease_owner(f"worker-{id(self)}"), include_local=False):
+            self.online = True
+        else:
+            self._go_offline()  # not all delivered, or another process is re-sending it: later
+
+
+# Where the embedded default's events go is said once per store and process (a forked
+# child, which starts a destination of its own, does not say it again).
+_ANNOUNCED: set[str] = set()
 
 
 class StoreDestination:
     """The embedded default: every event goes to the local store, nothing to the network."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, feed: Feed) -> None:
         self.config = config
-        self.counters = Counters()
-        self.stop = threading.Event()
-        self.spool = Spool(config, self.counters, LOCAL)
-        self.backlogged: Callable[[], bool] = lambda: False  # unused: nothing is retried
-        self._announced = False
+        self.spool = Spool(config, feed.counters, LOCAL)
 
     def __repr__(self) -> str:
         return f"StoreDestination({str(self.config.store_path)!r})"
 
-    def start(self) -> None:
-        if not self._announced:
-            self._announced = True
+    def deliver(self, items: list[Item], settle: Settle) -> None:
+        path = str(self.config.store_path)
+        if path not in _ANNOUNCED:
+            _ANNOUNCED.add(path)
             logger.info(
                 "lunatrace: no project key set, so traces are kept locally in %s; "
                 "list them with `lunatrace traces`, open one with `lunatrace show TRACE_ID`",
-                self.config.store_path,
+                path,
             )
-
-    def deliver(self, items: list[Item], settle: Settle) -> None:
         self.spool.write(items)  # first: a write stuck on a locked store is taken over
         settle(items)
 
@@ -364,11 +313,6 @@ class StoreDestination:
     def finish(self) -> None:
         """Nothing in progress: the store is written synchronously."""
 
-    def keep(self, items: list[Item]) -> None:
-        self.spool.write(items)
-
-    def after_fork(self) -> None:
-        self.spool.after_fork()
-
-    def close(self) -> None:
-        """The store connection closes with the process."""
+    def close(self, left: list[Item]) -> None:
+        """Keep ``left``; the store connection closes with the process."""
+        self.spool.write(left)

@@ -24,15 +24,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import fields
 
 from lunatrace.core.config import Config
+from lunatrace.core.guard import failed
 from lunatrace.core.transport.batch import Item
+from lunatrace.core.transport.delivery import Counters, Settle
 from lunatrace.core.transport.http import IngestClient
-from lunatrace.core.transport.sender import Counters, Sender
+from lunatrace.core.transport.sender import Sender
 from lunatrace.core.transport.stalls import STARTS, ServerRuns
-
-Settle = Callable[[list[Item]], bool]
 
 
 class Lane:
@@ -78,9 +77,7 @@ class Lane:
         after ``settle``), with everything it held behind them."""
         if self._busy and self._done.is_set():
             self._busy = False
-            for field in fields(Counters):
-                name = field.name
-                setattr(counters, name, getattr(counters, name) + getattr(self.counters, name))
+            counters.add(self.counters)
             self.counters.reset()
         undelivered: list[Item] = []
         if not self._busy and self._undelivered:
@@ -136,7 +133,8 @@ class Lane:
         try:
             deadline = time.monotonic() + self.config.retry_timeout
             self._undelivered = self._sender.send(items, deadline=deadline, retry=False, on_settled=settle)
-        except Exception:  # noqa: BLE001 - whatever happens, the worker gets the events back
+        except Exception as exc:  # noqa: BLE001 - not only reported: the worker must get the events back
+            failed("sending on a lane", exc, "its events are kept in the spool")
             self._undelivered = items
         finally:
             self._done.set()

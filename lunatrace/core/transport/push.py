@@ -1,23 +1,20 @@
 """Uploading the store's undelivered events (spooled, or recorded offline) to the server.
 
-The same rules as live delivery apply (order, one request at a time, retries, 413 splits,
-a duplicate start on a re-sent event counts as delivered); each delivered batch is marked
-in the store at once, so an interrupted upload resumes where it stopped and nothing is
-sent twice. A lease in the store keeps two uploads (or a process re-sending its spool)
-from sending the same events.
+The upload is :func:`~lunatrace.core.transport.resend.resend`, as the worker re-sends its
+spool: the same rules as live delivery, each delivered batch marked in the store at once,
+and the store's lease keeping two uploads from sending the same events.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass
 
 from lunatrace.core.config import Config, ConfigError
-from lunatrace.core.transport.batch import Item, split_batches
-from lunatrace.core.transport.destinations import SPOOL_LEASE, row_marker
+from lunatrace.core.transport.delivery import Counters
 from lunatrace.core.transport.http import IngestClient
-from lunatrace.core.transport.sender import Counters, Sender
+from lunatrace.core.transport.resend import resend
+from lunatrace.core.transport.sender import Sender
 from lunatrace.core.transport.store import EventStore, StoreError, lease_owner
 
 
@@ -44,36 +41,19 @@ def push(config: Config, store: EventStore, *, dry_run: bool = False) -> PushRep
         batches = -(-pending // config.batch_max_events)  # at least; the byte cap may add some
         return PushReport(pending, batches, remaining=pending)
     report = PushReport(store.count_pending(), 0)
-    owner = lease_owner("push")
-    lease_ttl = 2 * config.retry_timeout + 60
-    if not store.acquire_lease(SPOOL_LEASE, owner, lease_ttl):
-        raise StoreError(f"another process is uploading events from {store.path}; try again shortly")
     counters = Counters()
     client = IngestClient(config)
     sender = Sender(config, client, counters, threading.Event())
     try:
-        while report.problem is None:
-            rows = store.pending(config.batch_max_events)
-            if not rows:
-                break
-            items = [Item.stored(row, wire) for row, wire in rows]
-            for batch in split_batches(items, config.batch_max_events, config.batch_max_bytes):
-                rest = sender.send(
-                    batch,
-                    deadline=time.monotonic() + config.retry_timeout,
-                    retry=True,
-                    on_settled=row_marker(store),
-                )
-                if rest:
-                    unavailable = f"the server at {config.shown('api_url')} is unavailable"
-                    report.problem = sender.disabled or unavailable
-                    report.configuration = sender.disabled is not None
-                    break
-            store.acquire_lease(SPOOL_LEASE, owner, lease_ttl)
+        done = resend(store, sender, lease_owner("push"), include_local=True)
     finally:
-        store.release_lease(SPOOL_LEASE, owner)
         client.close()
-    report.sent, report.failed, report.requests = counters.sent, counters.failed, sender.requests
+    if done is None:
+        raise StoreError(f"another process is uploading events from {store.path}; try again shortly")
+    if not done:
+        report.problem = sender.disabled or f"the server at {config.shown('api_url')} is unavailable"
+        report.configuration = sender.disabled is not None
+    report.sent, report.failed, report.requests = counters.sent, counters.failed_refused, sender.requests
     report.damaged = store.damaged
     report.remaining = store.count_pending()
     return report

@@ -14,10 +14,10 @@ import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from lunatrace.core.config import Config, mask_key, redact
 from lunatrace.core.transport.batch import Item
+from lunatrace.core.transport.delivery import Counters
 from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
 from lunatrace.core.transport.stalls import ServerRuns
 
@@ -31,22 +31,6 @@ PAUSE_SLICE_S = 0.05
 # wrong ``api_url`` path): a 401 like a bad key's, but the key is not the problem.
 WRONG_ROUTE = "This route requires a private API key"
 REFUSED_RUNS = 10_000
-
-
-@dataclass
-class Counters:
-    """What happened to events, for ``lunatrace.stats()``. Updated by one thread at a time."""
-
-    sent: int = 0  # accepted by the server
-    retried: int = 0  # events re-sent after a failed attempt
-    spooled: int = 0  # written to the store to be re-sent later
-    stored: int = 0  # written to the store as the embedded default (no server)
-    dropped: int = 0  # lost: queue full, emitted after shutdown, or the store unusable
-    failed: int = 0  # refused: invalid event, or a per-event failure from the server
-
-    def reset(self) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, 0)
 
 
 def backoff(attempt: int, retry_after: float | None) -> float:
@@ -197,7 +181,7 @@ class Sender:
         if refused or self._refused_runs:
             failures += self._lost_with_their_start(part, refused)
         self.server_runs.answered(part, refused)
-        self.counters.failed += failures
+        self.counters.failed_refused += failures
         return failures
 
     def _lost_with_their_start(self, part: list[Item], refused: Counter[str]) -> int:
@@ -219,7 +203,7 @@ class Sender:
         return lost
 
     def _refused(self, part: list[Item], answer: Answer) -> None:
-        self.counters.failed += len(part)
+        self.counters.failed_refused += len(part)
         self._log_failure(
             "lunatrace: the server refused %d event(s) for good (%s); they are not sent again",
             len(part),

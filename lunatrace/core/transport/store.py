@@ -620,13 +620,22 @@ def open_existing(path: Path) -> EventStore:
     return EventStore(path)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# Python reads NaN and Infinity, which are not JSON: lunatrace never writes them (they are
+# strings on the wire), and a row holding one could not be sent again.
+_DECODER = json.JSONDecoder(parse_constant=_not_json)
+
+
 def _parse_rows(rows: Sequence[Any]) -> tuple[list[tuple[int, dict[str, Any]]], list[int]]:
     """``(row id, event)`` for rows whose body is a JSON object; the ids of the others."""
     events: list[tuple[int, dict[str, Any]]] = []
     damaged: list[int] = []
     for row_id, body in rows:
         try:
-            event = json.loads(body)
+            event = _DECODER.decode(body)
         except (TypeError, ValueError):
             event = None
         if isinstance(event, dict):

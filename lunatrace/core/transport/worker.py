@@ -3,8 +3,8 @@
 ``emit`` is the hot path: a length check and a ``deque.append`` (atomic under the GIL),
 no lock, no I/O, no serialization; a full queue drops and counts. One daemon thread,
 started on the first event, turns raw events into wire JSON and hands batches (capped by
-count and bytes, sent at least every ``flush_interval``) to a :class:`Destination`, one
-batch at a time and in order.
+count and bytes, sent at least every ``flush_interval``) to its destination (see
+:mod:`~lunatrace.core.transport.delivery`), one batch at a time and in order.
 
 ``flush`` puts a marker in the queue and waits for the worker to reach it, so it covers
 exactly the events emitted before the call. ``shutdown`` flushes within its bound, tells
@@ -21,15 +21,14 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
-from dataclasses import asdict
-from typing import Protocol
+from collections.abc import Callable, Iterator
 
 from lunatrace.core.config import Config
 from lunatrace.core.events import EventError, RawEvent
+from lunatrace.core.guard import swallowed
 from lunatrace.core.serialize import FieldEncoder
-from lunatrace.core.transport.batch import Item
-from lunatrace.core.transport.sender import Counters
+from lunatrace.core.transport.batch import Item, sized_batches
+from lunatrace.core.transport.delivery import Counters, DestinationFactory
 
 logger = logging.getLogger("lunatrace")
 
@@ -43,43 +42,6 @@ FIRST_EVENT_BYTES = 1_000
 MIN_EVENT_BYTES = 500
 MIN_QUEUE = 100
 WAKE_AT_MOST = 5_000
-
-
-class Destination(Protocol):
-    """Where the worker's batches go (a Lunary server, or the local store)."""
-
-    counters: Counters
-    stop: threading.Event
-    backlogged: Callable[[], bool]  # set by the worker: its queue is at least half full
-
-    def start(self) -> None:
-        """Called on the worker thread before the first batch (e.g. resend the spool)."""
-
-    def deliver(self, items: list[Item], settle: Settle) -> None:
-        """Deliver or keep ``items``; call ``settle(part)`` before acting on a part for good.
-
-        ``settle`` returns ``False`` when the worker was taken over at shutdown: the part
-        is already kept elsewhere and must be left alone.
-        """
-
-    def tick(self) -> None:
-        """Called on the worker thread at least every flush interval."""
-
-    def finish(self) -> None:
-        """Wait for delivery still in progress (before a flush is answered)."""
-
-    def keep(self, items: list[Item]) -> None:
-        """Keep undelivered items for later (called by the thread shutting down)."""
-
-    def after_fork(self) -> None:
-        """Drop resources a forked child must not share with its parent."""
-
-    def close(self) -> None:
-        """Release resources; the worker has stopped."""
-
-
-class Settle(Protocol):
-    def __call__(self, items: list[Item]) -> bool: ...
 
 
 class _Marker:
@@ -101,20 +63,25 @@ _WORKERS: weakref.WeakSet[BatchWorker] = weakref.WeakSet()
 
 
 class BatchWorker:
-    """A :class:`~lunatrace.core.transport.Sink` that batches events for a destination."""
+    """A :class:`~lunatrace.core.transport.Sink` that batches events for a destination.
 
-    def __init__(self, config: Config, encoder: FieldEncoder, destination: Destination) -> None:
+    It builds the destination itself (``destination(config, self)``): to it, the worker
+    is a :class:`~lunatrace.core.transport.delivery.Feed`.
+    """
+
+    def __init__(self, config: Config, encoder: FieldEncoder, destination: DestinationFactory) -> None:
         self.config = config
         self.encoder = encoder
-        self.destination = destination
-        self.counters = destination.counters
+        self.counters = Counters()
+        self.stopping = threading.Event()
+        self._make_destination = destination
+        self.destination = destination(config, self)
         self._batch_events = config.batch_max_events
         self._batch_bytes = config.batch_max_bytes
         self._event_bytes = float(FIRST_EVENT_BYTES)  # memory a queued event holds (estimated)
         self._bound_queue()
         self._tick_tasks: list[Callable[[], None]] = []
         self._init_state()
-        destination.backlogged = lambda: 2 * len(self._queue) >= self._max_queue
         _WORKERS.add(self)
 
     def _bound_queue(self) -> None:
@@ -133,10 +100,9 @@ class BatchWorker:
     def _learn_event_size(self, events: int, json_bytes: int) -> None:
         """Follow the memory queued events take: their JSON's size (measured when encoded)
         times what the objects behind it cost in memory, as a moving average."""
-        if events:
-            measured = RAW_PER_JSON_BYTE * json_bytes / events
-            self._event_bytes = 0.8 * self._event_bytes + 0.2 * max(measured, MIN_EVENT_BYTES)
-            self._bound_queue()
+        measured = RAW_PER_JSON_BYTE * json_bytes / events
+        self._event_bytes = 0.8 * self._event_bytes + 0.2 * max(measured, MIN_EVENT_BYTES)
+        self._bound_queue()
 
     def _init_state(self) -> None:
         self._queue: deque[RawEvent | _Marker] = deque()
@@ -147,12 +113,17 @@ class BatchWorker:
         self._abandoned = False
         self._closed = False
         self._taken = 0
+        self._reached: _Marker | None = None  # the flush marker the last drain stopped at
         self._dropped_seen = 0  # ``dropped`` when the last flush was answered
         self._last_drop_warning = 0.0
         self._thread: threading.Thread | None = None
 
     def every_tick(self, task: Callable[[], None]) -> None:
         self._tick_tasks.append(task)
+
+    def backlogged(self) -> bool:
+        """The queue is at least half full: the destination should stop retrying early."""
+        return 2 * len(self._queue) >= self._max_queue
 
     def __repr__(self) -> str:
         return f"BatchWorker(destination={self.destination!r})"
@@ -172,14 +143,17 @@ class BatchWorker:
             self._wake.set()  # setting an already set Event would cost a lock
 
     def _drop(self) -> None:
-        self.counters.dropped += 1
+        counters = self.counters
+        if self._closed:
+            counters.dropped_shut_down += 1
+        else:
+            counters.dropped_queue_full += 1
         now = time.monotonic()
         if now - self._last_drop_warning >= DROP_WARNING_INTERVAL_S:
             self._last_drop_warning = now
             reason = "lunatrace is shut down" if self._closed else f"the queue is full ({self._max_queue})"
-            logger.warning(
-                "lunatrace: dropping events because %s; %d dropped so far", reason, self.counters.dropped
-            )
+            dropped = counters.dropped
+            logger.warning("lunatrace: dropping events because %s; %d dropped so far", reason, dropped)
 
     def _ensure_started(self) -> None:
         with self._start_lock:
@@ -206,21 +180,21 @@ class BatchWorker:
         flushed = self.flush(timeout)
         with self._start_lock:
             self._closed = True
-        self.destination.stop.set()
+        self.stopping.set()
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             remaining = TAKEOVER_GRACE_S if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining + TAKEOVER_GRACE_S)
-            if thread.is_alive():
-                self._take_over(deadline)
+        if thread is None or thread.is_alive():
+            self._take_over(deadline)  # closes the destination
         else:
-            self._take_over(deadline)
-        self.destination.close()
+            self.destination.close([])
         return flushed
 
     def _take_over(self, deadline: float | None = None) -> None:
-        """Keep the worker's batch in flight and the rest of the queue, within a bound.
+        """Keep the worker's batch in flight and the rest of the queue, within a bound, and
+        close the destination.
 
         Encoding runs the application's code (a ``__repr__``, the mask hook) and keeping
         may wait on a locked store: both happen on a thread of their own, so the exiting
@@ -240,24 +214,20 @@ class BatchWorker:
                     self._taken += 1
                     items.append(Item(raw))
         if not items:
+            self.destination.close([])
             return
         kept = threading.Event()
 
         def keep() -> None:
-            try:
-                encoded = [item for item in items if self._encode(item)]
-                if encoded:
-                    self.destination.keep(encoded)
-            except Exception as exc:  # noqa: BLE001 - reported below as events not kept
-                logger.warning("lunatrace: could not keep events at exit (%s: %s)", type(exc).__name__, exc)
-                return
-            kept.set()
+            with swallowed("keeping events at exit", "they are counted as dropped_at_exit"):
+                self.destination.close([item for item in items if self._encode(item)])
+                kept.set()
 
         keeper = threading.Thread(target=keep, name="lunatrace-exit", daemon=True)
         keeper.start()
         budget = TAKEOVER_GRACE_S if deadline is None else max(TAKEOVER_GRACE_S, deadline - time.monotonic())
         if not kept.wait(budget):
-            self.counters.dropped += len(items)
+            self.counters.dropped_at_exit += len(items)
             logger.error(
                 "lunatrace: %d event(s) could not be kept at exit within the exit timeout (encoding them, "
                 "or writing them to %s, did not finish); they are lost",
@@ -266,77 +236,76 @@ class BatchWorker:
             )
 
     def stats(self) -> dict[str, int]:
-        """Event counts: queued (ever accepted), sent, retried, spooled, stored, dropped, failed."""
+        """Event counts: queued (ever accepted), sent, retried, spooled, stored, dropped and
+        failed (the totals), then each reason for dropped and failed events (see
+        :class:`~lunatrace.core.transport.delivery.Counters`)."""
         queued = self._taken + sum(1 for e in list(self._queue) if not isinstance(e, _Marker))
-        return {"queued": queued, **asdict(self.counters)}
+        return {"queued": queued, **self.counters.as_dict()}
 
     # --- worker thread ------------------------------------------------------------------
 
     def _run(self) -> None:
-        try:
-            self.destination.start()
-        except Exception as exc:  # noqa: BLE001
-            logger.warning("lunatrace: could not resend kept events (%s)", exc)
         interval = self.config.flush_interval
         while True:
             self._wake.wait(interval)
             self._wake.clear()
-            try:
+            closing = self._closed  # read first: nothing is queued once it is set
+            with swallowed("delivery", "the worker goes on with the next batch"):
                 if not self._drain():
                     return
+                if closing:
+                    # Its last batches may still be on their way: they are delivered, or
+                    # kept, before the worker ends (else a takeover keeps them).
+                    self.destination.finish()
                 self.destination.tick()
-                for task in self._tick_tasks:
+            for task in self._tick_tasks:
+                with swallowed("a periodic task of the worker"):
                     task()
-            except Exception as exc:  # noqa: BLE001 - the worker must survive anything
-                logger.warning("lunatrace: delivery error (%s: %s)", type(exc).__name__, exc)
-            if self._closed and not self._queue:
+            if closing and not self._queue:
                 return
 
     def _drain(self) -> bool:
-        """Batch and hand off everything queued; ``False`` once taken over."""
-        batch: list[Item] = []
-        size = 0
-        events = json_bytes = 0
+        """Batch and hand off everything queued, answering each flush marker once what was
+        queued before it is delivered; ``False`` once taken over."""
         while True:
-            with self._handoff:
+            self._reached = None
+            for batch, json_bytes in sized_batches(self._encoded(), self._batch_events, self._batch_bytes):
+                self._learn_event_size(len(batch), json_bytes)  # before a send that may take long
+                self._send(batch)
+            if self._abandoned:
+                return False
+            marker = self._reached
+            if marker is None:
+                return True
+            self.destination.finish()
+            dropped = self.counters.dropped
+            marker.clean = dropped == self._dropped_seen
+            self._dropped_seen = dropped
+            marker.done.set()
+
+    def _encoded(self) -> Iterator[Item]:
+        """The queued events, encoded, up to the next flush marker (left in ``_reached``) or
+        the end of the queue; they are in flight until settled."""
+        queue, handoff, inflight = self._queue, self._handoff, self._inflight
+        while True:
+            with handoff:
                 if self._abandoned:
-                    return False
+                    return
                 try:
-                    raw = self._queue.popleft()
+                    raw = queue.popleft()
                 except IndexError:
-                    break
+                    return
                 if isinstance(raw, _Marker):
-                    item = None
-                else:
-                    self._taken += 1
-                    item = Item(raw)
-                    self._inflight[id(item)] = item
-            if item is None:
-                self._send(batch)
-                batch, size = [], 0
-                self.destination.finish()
-                dropped = self.counters.dropped
-                raw.clean = dropped == self._dropped_seen  # type: ignore[union-attr]
-                self._dropped_seen = dropped
-                raw.done.set()  # type: ignore[union-attr]
-                continue
-            if not self._encode(item):
-                with self._handoff:
-                    self._inflight.pop(id(item), None)
-                continue
-            item_size = item.size
-            events += 1
-            json_bytes += item_size
-            if batch and (len(batch) >= self._batch_events or size + item_size > self._batch_bytes):
-                self._learn_event_size(events, json_bytes)  # before a send that may take long
-                events = json_bytes = 0
-                self._send(batch)
-                batch, size = [], 0
-            batch.append(item)
-            size += item_size
-        self._learn_event_size(events, json_bytes)
-        self._send(batch)
-        return True
+                    self._reached = raw
+                    return
+                self._taken += 1
+                item = Item(raw)
+                inflight[id(item)] = item
+            if self._encode(item):
+                yield item
+            else:
+                with handoff:
+                    inflight.pop(id(item), None)
 
     def _encode(self, item: Item) -> bool:
         """Encode ``item``; ``False`` when there is nothing to send: an invalid event (logged
@@ -344,7 +313,7 @@ class BatchWorker:
         try:
             item.encode(self.encoder)
         except (EventError, ValueError, TypeError, KeyError) as exc:
-            self.counters.failed += 1
+            self.counters.failed_invalid += 1
             logger.warning("lunatrace: invalid event not sent (%s)", exc)
             return False
         if item.body is None:
@@ -353,7 +322,7 @@ class BatchWorker:
         return True
 
     def _send(self, batch: list[Item]) -> None:
-        if batch:
+        if not self._abandoned:  # taken over: the batch is the takeover's to keep
             self.destination.deliver(batch, self._settle)
 
     def _settle(self, items: list[Item]) -> bool:
@@ -365,11 +334,12 @@ class BatchWorker:
             return True
 
     def _after_fork_in_child(self) -> None:
-        """The child starts empty: the parent still owns (and delivers) what it queued."""
+        """The child starts empty, with a destination of its own: the parent still owns
+        (and delivers) what it queued, over its own connections."""
         self._init_state()
         self.counters.reset()
-        self.destination.stop.clear()
-        self.destination.after_fork()
+        self.stopping.clear()
+        self.destination = self._make_destination(self.config, self)
 
 
 def _after_fork() -> None:
