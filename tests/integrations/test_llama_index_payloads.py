@@ -1,11 +1,13 @@
 """What an llm run carries from LlamaIndex objects: provider usage spellings, tool calls,
-tool messages, stream failures; and what importing the integration costs."""
+tool messages, stream failures; which thread converts them; and what importing the
+integration costs."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -106,6 +108,46 @@ def test_tool_call_blocks_and_tool_messages_in_openai_format(traced_to_server: A
         {"role": "tool", "content": "sunny", "toolCallId": "c1", "name": "get_weather"},
     ]
     assert json.loads(start["input"][1]["toolCalls"][0]["function"]["arguments"]) == {"city": "Paris"}
+
+
+_ran_on: list[tuple[str, str]] = []  # (what, thread name) of the application code below
+
+
+class _Probe:
+    """An application object in a tool call's arguments: its repr says where it runs."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        _ran_on.append(("repr", threading.current_thread().name))
+        return "<probe>"
+
+
+class _ProbeToolMetadata:
+    """A tool's metadata whose OpenAI schema (pydantic, in LlamaIndex) says where it is built."""
+
+    def to_openai_tool(self, skip_length_check: bool = False) -> dict[str, Any]:
+        _ran_on.append(("schema", threading.current_thread().name))
+        return {"type": "function", "function": {"name": "probe"}}
+
+
+def test_messages_and_tool_schemas_are_converted_on_the_worker_as_they_were_at_the_call(
+    traced_to_server: Any,
+) -> None:
+    _ran_on.clear()
+    call = ToolCallBlock(tool_call_id="c1", tool_name="get_weather", tool_kwargs={"city": _Probe()})
+    history = [ChatMessage(role="user", content="weather?"), ChatMessage(role="assistant", blocks=[call])]
+    F.tool_calling_llm().chat(history, tools=[SimpleNamespace(metadata=_ProbeToolMetadata())])
+    assert _ran_on == []  # none of it ran in the call
+    history.append(ChatMessage(role="user", content="appended after the call"))
+    history[0].content = "changed after the call"
+
+    events = delivered(traced_to_server)
+    assert sorted(_ran_on) == [("repr", "lunatrace-worker"), ("schema", "lunatrace-worker")]
+    start = starts_of(events)[0]
+    assert [m["content"] for m in start["input"]] == ["weather?", None]  # as it was at the call
+    assert start["input"][1]["toolCalls"][0]["function"]["arguments"] == '{"city": "<probe>"}'
+    assert start["params"]["tools"] == [{"type": "function", "function": {"name": "probe"}}]
 
 
 def test_a_stream_failing_midway_is_an_error_on_its_llm_run(traced_to_server: Any) -> None:

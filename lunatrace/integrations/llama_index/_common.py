@@ -1,15 +1,15 @@
-"""What both LlamaIndex paths share: failure logging, one stack per exception, and the
-watchdog that closes streams nobody finishes reading.
+"""What both LlamaIndex paths share: guarded conversions (now, or on the worker), one
+stack per exception, and the watchdog that closes streams nobody finishes reading.
 
 LlamaIndex swallows exceptions raised by instrumentation handlers without a word, and
 lets those of legacy handlers reach the user's query; either way our handlers catch
-everything themselves and log each kind of failure once.
+everything themselves and report it through the guard (logged once per place, counted).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,30 +18,20 @@ from typing import Any
 
 from lunatrace.api import get_tracer
 from lunatrace.core import context
-from lunatrace.core.events import error_payload
+from lunatrace.core.guard import failed
+from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
-
-logger = logging.getLogger("lunatrace")
 
 DEFAULT_STREAM_TIMEOUT_S = 300.0
 _THREAD_NAME = "lunatrace-llamaindex-streams"
 _REPORTED_ATTR = "_lunatrace_error_reported"
-_logged: set[str] = set()
+_UNAFFECTED = "the application is unaffected, tracing continues"
 
 
 def log_failure(where: str, exc: BaseException) -> None:
-    """Log a failure of our own handler code, once per place and exception type."""
-    kind = f"{where}:{type(exc).__name__}"
-    if kind in _logged:
-        return
-    _logged.add(kind)
-    logger.warning(
-        "lunatrace: LlamaIndex %s failed (%s: %s); the application is unaffected, tracing continues",
-        where,
-        type(exc).__name__,
-        exc,
-        exc_info=exc,
-    )
+    """Report a failure of our own handler code at ``where`` (the guard's hot-path form:
+    the hooks run inside every LlamaIndex call)."""
+    failed(f"LlamaIndex {where}", exc, _UNAFFECTED)
 
 
 def report_error(run_id: str, exc: BaseException) -> None:
@@ -55,12 +45,12 @@ def report_error(run_id: str, exc: BaseException) -> None:
     """
     tracer = get_tracer()
     if getattr(exc, _REPORTED_ATTR, False):
-        tracer.error_run(run_id, error_payload_message(exc))
+        tracer.error_run(run_id, error_message(exc))
         return
     tracer.error_run(run_id, exc)
     try:
         setattr(exc, _REPORTED_ATTR, True)
-    except Exception:  # noqa: BLE001 - an exception type without __dict__: stack repeats
+    except (AttributeError, TypeError):  # an exception type without __dict__: the stack repeats
         pass
 
 
@@ -85,16 +75,28 @@ def parent_run(framework_parent: str | None) -> Any:
 
 
 def safely(where: str, convert: Callable[[Any], Any], value: Any) -> Any:
-    """``convert(value)``, or ``None`` (logged once) if the payload defeats the conversion."""
+    """``convert(value)``, or ``None`` (reported) if the payload defeats the conversion."""
     try:
         return convert(value)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
         log_failure(where, exc)
         return None
 
 
-def error_payload_message(exc: BaseException) -> str:
-    return error_payload(exc)["message"]
+def later(where: str, convert: Callable[[Any], Any], value: Any) -> Deferred:
+    """:func:`safely` on the worker, when the field is encoded: for conversions that walk
+    messages or build schemas (and so may run the application's ``__repr__``), which the
+    hook must not do on the application's thread."""
+    return Deferred(functools.partial(safely, where, convert), value)
+
+
+def error_message(exc: BaseException) -> str:
+    """An error event's message (``Type: text``), without formatting the stack again."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - the application's __str__ may raise anything: the type alone
+        text = ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class StreamWatch:
@@ -103,6 +105,7 @@ class StreamWatch:
     One daemon thread, started when the first stream is watched and idle (exited) when
     none is left, so an application that never streams never gets the thread.
     Registering and cancelling are O(1) dictionary operations on the caller's thread.
+    A callback that fails is reported and the others still run.
     """
 
     def __init__(self) -> None:
@@ -149,7 +152,7 @@ class StreamWatch:
             for on_timeout in expired:
                 try:
                     on_timeout()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:  # noqa: BLE001 - the guard's form: the loop serves the others
                     log_failure("stream timeout", exc)
 
 
@@ -161,6 +164,7 @@ class Relay:
     runs: list[Any] = field(default_factory=list)
     watch_key: int | None = None
     done: bool = False
+    key: int | None = None  # its entry in ``StreamRelays._relays``
 
 
 def _collect(parts: list[str], item: Any) -> None:
@@ -212,7 +216,7 @@ class StreamRelays:
         """
         try:
             gen: Any = vars(result).get(field)
-        except Exception:  # noqa: BLE001 - no (readable) __dict__: not a streaming response
+        except TypeError:  # no __dict__: not a streaming response
             return None
         is_sync = inspect.isgenerator(gen)
         if not (is_sync or inspect.isasyncgen(gen)):
@@ -223,9 +227,10 @@ class StreamRelays:
             wrapped = self._relay(gen, relay) if is_sync else self._arelay(gen, relay)
             try:
                 setattr(result, field, wrapped)
-            except Exception:  # noqa: BLE001 - a frozen response: the caller ends the run now
+            except (AttributeError, TypeError, ValueError):  # a frozen response: the caller ends the run now
                 return None
-            self._relays[id(wrapped)] = relay
+            relay.key = id(wrapped)
+            self._relays[relay.key] = relay
             relay.watch_key = self._watch.watch(timeout_s, lambda: self.finish(relay, None))
         relay.runs.append(run)
         return relay
@@ -285,11 +290,10 @@ class StreamRelays:
             relay.done = True
             if relay.watch_key is not None:
                 self._watch.cancel(relay.watch_key)
-            for key, value in list(self._relays.items()):
-                if value is relay:
-                    del self._relays[key]
+            if relay.key is not None and self._relays.get(relay.key) is relay:
+                del self._relays[relay.key]
             self._on_done(relay, text, exc)
-        except Exception as failure:  # noqa: BLE001 - runs inside the application's iteration
+        except Exception as failure:  # noqa: BLE001 - the guard's form: runs inside the application's iteration
             log_failure("streamed answer", failure)
 
 

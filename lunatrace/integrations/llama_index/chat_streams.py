@@ -39,7 +39,7 @@ def is_streaming_chat_response(result: Any) -> bool:
     """A ``StreamingAgentChatResponse`` that still has a stream to read."""
     try:
         fields = vars(result)
-    except Exception:  # noqa: BLE001 - no readable __dict__
+    except TypeError:  # no __dict__
         return False
     return type(result).__name__ == WRITER_CLASS and (
         fields.get("chat_stream") is not None or fields.get("achat_stream") is not None

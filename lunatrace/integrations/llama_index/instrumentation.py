@@ -13,8 +13,11 @@ one and their events are ignored. ``astream_chat`` starts its inner ``stream_cha
 when the stream is read, outside its span, so that layer is recognised by the same LLM
 object and the same messages object.
 
-Span ids look like ``Class.method-<uuid4>``; runs get fresh UUIDs. All bookkeeping is
-dictionary operations on the caller's thread; conversion to JSON happens on the worker.
+Span ids look like ``Class.method-<uuid4>``; runs get fresh UUIDs. On the caller's
+thread a hook does dictionary operations on the span table, walks up to the nearest
+shown ancestor, and reads the fields the application may change later (names, params,
+usage, query texts, retrieved nodes, the fields of each message). Messages are put in
+OpenAI format, tool schemas built and everything turned into JSON on the worker.
 """
 
 from __future__ import annotations
@@ -165,8 +168,7 @@ def _first_argument(arguments: Mapping[str, Any]) -> Any:
 
 
 def _llm_input_from_arguments(arguments: Mapping[str, Any]) -> Any:
-    first = _first_argument(arguments)
-    return mapping.prompt_messages(first) if isinstance(first, str) else mapping.messages(first)
+    return mapping.llm_input(_first_argument(arguments))
 
 
 class Recorder:
@@ -484,7 +486,7 @@ class LunatraceSpanHandler(BaseSpanHandler[BaseSpan]):
     ) -> None:
         try:
             self._recorder.enter(id_, bound_args.arguments, instance, parent_id, tags)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form (here and below)
             log_failure("span start", exc)
 
     def span_exit(
@@ -497,7 +499,7 @@ class LunatraceSpanHandler(BaseSpanHandler[BaseSpan]):
     ) -> None:
         try:
             self._recorder.exit(id_, result)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the guard
             log_failure("span end", exc)
 
     def span_drop(
@@ -510,7 +512,7 @@ class LunatraceSpanHandler(BaseSpanHandler[BaseSpan]):
     ) -> None:
         try:
             self._recorder.drop(id_, err)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the guard
             log_failure("span error", exc)
 
     def new_span(self, *args: Any, **kwargs: Any) -> None:
@@ -537,12 +539,12 @@ class LunatraceEventHandler(BaseEventHandler):
             handler = _EVENT_HANDLERS.get(type(event).__name__)
             if handler is not None:
                 handler(self._recorder, event)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the guard
             log_failure(f"event {type(event).__name__}", exc)
 
 
 _EVENT_HANDLERS = {
-    "LLMChatStartEvent": lambda r, e: r.llm_start(e, safely("llm input", mapping.messages, e.messages)),
+    "LLMChatStartEvent": lambda r, e: r.llm_start(e, safely("llm input", mapping.llm_input, e.messages)),
     "LLMCompletionStartEvent": lambda r, e: r.llm_start(e, mapping.prompt_messages(e.prompt)),
     "LLMChatInProgressEvent": Recorder.llm_progress,
     "LLMCompletionInProgressEvent": Recorder.llm_progress,

@@ -128,7 +128,7 @@ class CallbackHandler(BaseCallbackHandler):
         try:
             if not instrumentation.is_active():
                 self._start(str(getattr(event_type, "value", event_type)), payload or {}, event_id, parent_id)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
             log_failure("callback start", exc)
         return event_id
 
@@ -141,7 +141,7 @@ class CallbackHandler(BaseCallbackHandler):
     ) -> None:
         try:
             self._end(event_id, payload or {})
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
             log_failure("callback end", exc)
 
     def start_trace(self, trace_id: str | None = None) -> None:
@@ -286,7 +286,7 @@ class CallbackHandler(BaseCallbackHandler):
 
 def _llm_input(payload: Mapping[str, Any]) -> Any:
     if payload.get("messages") is not None:
-        return mapping.messages(payload["messages"])
+        return mapping.llm_input(payload["messages"])
     return mapping.prompt_messages(payload.get("formatted_prompt"))
 
 

@@ -3,7 +3,9 @@
 Everything here reads attributes only (``ChatMessage.blocks``, ``NodeWithScore.score``,
 ``ToolMetadata.name``...) and never imports LlamaIndex, so it is cheap and works on any
 object of the right shape. Heavy conversion (pydantic dumps, JSON) is left to the
-background worker; these functions only pick the fields the Lunary UI shows.
+background worker; these functions only pick the fields the Lunary UI shows. The hooks
+call the converters that walk messages or build tool schemas (which may run the
+application's ``__repr__`` or pydantic) through ``later``, so those run on the worker too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from lunatrace.core.messages import to_openai_message
 from lunatrace.core.usage import Usage, usage_from_mapping
+from lunatrace.integrations.llama_index._common import later
 
 PARAM_NAMES = (
     "temperature",
@@ -41,10 +44,13 @@ def role_name(role: Any) -> str:
     return str(getattr(role, "value", role) or "user")
 
 
-def message(msg: Any) -> dict[str, Any]:
-    """One LlamaIndex ``ChatMessage`` in OpenAI format, tool-call blocks as ``tool_calls``."""
+def _picked(msg: Any) -> Any:
+    """What a message says, read at once: the application may change a ``ChatMessage``
+    after the call (a ReAct agent rewrites its answer's content). A string or a mapping
+    is kept as it is; a ``ChatMessage`` gives its role, content, tool-call blocks (as
+    ``tool_calls``), ``tool_call_id`` and ``name``, not yet in OpenAI format."""
     if isinstance(msg, str | Mapping):
-        return to_openai_message(msg)
+        return msg
     fields = _fields(msg)
     extra = fields.get("additional_kwargs") or {}
     calls = [
@@ -60,15 +66,26 @@ def message(msg: Any) -> dict[str, Any]:
     for key in ("tool_call_id", "name"):
         if extra.get(key):
             data[key] = extra[key]
-    return to_openai_message(data)
+    return data
 
 
-def messages(msgs: Any) -> list[dict[str, Any]]:
+def message_later(msg: Any) -> Any:
+    """One LlamaIndex ``ChatMessage`` in OpenAI format, tool-call blocks as ``tool_calls``:
+    its fields read now, the format made on the worker (where tool-call arguments are
+    written as JSON, and the application's objects in them with their ``__repr__``)."""
+    return later("message", to_openai_message, _picked(msg))
+
+
+def _listed(msgs: Any) -> list[Any]:
     if msgs is None:
         return []
     if isinstance(msgs, str) or not isinstance(msgs, Sequence):
-        return [message(msgs)]
-    return [message(m) for m in msgs]
+        return [msgs]
+    return list(msgs)
+
+
+def _openai_messages(picked: list[Any]) -> list[dict[str, Any]]:
+    return [to_openai_message(m) for m in picked]
 
 
 def prompt_messages(prompt: Any) -> list[dict[str, Any]]:
@@ -76,13 +93,23 @@ def prompt_messages(prompt: Any) -> list[dict[str, Any]]:
     return [{"role": "user", "content": "" if prompt is None else str(prompt)}]
 
 
-def response_output(response: Any) -> dict[str, Any] | None:
-    """A ``ChatResponse`` or ``CompletionResponse`` as the assistant message it produced."""
+def llm_input(prompt_or_messages: Any) -> Any:
+    """An llm call's input from its first argument: a prompt as one small dict; messages
+    read now (see :func:`_picked`: the application may append the answer to its list,
+    or change a message, as soon as the call returns), in OpenAI format on the worker."""
+    if isinstance(prompt_or_messages, str):
+        return prompt_messages(prompt_or_messages)
+    return later("llm input", _openai_messages, [_picked(m) for m in _listed(prompt_or_messages)])
+
+
+def response_output(response: Any) -> Any:
+    """A ``ChatResponse`` or ``CompletionResponse`` as the assistant message it produced
+    (a chat message's read now, in OpenAI format on the worker: :func:`message_later`)."""
     if response is None:
         return None
     fields = _fields(response)
     if "message" in fields:
-        return message(fields["message"])
+        return message_later(fields["message"])
     if "text" in fields:
         return {"role": "assistant", "content": fields.get("text") or ""}
     return {"role": "assistant", "content": str(response)}
@@ -132,7 +159,7 @@ def model_name(model_dict: Any, instance: Any = None) -> str:
     if not name and "model_name" not in data and instance is not None:  # to_payload() read it already
         try:
             name = instance.metadata.model_name
-        except Exception:  # noqa: BLE001 - a metadata property that fails: use the class
+        except Exception:  # noqa: BLE001 - the application's metadata property may raise anything: use the class
             name = None
     if not isinstance(name, str) or not name or name == UNKNOWN_MODEL:
         name = (model_dict.get("class_name") if isinstance(model_dict, Mapping) else None) or (
@@ -142,17 +169,23 @@ def model_name(model_dict: Any, instance: Any = None) -> str:
 
 
 def llm_params(instance: Any, additional_kwargs: Any = None) -> dict[str, Any]:
-    """Request parameters under OpenAI names: the LLM's own settings plus call-time tools."""
+    """Request parameters under OpenAI names: the LLM's own settings (read now: the
+    application may change them before the next call) plus call-time tools (their schemas
+    built on the worker)."""
     fields = _fields(instance)
-    params = {key: fields[key] for key in PARAM_NAMES if fields.get(key) is not None}
+    params: dict[str, Any] = {key: fields[key] for key in PARAM_NAMES if fields.get(key) is not None}
     extra = additional_kwargs if isinstance(additional_kwargs, Mapping) else {}
     tools = extra.get("tools")
     if tools:
-        params["tools"] = [tool_schema(t) for t in tools]
+        params["tools"] = later("llm tools", tool_schemas, tools)
     for key in ("tool_choice", "tool_required"):
         if extra.get(key) is not None:
             params[key] = extra[key]
     return params
+
+
+def tool_schemas(tools: Any) -> list[Any]:
+    return [tool_schema(t) for t in tools]
 
 
 def tool_schema(tool: Any) -> Any:
@@ -165,7 +198,7 @@ def tool_schema(tool: Any) -> Any:
         return cached[1]
     try:
         schema = metadata.to_openai_tool(skip_length_check=True)
-    except Exception:  # noqa: BLE001 - a tool whose schema cannot be built still has a name
+    except Exception:  # noqa: BLE001 - the application's schema may fail anyhow; the tool still has a name
         schema = {"type": "function", "function": {"name": getattr(metadata, "name", None)}}
     if len(_tool_schemas) >= _TOOL_SCHEMA_CACHE:
         _tool_schemas.clear()
@@ -215,7 +248,7 @@ def embeddings_output(embeddings: Any) -> Any:
 
 def text_output(result: Any) -> Any:
     """The answer of a ``Response``, ``AgentChatResponse``, ``ToolOutput``, ``ChatMessage``
-    or ``AgentOutput`` (its ``response`` message)."""
+    or ``AgentOutput`` (its ``response`` message, as :func:`message_later` has it)."""
     if result is None or isinstance(result, str):
         return result
     fields = _fields(result)
@@ -223,7 +256,7 @@ def text_output(result: Any) -> Any:
     if isinstance(response, str):
         return response
     if "role" in fields and "blocks" in fields:
-        return message(result)
+        return message_later(result)
     content = getattr(result, "content", None)
     if isinstance(content, str):
         return content
@@ -256,7 +289,7 @@ def agent_input(arguments: Mapping[str, Any]) -> Any:
     if user_msg is None and start is not None:
         user_msg = getattr(start, "user_msg", None)
     if user_msg is not None:
-        return user_msg if isinstance(user_msg, str) else message(user_msg)
+        return user_msg if isinstance(user_msg, str) else message_later(user_msg)
     if start is not None:
         return start
     return {k: v for k, v in kwargs.items()} if isinstance(kwargs, Mapping) and kwargs else None
