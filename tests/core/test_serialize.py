@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from lunatrace.core import json_text
 from lunatrace.core.serialize import (
     MASKED,
     REDACTED,
@@ -179,7 +180,7 @@ def test_to_jsonable_never_raises_and_is_valid_json(value: Any) -> None:
     out = to_jsonable(value)
     text = json.dumps(out, allow_nan=False)
     text.encode("utf-8")  # no lone surrogates either
-    assert json.loads(text) == json.loads(text)
+    assert json.loads(text) == out  # plain data already: JSON gives it back as it is
 
 
 @settings(max_examples=100, deadline=None)
@@ -278,8 +279,8 @@ def test_shared_references_are_not_cycles() -> None:
 
 def test_unrepresentable_objects_degrade_to_a_marker() -> None:
     assert to_jsonable(BadRepr()) == "<BadRepr>"
-    assert isinstance(to_jsonable(BadEverything()), str)
-    assert isinstance(to_jsonable(BadMapping(a=1)), str)
+    assert to_jsonable(BadEverything()) == "<unserializable BadEverything: RuntimeError>"
+    assert to_jsonable(BadMapping(a=1)) == "<unserializable BadMapping: RuntimeError>"
 
 
 # --- secrets ----------------------------------------------------------------------
@@ -458,16 +459,24 @@ def test_mask_output_is_still_scrubbed_and_capped() -> None:
 
 def test_raising_mask_fails_closed_and_logs_once(caplog: pytest.LogCaptureFixture) -> None:
     def mask(value: Any) -> Any:
-        raise ValueError("bug in the hook")
+        raise ValueError(f"cannot mask {value['email']}")  # the message holds the data to hide
 
     encoder = FieldEncoder(64_000, mask)
-    with caplog.at_level(logging.ERROR, logger="lunatrace"):
+    with caplog.at_level(logging.DEBUG, logger="lunatrace"):
         outputs = [encoder.encode({"email": f"user{i}@example.com"}) for i in range(5)]
     assert outputs == [MASKED] * 5
     records = [r for r in caplog.records if "mask hook" in r.getMessage()]
-    assert len(records) == 1
+    assert len(records) == 1 and records[0].levelname == "ERROR"
     assert "ValueError" in records[0].getMessage()
-    assert "example.com" not in caplog.text
+    assert "example.com" not in caplog.text and records[0].exc_info is None
+
+
+def test_a_field_that_converts_to_nothing_is_not_given_to_the_mask() -> None:
+    seen: list[Any] = []
+    encoder = FieldEncoder(64_000, lambda value: seen.append(value) or "masked")
+    assert encoder.encode_json(Deferred(lambda v: None, "an integration's conversion found nothing")) is None
+    assert encoder.encode_json({"a": 1}) == '"masked"'
+    assert seen == [{"a": 1}]
 
 
 def test_dumps_is_compact_and_refuses_nan() -> None:
@@ -738,3 +747,30 @@ def test_json_fast_path_takes_ordinary_payloads() -> None:
     assert encoder._plain_json(messages) == dumps(messages)
     assert encoder._plain_json(Deferred(lambda v: v, messages)) == dumps(messages)
     assert encoder.encode_json(None) is None
+
+
+def _resolve(value: Any) -> Any:
+    if type(value) is Deferred:
+        return value.resolve()
+    raise TypeError("not plain data")
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=plain)
+def test_the_c_encoder_called_directly_writes_what_the_standard_one_does(value: Any) -> None:
+    assert json_text.plain_json_text is json_text._c_json  # on CPython the fast one is in use
+    try:
+        expected = json_text._python_json(value, _resolve, 10**9)
+    except ValueError:  # NaN or infinity: refused by both
+        with pytest.raises(ValueError):
+            json_text._c_json(value, _resolve, 10**9)
+        return
+    assert json_text._c_json(value, _resolve, 10**9) == expected
+
+
+def test_the_c_encoder_gives_up_once_the_strings_exceed_the_budget() -> None:
+    assert json_text._c_json(["x" * 60, "y" * 40], repr, 100) == json.dumps(
+        ["x" * 60, "y" * 40], separators=(",", ":")
+    )
+    with pytest.raises(json_text.TooLarge):
+        json_text._c_json(["x" * 60, "y" * 41], repr, 100)
