@@ -30,10 +30,28 @@ def test_a_damaged_spool_row_is_set_aside_and_delivery_goes_on(
     stats = lunatrace.stats()
     assert [e["name"] for e in lunary_server.events[:4]] == [f"kept-{i}" for i in range(4)]
     assert sorted(keys_of(lunary_server.events[4:])) == sorted(expected)
-    assert stats["failed"] == 1 and stats["sent"] == len(expected) + 4
+    assert stats["failed"] == stats["failed_invalid"] == 1 and stats["sent"] == len(expected) + 4
     assert caplog.text.count("damaged event(s)") == 1
     states = sqlite3.connect(path).execute("SELECT state FROM events WHERE run_id = 'x'").fetchall()
     assert states == [(DAMAGED,)]
+
+
+def test_a_spool_row_holding_nan_is_set_aside_and_the_rest_delivered(
+    lunary_server: FakeLunary, tmp_path: Path
+) -> None:
+    path = tmp_path / "spool.db"
+    spool_with_a_damaged_row(path, good=2)
+    with sqlite3.connect(path) as db:  # Python reads NaN, but it is not JSON: it cannot be sent again
+        body = '{"type": "tool", "event": "start", "runId": "x", "input": NaN}'
+        db.execute("INSERT INTO events (run_id, trace_id, state, body) VALUES ('x', 'x', 1, ?)", (body,))
+    send_to(lunary_server, path)
+    expected = emit_traces(1)
+    assert lunatrace.flush(10)
+    assert [e["name"] for e in lunary_server.events[:2]] == ["kept-0", "kept-1"]
+    assert keys_of(lunary_server.events[2:]) == expected
+    assert lunatrace.stats()["failed_invalid"] == 2
+    states = sqlite3.connect(path).execute("SELECT state FROM events WHERE run_id = 'x'").fetchall()
+    assert states == [(DAMAGED,), (DAMAGED,)]
 
 
 def test_a_store_that_is_not_a_database_is_set_aside_and_replaced(

@@ -125,7 +125,8 @@ def test_per_event_failures_are_logged_and_counted(
     lunary_server.fail_event_ids.add(bad)
     with caplog.at_level(logging.WARNING, logger="lunatrace"):
         assert lunatrace.flush(10)
-    assert lunatrace.stats()["failed"] == 2
+    stats = lunatrace.stats()
+    assert (stats["failed"], stats["failed_refused"]) == (2, 2)
     assert f"run {bad}: injected failure" in caplog.text
     assert spooled(spool) == []  # refused for good: retrying cannot help
 

@@ -1,5 +1,6 @@
 """The ingestion client resolves the environment once: proxies and the CA bundle still
-apply, ``~/.netrc`` cannot replace the project key, and the key is never shown."""
+apply, ``~/.netrc`` cannot replace the project key, and the key is never shown; what an
+error answer says is read from its whole body."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import requests
 
 import lunatrace
 from lunatrace.core.config import Config, mask_key
-from lunatrace.core.transport.http import EMPTY_BATCH, IngestClient, Kind
+from lunatrace.core.transport.http import EMPTY_BATCH, MESSAGE_CHARS, IngestClient, Kind
 from tests.core.transport.helpers import assert_delivered_in_order, emit_traces, send_to
 from tests.support.fake_lunary import INGEST_PATH, FakeLunary
 
@@ -207,3 +208,17 @@ def test_the_key_is_never_shown(
     assert lunary_server.key not in caplog.text
     assert repr(client) == f"IngestClient(url={client.url!r}, key={mask_key(lunary_server.key)!r})"
     assert lunary_server.key not in repr(client) and lunary_server.key not in str(client)
+
+
+def test_a_long_json_error_body_yields_its_message(lunary_server: FakeLunary) -> None:
+    lunary_server.fail_next(1, 400, body={"message": "Invalid event", "stack": "at ingest " * 200})
+    answer = client_for(lunary_server).post(EMPTY_BATCH)
+    assert (answer.kind, answer.detail) == (Kind.REFUSED, "Invalid event")
+
+
+def test_a_long_message_and_a_long_text_body_are_cut(lunary_server: FakeLunary) -> None:
+    lunary_server.fail_next(1, 400, body={"message": "m" * 1_000})
+    lunary_server.fail_next(1, 400, body=b"plain text " * 100)
+    client = client_for(lunary_server)
+    assert client.post(EMPTY_BATCH).detail == "m" * MESSAGE_CHARS
+    assert client.post(EMPTY_BATCH).detail == ("plain text " * 100)[:MESSAGE_CHARS].strip()

@@ -38,7 +38,8 @@ def test_an_unusable_store_is_reported_and_counted(tmp_path: Path, caplog: pytes
     with caplog.at_level(logging.ERROR, logger="lunatrace"):
         expected = emit_traces(1)
         assert lunatrace.flush(5) is False  # done, but not everything was kept
-    assert lunatrace.stats()["dropped"] == len(expected)
+    stats = lunatrace.stats()
+    assert stats["dropped"] == stats["dropped_store_unusable"] == len(expected)
     assert "cannot open the lunatrace store" in caplog.text
 
 
