@@ -134,7 +134,7 @@ class IngestClient:
             response = self._session.post(
                 self.url, data=body, timeout=(connect_s, read_s), allow_redirects=False
             )
-        except Exception as exc:  # noqa: BLE001 - not only reported: no answer (requests' errors, a broken one) is a retry
+        except Exception as exc:  # noqa: BLE001 - not a report: any failure to get an answer is a retry
             return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
         return classify(response)
 

@@ -133,7 +133,7 @@ class Lane:
         try:
             deadline = time.monotonic() + self.config.retry_timeout
             self._undelivered = self._sender.send(items, deadline=deadline, retry=False, on_settled=settle)
-        except Exception as exc:  # noqa: BLE001 - not only reported: the worker must get the events back
+        except Exception as exc:  # noqa: BLE001 - not only a report: the worker gets the events back
             failed("sending on a lane", exc, "its events are kept in the spool")
             self._undelivered = items
         finally:
