@@ -57,7 +57,7 @@ def iter_raw_events(count: int) -> Iterator[dict[str, Any]]:
             tokens_usage={"prompt": 12, "completion": 30},
         )
         for event in (start, end):
-            event[TIMESTAMP_KEY] = clock.now_ms()
+            event[TIMESTAMP_KEY] = clock.ms_at(time.perf_counter_ns())
             yield event
 
 
