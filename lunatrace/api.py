@@ -88,8 +88,9 @@ def configure(**settings: Any) -> Config:
 
     Explicit values win over the environment. Raises :class:`ConfigError` naming the
     first invalid setting; the previous configuration then stays in force. Events
-    emitted under the previous configuration are flushed before the switch, and runs
-    still open then end under the new one.
+    emitted under the previous configuration are flushed (within its ``exit_timeout``)
+    before the switch, and what is not delivered by then is kept by its shutdown (the
+    spool); runs still open then end under the new one, which continues their registry.
     """
     global _tracer, _atexit_registered
     config = Config.resolve(**settings)
