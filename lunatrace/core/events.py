@@ -161,12 +161,12 @@ def error_payload(exc: BaseException) -> dict[str, str]:
     name = type(exc).__name__
     try:
         text = str(exc)
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - the application's __str__ may raise anything: the name alone
         text = ""
     message = f"{name}: {text}" if text else name
     try:
         stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - formatting runs the application's code (a chained __str__)
         stack = message
     return {"message": message, "stack": stack}
 
