@@ -29,6 +29,7 @@ import itertools
 import json
 import logging
 import re
+import sys
 import time
 import traceback
 import uuid
@@ -346,7 +347,15 @@ def end_event(
 def error_event(
     run_type: str, run_id: str, error: BaseException | str, metadata: Any = None
 ) -> dict[str, Any]:
-    """A run's error event: message and stack of an exception, or a message alone."""
+    """A run's error event: message and stack of an exception, or a message alone.
+
+    A cancellation (``asyncio.CancelledError``: a client that went away, a timeout) is not
+    the application failing: the run ends instead, marked ``cancelled`` in its metadata,
+    so that it neither counts as an error nor stays 'started'.
+    """
+    if _is_cancellation(error):
+        marked = {**(metadata or {}), "cancelled": True}
+        return end_event(run_type, run_id, output=None, metadata=marked)
     payload = (
         error_payload(error) if isinstance(error, BaseException) else {"message": str(error), "stack": ""}
     )
@@ -357,6 +366,11 @@ def error_event(
         "error": payload,
         "metadata": metadata or None,
     }
+
+
+def _is_cancellation(error: BaseException | str) -> bool:
+    asyncio = sys.modules.get("asyncio")  # not imported: no task can have been cancelled
+    return asyncio is not None and isinstance(error, asyncio.CancelledError)
 
 
 class StartRecord(NamedTuple):

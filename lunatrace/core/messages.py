@@ -65,6 +65,20 @@ def tool_call(call: Any) -> dict[str, Any]:
     return out
 
 
+def invalid_tool_call(call: Any) -> dict[str, Any]:
+    """A tool call the model got wrong (arguments that do not parse, say), in OpenAI format:
+    the raw ``arguments`` string as the model wrote it, and the parse error beside it, so
+    the assistant turn shows what was attempted rather than nothing."""
+    data = call if isinstance(call, Mapping) else to_jsonable(call)
+    out = tool_call(data)
+    if isinstance(data, Mapping):
+        raw = data.get("args", data.get("arguments"))
+        out["function"]["arguments"] = raw if isinstance(raw, str) else arguments_json(raw)
+        error = data.get("error")
+        out["error"] = str(error) if error else "invalid tool call"
+    return out
+
+
 def content_part(part: Any) -> Any:
     """A content part in OpenAI format: text stays text, images become ``image_url``."""
     if isinstance(part, str):
@@ -121,6 +135,9 @@ def to_openai_message(message: Any) -> dict[str, Any]:
     calls = message.get("tool_calls") or extra.get("tool_calls")
     if calls and isinstance(calls, Sequence) and not isinstance(calls, str | bytes | bytearray):
         out["tool_calls"] = [tool_call(c) for c in calls]
+    invalid = message.get("invalid_tool_calls")
+    if invalid and isinstance(invalid, Sequence) and not isinstance(invalid, str | bytes | bytearray):
+        out["tool_calls"] = [*out.get("tool_calls", ()), *(invalid_tool_call(c) for c in invalid)]
     function_call = extra.get("function_call") or message.get("function_call")
     if function_call and isinstance(function_call, Mapping):
         out["function_call"] = {

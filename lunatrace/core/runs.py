@@ -50,11 +50,13 @@ class Known(NamedTuple):
 class Marks:
     """What a streaming or annotated run collects while it is open (worker side)."""
 
-    __slots__ = ("annotations", "first_token_ns")
+    __slots__ = ("agent", "annotations", "first_token_ns", "paused")
 
     def __init__(self) -> None:
         self.first_token_ns: int | None = None
         self.annotations: list[dict[str, Any]] = []
+        self.agent: str | None = None  # the agent name the run was given (not inherited)
+        self.paused: Any = None  # what work under it asked when it paused for a human
 
 
 class RunRegistry:
@@ -144,12 +146,13 @@ class RunRegistry:
         while len(self._recent) > RECENT_RUNS:
             self._recent.popitem(last=False)
 
-    def marks(self, run_id: str) -> Marks | None:
-        """The marks of an open run, made on first use (``None``: the run is not open)."""
+    def marks(self, run_id: str, *, make: bool = True) -> Marks | None:
+        """The marks of an open run, made on first use unless ``make`` is false (``None``:
+        the run is not open, or has none)."""
         if run_id not in self.open:
             return None
         marks = self._marks.get(run_id)
-        if marks is None:
+        if marks is None and make:
             marks = self._marks[run_id] = Marks()
         return marks
 

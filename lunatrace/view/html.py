@@ -139,11 +139,13 @@ def _arguments(raw: Any) -> str:
     return _json(raw)
 
 
-def _call(name: Any, arguments: Any, call_id: Any = None) -> str:
+def _call(name: Any, arguments: Any, call_id: Any = None, error: Any = None) -> str:
+    """One tool call; a call the model got wrong shows its parse error after it."""
     ident = f' <span class="lt-muted">#{_e(call_id)}</span>' if call_id else ""
+    failure = f' <span class="lt-error">invalid: {_e(error)}</span>' if error else ""
     return (
         f'<div class="lt-call">→ <span class="lt-fn">{_e(name)}</span>'
-        f"({_e(_arguments(arguments))}){ident}</div>"
+        f"({_e(_arguments(arguments))}){ident}{failure}</div>"
     )
 
 
@@ -155,7 +157,9 @@ def _tool_calls(message: Mapping[str, Any]) -> str:
             continue
         function = call.get("function")
         if isinstance(function, Mapping):
-            out.append(_call(function.get("name"), function.get("arguments"), call.get("id")))
+            out.append(
+                _call(function.get("name"), function.get("arguments"), call.get("id"), call.get("error"))
+            )
         else:
             out.append(_call(call.get("name"), call.get("args", call.get("arguments")), call.get("id")))
     return "".join(out)

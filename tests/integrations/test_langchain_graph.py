@@ -206,7 +206,11 @@ def test_interrupt_then_resume(events_of: Any) -> None:
     assert interrupted["output"] == [{"question": "approve refund?"}]
     assert end_of(events, ask_runs[1]["runId"])["output"] == {"answer": "yes"}
     assert end_of(events, second["runId"])["output"] == {"request": "refund", "answer": "yes"}
-    assert end_of(events, first["runId"])["event"] == "end"
+    paused_root = end_of(events, first["runId"])
+    assert paused_root["event"] == "end" and paused_root["metadata"]["interrupted"] is True
+    assert paused_root["output"] == [{"question": "approve refund?"}]  # what it asks the human
+    assert "interrupted" not in end_of(events, second["runId"]).get("metadata", {})
+    assert second["input"] == {"resume": "yes"}  # the resumed graph's input: the human's answer
 
 
 def test_hidden_runs_are_folded_and_children_reparented(events_of: Any) -> None:

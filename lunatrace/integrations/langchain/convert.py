@@ -65,34 +65,44 @@ def prompt_batches_to_openai(batches: Sequence[Any]) -> Any:
     return [messages_to_openai(batch) for batch in batches]
 
 
-def _is_message(value: Any) -> bool:
+def is_message(value: Any) -> bool:
+    """A LangChain message, or its ``("human", "hi")`` shorthand."""
     if isinstance(value, tuple):  # ("human", "hi"), LangChain's message shorthand
         return len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], str)
     return hasattr(value, "content") and isinstance(getattr(value, "type", None), str)
 
 
 def _is_command(value: Any) -> bool:
-    """A LangGraph ``Command`` (what create_agent's nodes return)."""
+    """A LangGraph ``Command``: what create_agent's nodes return, and the input that
+    resumes an interrupted graph (``Command(resume=...)``)."""
     return type(value).__name__ == "Command" and hasattr(value, "update")
+
+
+_COMMAND_FIELDS = ("resume", "update", "goto")
 
 
 def chain_payload(value: Any, depth: int = 0) -> Any:
     """A chain's input or output with LangChain messages (also inside graph state and
     prompt values) in OpenAI format; everything else left to the core serializer."""
-    if _is_message(value):
+    if is_message(value):
         return message_to_openai(value)
     if _is_command(value):
-        command = {"update": chain_payload(value.update, depth + 1), "goto": getattr(value, "goto", None)}
-        return {k: v for k, v in command.items() if v not in (None, (), [])}
+        command = {key: getattr(value, key, None) for key in _COMMAND_FIELDS}
+        return {k: chain_payload(v, depth + 1) for k, v in command.items() if not _unset(v)}
     to_messages = getattr(value, "to_messages", None)
     if callable(to_messages) and not isinstance(value, Mapping):
         return messages_to_openai(to_messages())  # ChatPromptValue
     if depth < 6:
         if isinstance(value, dict):
             return {k: chain_payload(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, list | tuple) and any(_is_message(v) or _is_command(v) for v in value[:50]):
+        if isinstance(value, list | tuple) and any(is_message(v) or _is_command(v) for v in value[:50]):
             return [chain_payload(v, depth + 1) for v in value]
     return value
+
+
+def _unset(value: Any) -> bool:
+    """A ``Command`` field left at its default (``None``, or an empty ``goto``)."""
+    return value is None or (type(value) in (tuple, list) and not value)
 
 
 def _generation_to_openai(generation: Any) -> dict[str, Any]:

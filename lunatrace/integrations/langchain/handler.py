@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +33,7 @@ from lunatrace.core.guard import failed, never_raises
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.langchain import mapping
-from lunatrace.integrations.langchain.convert import message_to_openai
+from lunatrace.integrations.langchain.convert import is_message, message_to_openai
 from lunatrace.integrations.langchain.runs import (
     LangChainAnnotation,
     LangChainEnd,
@@ -106,7 +107,10 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
     ) -> None:
         try:
             if self._ended(run_id):
-                get_tracer().queue_hook(LangChainEnd(hook, run_id, outcome, kwargs.get("inputs")))
+                parent: Any = parent_run_id
+                if HIDDEN and parent is not None:
+                    parent = HIDDEN.get(parent, parent)
+                get_tracer().queue_hook(LangChainEnd(hook, run_id, parent, outcome, kwargs.get("inputs")))
             if self._exchanges:
                 self._close_exchange(run_id, outcome if reply is None else reply(outcome))
             if parent_run_id is None:
@@ -176,9 +180,20 @@ class CallbackHandler(BaseCallbackHandler):
         self._unsampled: dict[Any, None] = {}  # runs of traces not sampled
         self._exchanges: dict[Any, Thread] = {}  # root run id -> thread, when ``thread`` is set
         self._streaming: dict[Any, None] = {}  # llm runs whose first token was seen
+        self._last_root: ContextVar[str | None] = ContextVar(f"lunatrace_root_{id(self)}", default=None)
 
     def __repr__(self) -> str:
         return f"CallbackHandler(user_id={self.user_id!r}, sample_rate={self.sample_rate})"
+
+    @property
+    def last_trace_id(self) -> str | None:
+        """The id of the last LangChain root run this handler recorded in the current
+        thread or asyncio task (``None``: none yet, or the last one was sampled out).
+
+        In Lunary's dashboard the trace is at ``<dashboard URL>/traces/<id>``; pass the id
+        to :func:`lunatrace.feedback` to attach a user's verdict to that answer.
+        """
+        return self._last_root.get()
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -264,7 +279,9 @@ class CallbackHandler(BaseCallbackHandler):
             rate < 1.0 and random.random() >= rate
         ):
             _remember(self._unsampled, run_id, None)
+            self._last_root.set(None)
             return _SKIP
+        self._last_root.set(str(run_id))
         user_id, user_props = self._user(metadata)
         if self.thread is not None:
             context_parent = self._open_exchange(run_id, payload, user_id, user_props)
@@ -437,20 +454,34 @@ def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
 
 
 def _chat_text(value: Any, wrapper_key: str) -> Any:
-    """The content of a chat exchange side: a string, a message's content, else the value."""
+    """The text of a chat exchange side: a root's input or output as the user would say it.
+
+    A string stays; a message in any form LangChain accepts (a message object, a
+    ``("human", "...")`` tuple, a ``{"role": ..., "content": ...}`` dict), or the last of
+    a graph state's ``messages``, becomes its content; a one-key input its value; LLM
+    generations their message's content. Anything else is kept as it is.
+    """
     if isinstance(value, Deferred):
         value = value.value
     value = mapping.unwrap(value, wrapper_key)
-    if isinstance(value, Mapping):
+    if isinstance(value, Mapping) and not _is_message_dict(value):
         messages = value.get("messages")
         if isinstance(messages, Sequence) and messages and not isinstance(messages, str):
             value = messages[-1]
         elif len(value) == 1:
             value = next(iter(value.values()))
-    if isinstance(value, Sequence) and not isinstance(value, str) and value:
+    if isinstance(value, list) and value:
         first = value[0]
-        if isinstance(first, Sequence) and not isinstance(first, str) and first:
+        if isinstance(first, list) and first:
             value = getattr(first[0], "message", value)  # LLM generations
-    if hasattr(value, "content") and hasattr(value, "type"):
-        return Deferred(lambda m: message_to_openai(m).get("content"), value)
+    if is_message(value) or (isinstance(value, Mapping) and _is_message_dict(value)):
+        return Deferred(_content, value)
     return value
+
+
+def _is_message_dict(value: Mapping[str, Any]) -> bool:
+    return "content" in value and ("role" in value or "type" in value)
+
+
+def _content(message: Any) -> Any:
+    return message_to_openai(message).get("content")

@@ -24,6 +24,7 @@ _KEPT_INTERNAL_METADATA = frozenset({"langgraph_node", "langgraph_step", "ls_pro
 _INTERNAL_METADATA_PREFIXES = ("ls_", "lc_", "langgraph_", "checkpoint_", "__")
 # Control-flow exceptions of LangGraph: an interrupt or a Command going to a parent graph.
 _CONTROL_FLOW = frozenset({"GraphBubbleUp", "GraphInterrupt", "NodeInterrupt", "ParentCommand"})
+_PAUSES = frozenset({"GraphInterrupt", "NodeInterrupt"})
 
 # invocation_params key -> OpenAI parameter name. Only these are sent, so credentials
 # (api keys, headers, clients) in invocation params can never leak into ``params``.
@@ -59,11 +60,12 @@ _LS_PARAMS = (("ls_temperature", "temperature"), ("ls_max_tokens", "max_tokens")
 def model_name(serialized: Any, metadata: Mapping[str, Any] | None, invocation_params: Any) -> str:
     """The model id of an llm run (the model's class name when no id is given).
 
-    Order: ``ls_model_name``, invocation params ``model``/``model_name``/``model_id``,
+    Order: the user's ``model_name`` metadata (as the official handler reads it), LangChain's
+    ``ls_model_name``, invocation params ``model``/``model_name``/``model_id``,
     the serialized constructor kwargs; the class name only as a last resort.
     """
     if metadata:
-        name = metadata.get("ls_model_name")
+        name = metadata.get("model_name") or metadata.get("ls_model_name")  # the user's first
         if name:
             return str(name)
     for source in (invocation_params, _kwargs_of(serialized)):
@@ -210,6 +212,11 @@ def unwrap(value: Any, key: str) -> Any:
 def is_control_flow(error: BaseException) -> bool:
     """Whether ``error`` is LangGraph control flow (interrupt, parent command), not a failure."""
     return any(cls.__name__ in _CONTROL_FLOW for cls in type(error).__mro__)
+
+
+def is_pause(error: BaseException) -> bool:
+    """Whether ``error`` is a graph pausing for a human (``interrupt()``), not navigation."""
+    return any(cls.__name__ in _PAUSES for cls in type(error).__mro__)
 
 
 def interrupt_payload(error: BaseException) -> Any:

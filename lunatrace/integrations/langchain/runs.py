@@ -97,7 +97,7 @@ class LangChainStart(NamedTuple):
     detail: Any  # the one hook-specific keyword argument (see ``handler._DETAIL``)
 
     def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any]:
-        described = _describe(self)
+        described = _describe(self, _agent_name(self, runs))
         root = self.root
         parent = root.parent if root is not None else _parent(runs, self.parent, self.frame)
         user_id, user_props = (root.user_id, root.user_props) if root is not None else (None, None)
@@ -120,9 +120,12 @@ class LangChainStart(NamedTuple):
         )
         trace = runs.trace_of(parent)
         prompt = described.input if described.run_type == "llm" else None
-        runs.add(
-            rid, RunState(described.run_type, trace[0] if trace else rid, True, ns, described.model, prompt)
-        )
+        state = RunState(described.run_type, trace[0] if trace else rid, True, ns, described.model, prompt)
+        runs.add(rid, state)
+        if described.run_type == "agent" and described.name == (self.metadata or {}).get("agent_name"):
+            marks = runs.marks(rid)
+            if marks is not None:
+                marks.agent = described.name
         return event
 
 
@@ -140,7 +143,23 @@ def _parent(runs: RunRegistry, parent: Any, frame: RunFrame | None) -> str | Non
     return rid
 
 
-def _describe(start: LangChainStart) -> Described:
+def _agent_name(start: LangChainStart, runs: RunRegistry) -> str | None:
+    """The ``agent_name`` a chain's metadata gives it (as the official handler reads it),
+    unless it is only inherited: LangChain copies metadata to every child, and only the
+    outermost run that carries a name is that agent."""
+    if start.hook != "on_chain_start" or not start.metadata:
+        return None
+    name = start.metadata.get("agent_name")
+    if not name or not isinstance(name, str):
+        return None
+    if start.parent is not None:
+        marks = runs.marks(run_key(start.parent), make=False)
+        if marks is not None and marks.agent == name:
+            return None
+    return name
+
+
+def _describe(start: LangChainStart, agent_name: str | None = None) -> Described:
     hook, serialized, payload, run_name, detail = (
         start.hook,
         start.serialized,
@@ -156,6 +175,8 @@ def _describe(start: LangChainStart) -> Described:
         # (Only a dict can equal it: comparing a message would run pydantic's ``__eq__``.)
         if detail or (type(payload) is dict and payload == _STREAM_PLACEHOLDER):
             payload = None
+        if agent_name:
+            return Described("agent", agent_name, _chain_field(payload, "input"), None, None, None)
         run_type = mapping.chain_type(name, start.metadata)
         return Described(run_type, name, _chain_field(payload, "input"), None, None, None)
     if hook in ("on_chat_model_start", "on_llm_start"):
@@ -210,6 +231,7 @@ class LangChainEnd(NamedTuple):
 
     hook: str
     run_id: Any
+    parent: Any  # LangChain's parent run id (a folded run's replaced by its shown ancestor)
     outcome: Any
     inputs: Any
 
@@ -219,13 +241,16 @@ class LangChainEnd(NamedTuple):
         state = runs.close(rid)
         if state is None:
             return None
-        return _ENDINGS[self.hook](_Ending(rid, state, marks), self.outcome, self.inputs)
+        parent = None if self.parent is None else run_key(self.parent)
+        return _ENDINGS[self.hook](_Ending(rid, state, marks, parent, runs), self.outcome, self.inputs)
 
 
 class _Ending(NamedTuple):
     rid: str
     state: RunState
     marks: Marks | None
+    parent: str | None
+    runs: RunRegistry
 
     def metadata(self, metadata: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """``metadata`` with the annotations recorded on the run (custom events...)."""
@@ -241,9 +266,25 @@ class _Ending(NamedTuple):
     def error(self, error: BaseException | str, metadata: dict[str, Any] | None = None) -> dict[str, Any]:
         return error_event(self.state.run_type, self.rid, error, self.metadata(metadata))
 
+    def pause_parent(self, asked: Any) -> None:
+        """Tell the parent that work under it paused for a human (``asked``: what it asks)."""
+        marks = None if self.parent is None else self.runs.marks(self.parent)
+        if marks is not None and marks.paused is None:
+            marks.paused = asked
+
 
 def _chain_end(ending: _Ending, outputs: Any, inputs: Any) -> dict[str, Any]:
-    """Output and (streaming) inputs without LangChain's wrappers."""
+    """Output and (streaming) inputs without LangChain's wrappers.
+
+    A LangGraph graph whose node paused on ``interrupt()`` returns normally: its root is
+    marked ``interrupted``, with what the interrupts ask as its output (as the node that
+    paused has), so that the trace reads as paused rather than done.
+    """
+    marks = ending.marks
+    if marks is not None and marks.paused is not None:
+        if ending.parent is None:
+            return ending.end(marks.paused, _chain_field(inputs, "input"), {"interrupted": True})
+        ending.pause_parent(marks.paused)
     return ending.end(_chain_field(outputs, "output"), _chain_field(inputs, "input"))
 
 
@@ -294,7 +335,10 @@ def _failure(ending: _Ending, error: BaseException, inputs: Any) -> dict[str, An
     """An error with message and stack; LangGraph control flow ends the run normally instead."""
     if mapping.is_control_flow(error):
         metadata = {"interrupted": True, "interruptType": type(error).__name__}
-        return ending.end(mapping.interrupt_payload(error), None, metadata)
+        asked = mapping.interrupt_payload(error)
+        if mapping.is_pause(error):
+            ending.pause_parent(asked)
+        return ending.end(asked, None, metadata)
     return ending.error(error)
 
 
