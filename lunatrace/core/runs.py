@@ -17,6 +17,7 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 RECENT_RUNS = 50_000
+PAUSED_RUNS = 10_000
 
 
 class RunState(NamedTuple):
@@ -50,13 +51,14 @@ class Known(NamedTuple):
 class Marks:
     """What a streaming or annotated run collects while it is open (worker side)."""
 
-    __slots__ = ("agent", "annotations", "first_token_ns", "paused")
+    __slots__ = ("agent", "annotations", "conversation", "first_token_ns", "paused")
 
     def __init__(self) -> None:
         self.first_token_ns: int | None = None
         self.annotations: list[dict[str, Any]] = []
         self.agent: str | None = None  # the agent name the run was given (not inherited)
         self.paused: Any = None  # what work under it asked when it paused for a human
+        self.conversation: str | None = None  # what resumes it, if it pauses (a thread id)
 
 
 class RunRegistry:
@@ -66,6 +68,7 @@ class RunRegistry:
         self.open: dict[str, RunState] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
         self._marks: dict[str, Marks] = {}
+        self._paused: OrderedDict[str, str] = OrderedDict()  # conversation -> run that paused
 
     def __len__(self) -> int:
         return len(self.open)
@@ -158,3 +161,14 @@ class RunRegistry:
 
     def take_marks(self, run_id: str) -> Marks | None:
         return self._marks.pop(run_id, None) if self._marks else None
+
+    def pause(self, conversation: str, run_id: str) -> None:
+        """Note that ``run_id`` paused for a human in ``conversation`` (bounded)."""
+        self._paused[conversation] = run_id
+        self._paused.move_to_end(conversation)
+        while len(self._paused) > PAUSED_RUNS:
+            self._paused.popitem(last=False)
+
+    def resume(self, conversation: str) -> str | None:
+        """The run that paused in ``conversation``, now resumed (``None``: none is known)."""
+        return self._paused.pop(conversation, None)

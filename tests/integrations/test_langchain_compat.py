@@ -11,7 +11,9 @@ import pytest
 from langchain_core.messages import AIMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
+from langchain_core.tools import tool
 from langgraph.graph import END, START, MessagesState, StateGraph
+from pydantic import BaseModel
 
 import lunatrace
 from lunatrace.core.transport import MemorySink
@@ -177,3 +179,39 @@ def test_last_trace_id_of_a_graph_and_feedback_sent_to_it(events_of: Any) -> Non
     assert root["runId"] == trace_id
     (feedback,) = [e for e in events if e["event"] == "feedback"]
     assert feedback["runId"] == trace_id and json.dumps(feedback["feedback"]) == '{"thumb": "up"}'
+
+
+class LookUp(BaseModel):
+    """Look a word up in the dictionary."""
+
+    word: str
+
+
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+def local_time(city: str) -> str:
+    """The local time in a city."""
+    return "noon"
+
+
+def test_tools_bound_in_any_form_are_sent_as_openai_function_schemas(events_of: Any) -> None:
+    bare = {
+        "name": "search",
+        "description": "Search the web.",
+        "parameters": {"type": "object", "properties": {}},
+    }
+    provider_tool = {"type": "web_search_preview"}
+    model = FakeToolChatModel(messages=iter(["done"])).bind(
+        tools=[get_weather, local_time, LookUp, bare, provider_tool]
+    )
+    model.invoke("q", config={"callbacks": [CallbackHandler()]})
+    (llm,) = [e for e in events_of() if e["event"] == "start" and e["type"] == "llm"]
+    tools = llm["params"]["tools"]
+    assert [t["type"] for t in tools] == ["function"] * 4 + ["web_search_preview"]
+    assert [t["function"]["name"] for t in tools[:4]] == ["get_weather", "local_time", "LookUp", "search"]
+    assert tools[0]["function"]["parameters"]["properties"]["city"]["type"] == "string"
+    assert tools[2]["function"]["description"] == "Look a word up in the dictionary."

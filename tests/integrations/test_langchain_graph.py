@@ -196,7 +196,10 @@ def test_interrupt_then_resume(events_of: Any) -> None:
     events = events_of()
     assert_valid_tree(events)
     assert not [e for e in events if e["event"] == "error"]
-    first, second = children(events, None)
+    (first,) = children(events, None)
+    # The resumed run continues the paused one's story: it is filed under it.
+    (second,) = [c for c in children(events, first["runId"]) if c["name"] == "approval"]
+    assert first["name"] == "approval"
     ask_runs = by_name(events, "ask")
     assert len(ask_runs) == 2
     interrupted = end_of(events, ask_runs[0]["runId"])

@@ -81,6 +81,11 @@ def _is_command(value: Any) -> bool:
 _COMMAND_FIELDS = ("resume", "update", "goto")
 
 
+def is_resume(value: Any) -> bool:
+    """A ``Command(resume=...)``: the input that continues a graph paused on ``interrupt()``."""
+    return _is_command(value) and getattr(value, "resume", None) is not None
+
+
 def chain_payload(value: Any, depth: int = 0) -> Any:
     """A chain's input or output with LangChain messages (also inside graph state and
     prompt values) in OpenAI format; everything else left to the core serializer."""

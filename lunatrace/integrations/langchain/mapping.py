@@ -10,11 +10,13 @@ or of an unexpected type: LangChain has changed callback arguments between relea
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lunatrace.core.usage import Usage, add_usage, usage_from_mapping
 
+logger = logging.getLogger("lunatrace")
 HIDDEN_TAG = "langsmith:hidden"
 # Tags LangChain adds for its own bookkeeping; they would bury the user's tags.
 _INTERNAL_TAG_PREFIXES = ("seq:step:", "graph:step:", "map:key:", "langsmith:", "branch:", "parallel:")
@@ -102,6 +104,8 @@ def llm_params(invocation_params: Any, metadata: Mapping[str, Any] | None) -> di
             target = _PARAM_NAMES.get(key)
             if target is not None and value is not None and target not in params:
                 params[target] = value
+    if "tools" in params:
+        params["tools"] = openai_tools(params["tools"])
     if metadata:
         for source, target in _LS_PARAMS:
             if target not in params:
@@ -109,6 +113,28 @@ def llm_params(invocation_params: Any, metadata: Mapping[str, Any] | None) -> di
                 if value is not None:
                     params[target] = value
     return params
+
+
+def openai_tools(tools: Any) -> Any:
+    """Tools as OpenAI function schemas, whatever form was bound: ``bind_tools`` converts
+    them already, but ``.bind(tools=[...])`` passes ``BaseTool`` objects, functions,
+    pydantic classes or bare ``{"name", "parameters"}`` schemas through as they are.
+    Provider tools (``{"type": "web_search"}``) and unconvertible values stay as given."""
+    if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
+        return tools
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    converted = []
+    for item in tools:
+        if isinstance(item, Mapping) and ("type" in item or "name" not in item):
+            converted.append(item)  # an OpenAI tool already, or a provider's own
+            continue
+        try:
+            converted.append(convert_to_openai_tool(item))
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:  # not a tool LangChain knows
+            logger.debug("lunatrace: tool %r kept as given (%s)", type(item).__name__, exc)
+            converted.append(item)
+    return converted
 
 
 def usage_of(response: Any) -> Usage | None:

@@ -35,6 +35,7 @@ from lunatrace.integrations.langchain.convert import (
     chain_payload,
     documents_to_dicts,
     generations_to_openai,
+    is_resume,
     prompt_batches_to_openai,
 )
 
@@ -99,7 +100,13 @@ class LangChainStart(NamedTuple):
     def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any]:
         described = _describe(self, _agent_name(self, runs))
         root = self.root
-        parent = root.parent if root is not None else _parent(runs, self.parent, self.frame)
+        conversation = _conversation(self) if root is not None else None
+        if root is None:
+            parent = _parent(runs, self.parent, self.frame)
+        elif root.parent is None and conversation is not None and is_resume(self.payload):
+            parent = runs.resume(conversation)  # one story: under the run that paused
+        else:
+            parent = root.parent
         user_id, user_props = (root.user_id, root.user_props) if root is not None else (None, None)
         tags, metadata = _tags_and_metadata(self, described.extra)
         rid = run_key(self.run_id)
@@ -126,7 +133,17 @@ class LangChainStart(NamedTuple):
             marks = runs.marks(rid)
             if marks is not None:
                 marks.agent = described.name
+        if conversation is not None:
+            marks = runs.marks(rid)
+            if marks is not None:
+                marks.conversation = conversation
         return event
+
+
+def _conversation(start: LangChainStart) -> str | None:
+    """The LangGraph thread a root runs in (what a later ``Command(resume=...)`` names)."""
+    thread_id = (start.metadata or {}).get("thread_id")
+    return None if thread_id is None else str(thread_id)
 
 
 def _parent(runs: RunRegistry, parent: Any, frame: RunFrame | None) -> str | None:
@@ -283,6 +300,8 @@ def _chain_end(ending: _Ending, outputs: Any, inputs: Any) -> dict[str, Any]:
     marks = ending.marks
     if marks is not None and marks.paused is not None:
         if ending.parent is None:
+            if marks.conversation is not None:
+                ending.runs.pause(marks.conversation, ending.rid)
             return ending.end(marks.paused, _chain_field(inputs, "input"), {"interrupted": True})
         ending.pause_parent(marks.paused)
     return ending.end(_chain_field(outputs, "output"), _chain_field(inputs, "input"))

@@ -469,3 +469,40 @@ def test_decorated_functions_and_chains_nest_both_ways(
     }
     assert_stored(real_lunary, rows, expected, user="user-nest")
     assert rows[inner]["output"] == "hi" and rows[outer]["output"] == "done"
+
+
+def test_an_interrupted_graph_and_its_resume_are_one_story(
+    real_lunary: RealLunary, traced_to_real: Project
+) -> None:
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.types import Command, interrupt
+
+    class Approval(TypedDict, total=False):
+        request: str
+        answer: str
+
+    def ask(state: Approval) -> Approval:
+        return {"answer": interrupt({"question": f"approve {state['request']}?"})}
+
+    builder = StateGraph(Approval)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    graph = builder.compile(checkpointer=InMemorySaver(), name="approval")
+    handler = CallbackHandler()
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": f"hitl-{uuid.uuid4()}"}}
+    graph.invoke({"request": "refund"}, config=config)
+    paused = handler.last_trace_id
+    graph.invoke(Command(resume="yes"), config=config)
+    resumed = handler.last_trace_id
+
+    rows = stored_runs(real_lunary, traced_to_real)
+    assert paused is not None and resumed is not None and paused != resumed
+    assert rows[paused]["parent_run_id"] is None and rows[resumed]["parent_run_id"] == paused
+    assert rows[paused]["status"] == rows[resumed]["status"] == "success"
+    assert rows[paused]["metadata"]["interrupted"] is True
+    assert rows[paused]["output"] == [{"question": "approve refund?"}]
+    assert rows[resumed]["input"] == {"resume": "yes"}
+    assert rows[resumed]["output"] == {"request": "refund", "answer": "yes"}
+    asks = sorted((r for r in rows.values() if r["name"] == "ask"), key=lambda r: r["created_at"])
+    assert [r["parent_run_id"] for r in asks] == [paused, resumed]
