@@ -19,12 +19,14 @@ from lunatrace.api import (
 )
 from lunatrace.core.config import Config, ConfigError
 from lunatrace.core.context import identify, metadata, tags
+from lunatrace.core.ignore import Ignore
 from lunatrace.decorators import trace
 from lunatrace.notebook import show
 
 __all__ = [
     "Config",
     "ConfigError",
+    "Ignore",
     "Thread",
     "__version__",
     "configure",

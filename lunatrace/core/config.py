@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from lunatrace.core.ignore import IgnoreRules
 from lunatrace.core.serialize import scrub_text
 
 DEFAULT_API_URL = "https://api.lunary.ai"
@@ -78,6 +79,7 @@ class Config:
     http_timeout: float = 10.0
     exit_timeout: float = 5.0
     mask: MaskHook | None = None
+    ignore: IgnoreRules | None = None
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{f.name}={self.shown(f.name)!r}" for f in dataclasses.fields(self))
@@ -127,6 +129,11 @@ class Config:
             if not callable(overrides["mask"]):
                 raise ConfigError("setting 'mask' must be a callable mask(value) -> value", "mask")
             values["mask"] = overrides["mask"]
+        if overrides.get("ignore") is not None:
+            try:
+                values["ignore"] = IgnoreRules.of(overrides["ignore"])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"invalid value for setting 'ignore': {exc}", "ignore") from None
         return cls(**values)
 
 

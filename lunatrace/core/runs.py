@@ -48,6 +48,15 @@ class Known(NamedTuple):
     sampled: bool | None
 
 
+class Ignored(NamedTuple):
+    """A run left out by an ignore rule: the kept run its children attach to (``None``:
+    they are roots), or, with ``drop``, none (the run stays open as an unsampled run, so
+    its children are left out with it)."""
+
+    parent: str | None
+    drop: bool
+
+
 class Marks:
     """What a streaming or annotated run collects while it is open (worker side)."""
 
@@ -68,6 +77,8 @@ class RunRegistry:
         self.open: dict[str, RunState] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
         self._marks: dict[str, Marks] = {}
+        # Runs left out by an ignore rule, bounded like ``_recent``; empty unless rules are set.
+        self.ignored: OrderedDict[str, Ignored] = OrderedDict()
         self._paused: OrderedDict[str, str] = OrderedDict()  # conversation -> run that paused
 
     def __len__(self) -> int:
@@ -116,11 +127,18 @@ class RunRegistry:
 
         A parent never seen (a handler attached below the framework's root) falls back to
         ``enclosing`` (the lunatrace run around the call) when that is known, else the run
-        is a root.
+        is a root. An ignored run stands for the kept run its children attach to.
         """
+        if self.ignored:
+            named, enclosing = self.stand_in(named), self.stand_in(enclosing)
         if named is not None and self.is_known(named):
             return named
         return enclosing if self.is_known(enclosing) else None
+
+    def stand_in(self, run_id: str | None) -> str | None:
+        """``run_id``, or for a run ignored with its children kept, the run they attach to."""
+        entry = self.ignored.get(run_id) if run_id is not None else None
+        return run_id if entry is None or entry.drop else entry.parent
 
     def stale(self, started_before_ns: float) -> list[str]:
         """The open runs started before ``started_before_ns``: abandoned, never ended."""
@@ -145,9 +163,11 @@ class RunRegistry:
     def remember(self, run_id: str, run_type: str, sampled: bool | None = None) -> None:
         """Know ``run_id`` as a parent (bounded: the oldest are forgotten); ``sampled``
         ``None`` adopts a run whose sampling was decided elsewhere."""
-        self._recent[run_id] = Known(run_type, sampled)
-        while len(self._recent) > RECENT_RUNS:
-            self._recent.popitem(last=False)
+        _bounded(self._recent, run_id, Known(run_type, sampled))
+
+    def ignore(self, run_id: str, parent: str | None, drop: bool) -> None:
+        """Remember ``run_id`` as ignored (bounded: the oldest are forgotten)."""
+        _bounded(self.ignored, run_id, Ignored(parent, drop))
 
     def marks(self, run_id: str, *, make: bool = True) -> Marks | None:
         """The marks of an open run, made on first use unless ``make`` is false (``None``:
@@ -172,3 +192,9 @@ class RunRegistry:
     def resume(self, conversation: str) -> str | None:
         """The run that paused in ``conversation``, now resumed (``None``: none is known)."""
         return self._paused.pop(conversation, None)
+
+
+def _bounded(store: OrderedDict[str, Any], key: str, value: Any) -> None:
+    store[key] = value
+    while len(store) > RECENT_RUNS:
+        store.popitem(last=False)

@@ -236,6 +236,10 @@ class Tracer:
             return rid
         try:  # one frame, not helpers: this runs for every run started
             runs = self.runs
+            ignore = self.config.ignore
+            if ignore is not None and (rule := ignore.match(run_type, name)) is not None:
+                self._ignore_run(rid, run_type, rule.drops, parent_run_id)
+                return rid
             # The common case first: the parent is an open run, named by its string id.
             parent_state = runs.open.get(parent_run_id) if type(parent_run_id) is str else None
             if parent_state is not None:
@@ -281,6 +285,20 @@ class Tracer:
             failed(f"start of {run_type} run", exc)
         return rid
 
+    def _ignore_run(self, rid: str, run_type: str, drop: bool, parent_run_id: Any) -> None:
+        """Leave out a run an ignore rule matched: nothing is sent for it.
+
+        Its children attach to the kept run it stands for (its parent, resolved as for any
+        run: ignored ancestors stand for theirs), or, with ``drop``, it stays open as an
+        unsampled run, so that its children and everything under them are left out too.
+        """
+        runs = self.runs
+        parent = self.resolve_parent(parent_run_id)
+        if drop:
+            trace = runs.trace_of(parent)
+            runs.add(rid, RunState(run_type, trace[0] if trace else rid, False, self._now_ns(), None, None))
+        runs.ignore(rid, parent, drop)
+
     def end_run(
         self,
         run_id: Any,
@@ -299,6 +317,8 @@ class Tracer:
             rid = run_id if type(run_id) is str else str(run_id)
             state = self.runs.close(rid)
             if state is None:
+                if rid in self.runs.ignored:
+                    return True  # left out by an ignore rule: nothing to send
                 logger.debug("lunatrace: end for unknown or finished run %s ignored", rid)
                 return False
             if not state.sampled:
@@ -335,7 +355,7 @@ class Tracer:
         rid = str(run_id)
         state = self.runs.close(rid)
         if state is None:
-            return False
+            return rid in self.runs.ignored  # left out by an ignore rule: nothing to send
         if state.sampled:
             self._emit(error_event(state.run_type, rid, error, metadata))
             self._ended(rid, state)
