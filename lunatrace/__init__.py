@@ -14,6 +14,7 @@ from lunatrace.api import (
     get_tracer,
     open_thread,
     parent,
+    project,
     shutdown,
     stats,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "metadata",
     "open_thread",
     "parent",
+    "project",
     "show",
     "shutdown",
     "stats",

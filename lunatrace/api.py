@@ -8,11 +8,14 @@ local store, or to Lunary when ``LUNARY_PUBLIC_KEY``/``LUNARY_PRIVATE_KEY`` is s
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import hashlib
 import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from lunatrace.core import context, guard, processes
@@ -27,6 +30,12 @@ logger = logging.getLogger("lunatrace")
 _tracer: Tracer | None = None
 _lock = threading.Lock()
 _atexit_registered = False
+# Other projects this process sends to (``project()``, a handler's ``project_key``): a
+# tracer each, with a worker and a spool of its own, so that each keeps one request in
+# flight and nothing spooled for one is ever sent to another.
+_projects: dict[tuple[str, str], Tracer] = {}
+_routed: ContextVar[Tracer | None] = ContextVar("lunatrace_project", default=None)
+_ever_routed = False  # no ``project()`` block yet: ``get_tracer`` skips the lookup
 
 
 def _new_tracer(config: Config) -> Tracer:
@@ -38,7 +47,18 @@ def _new_tracer(config: Config) -> Tracer:
 
 
 def get_tracer() -> Tracer:
-    """The process's tracer, created from the environment on first use."""
+    """The process's tracer, created from the environment on first use; inside a
+    :func:`project` block, that project's."""
+    if _ever_routed:
+        routed = _routed.get()
+        if routed is not None:
+            return routed
+    tracer = _tracer
+    return tracer if tracer is not None else _process_tracer()
+
+
+def _process_tracer() -> Tracer:
+    """The process's own tracer, whatever :func:`project` block is active."""
     global _tracer, _atexit_registered
     tracer = _tracer
     if tracer is not None:
@@ -103,24 +123,83 @@ def configure(**settings: Any) -> Config:
         if not _atexit_registered:
             _register_exit_flush()
             _atexit_registered = True
-    if previous is not None:
-        previous.shutdown(previous.config.exit_timeout)
+        others = list(_projects.values())
+        _projects.clear()  # made again on first use, with the new settings
+    for each in [*others, *([previous] if previous is not None else [])]:
+        each.shutdown(each.config.exit_timeout)
     return config
 
 
+def tracer_for(project_key: str, api_url: str | None = None) -> Tracer:
+    """The tracer that sends to ``project_key`` (at ``api_url``, else the configured
+    server), made on first use with the process's other settings.
+
+    Its spool is a store of its own beside the configured one (``projects/<id>/``, named
+    by a digest of the key and URL, never the key): what is kept for one project is
+    re-sent to that project only. Raises :class:`ConfigError` for a key or URL that is
+    not valid, so that a mistyped setting never sends data to the wrong place.
+    """
+    base = _process_tracer().config
+    checked = Config.resolve(env={}, project_key=project_key, api_url=api_url or base.api_url)
+    route = (str(checked.project_key), checked.api_url)
+    if route == (base.project_key, base.api_url):
+        return _process_tracer()
+    tracer = _projects.get(route)
+    if tracer is not None:
+        return tracer
+    with _lock:
+        tracer = _projects.get(route)
+        if tracer is None:
+            digest = hashlib.sha256("\n".join(route).encode()).hexdigest()[:16]
+            store = base.store_path.parent / "projects" / digest / base.store_path.name
+            config = dataclasses.replace(base, project_key=route[0], api_url=route[1], store_path=store)
+            tracer = _projects[route] = _new_tracer(config)
+        return tracer
+
+
+@contextmanager
+def project(project_key: str, api_url: str | None = None) -> Iterator[Tracer]:
+    """Send every run started in the body to another Lunary project (any integration:
+    ``@trace``, LangChain, LlamaIndex), at ``api_url`` or the configured server.
+
+    The runs of one trace stay in one project: start the block around the whole work.
+    Raises :class:`ConfigError` for an invalid key or URL.
+    """
+    global _ever_routed
+    tracer = tracer_for(project_key, api_url)
+    _ever_routed = True
+    token = _routed.set(tracer)
+    try:
+        yield tracer
+    finally:
+        _routed.reset(token)
+
+
+def _all_tracers() -> list[Tracer]:
+    tracers = list(_projects.values())
+    return [_tracer, *tracers] if _tracer is not None else tracers
+
+
 def flush(timeout: float | None = 10.0) -> bool:
-    """Block until every event emitted so far is delivered (or stored); ``True`` if done."""
-    return get_tracer().flush(timeout)
+    """Block until every event emitted so far is delivered (or stored), for every project
+    this process sends to; ``True`` if done."""
+    default = _process_tracer()
+    others = [tracer for tracer in _all_tracers() if tracer is not default]
+    return all([default.flush(timeout), *(tracer.flush(timeout) for tracer in others)])
 
 
 def shutdown(timeout: float | None = None) -> bool:
-    """Flush within ``timeout`` (default: the exit timeout) and stop the background worker."""
+    """Flush within ``timeout`` (default: the exit timeout) and stop the background
+    workers (the other projects' too)."""
     global _tracer
     with _lock:
         tracer, _tracer = _tracer, None
-    if tracer is None:
-        return True
-    return tracer.shutdown(tracer.config.exit_timeout if timeout is None else timeout)
+        others = list(_projects.values())
+        _projects.clear()
+    done = True
+    for each in [*others, *([tracer] if tracer is not None else [])]:
+        done = each.shutdown(each.config.exit_timeout if timeout is None else timeout) and done
+    return done
 
 
 def stats() -> dict[str, int]:
@@ -142,8 +221,7 @@ def _register_exit_flush() -> None:
 
 
 def _flush_at_exit() -> None:
-    tracer = _tracer
-    if tracer is not None:
+    for tracer in _all_tracers():
         tracer.shutdown(tracer.config.exit_timeout)
 
 
