@@ -30,6 +30,7 @@ from lunatrace.api import Thread, get_tracer
 from lunatrace.core import context
 from lunatrace.core.events import error_payload
 from lunatrace.core.guard import failed, never_raises
+from lunatrace.core.ignore import Ignore, IgnoreRules
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.tracer import FROM_CONTEXT
 from lunatrace.integrations.langchain import mapping
@@ -64,6 +65,14 @@ _DETAIL: dict[str, str] = {
     "on_tool_start": "tool_call_id",
 }
 UNAFFECTED = "the LangChain run is unaffected"
+# The type and default name each start hook's run is recorded with (llm runs: by type only).
+_RECORDED: dict[str, tuple[str, str | None]] = {
+    "on_chain_start": ("chain", "chain"),
+    "on_chat_model_start": ("llm", None),
+    "on_llm_start": ("llm", None),
+    "on_tool_start": ("tool", "tool"),
+    "on_retriever_start": ("retriever", "retriever"),
+}
 
 
 def _start_hook(hook: str) -> Callable[..., None]:
@@ -150,7 +159,10 @@ class CallbackHandler(BaseCallbackHandler):
     :class:`lunatrace.Thread` or a thread id) records each root's input and output as a
     user and an assistant message of that conversation, with the run nested under the
     user message; ``sample_rate`` keeps that fraction of whole traces; ``show_internal``
-    keeps the runs LangChain marks ``langsmith:hidden`` instead of folding them away.
+    keeps the runs LangChain marks ``langsmith:hidden`` instead of folding them away;
+    ``ignore`` leaves out the runs its rules match (:class:`lunatrace.Ignore`, or a run
+    type or name pattern as a string), their children attached to the nearest kept
+    ancestor or, for a rule with ``children="drop"``, left out too.
     A per-call ``metadata={"user_id": ..., "user_props": ...}`` overrides ``user_id``.
     """
 
@@ -167,6 +179,7 @@ class CallbackHandler(BaseCallbackHandler):
         thread: Thread | str | None = None,
         sample_rate: float = 1.0,
         show_internal: bool = False,
+        ignore: IgnoreRules | Sequence[Ignore | str] | None = None,
     ) -> None:
         if not 0.0 <= float(sample_rate) <= 1.0:
             raise ValueError("sample_rate must be between 0 and 1")
@@ -177,6 +190,7 @@ class CallbackHandler(BaseCallbackHandler):
         self.thread = Thread(thread) if isinstance(thread, str) else thread
         self.sample_rate = float(sample_rate)
         self.show_internal = show_internal
+        self.ignore = IgnoreRules.of(ignore)  # None without rules: the hooks then never look
         self._unsampled: dict[Any, None] = {}  # runs of traces not sampled
         self._exchanges: dict[Any, Thread] = {}  # root run id -> thread, when ``thread`` is set
         self._streaming: dict[Any, None] = {}  # llm runs whose first token was seen
@@ -224,17 +238,25 @@ class CallbackHandler(BaseCallbackHandler):
             parent is None
             or self._unsampled
             or (tags and hook in _FOLDABLE and mapping.HIDDEN_TAG in tags and not self.show_internal)
+            or self.ignore is not None
         ):
-            root = self._admit(hook, run_id, parent, tags, metadata, payload)
+            root = self._admit(hook, run_id, parent, tags, metadata, payload, serialized, kwargs)
             if root is _SKIP:
                 return
-        get_tracer().queue_hook(
+        frame = context.current_frame()
+        tracer = get_tracer()
+        if frame is not None and tracer.runs.ignored:
+            frame = _kept_frame(frame, tracer.runs.ignored, parent)
+            if frame is _SKIP:
+                _remember(self._unsampled, run_id, None)
+                return
+        tracer.queue_hook(
             LangChainStart(
                 hook,
                 run_id,
                 parent,
                 root,
-                context.current_frame(),
+                frame,
                 context.current_user(),
                 context.current_tags(),
                 context.current_metadata(),
@@ -255,14 +277,18 @@ class CallbackHandler(BaseCallbackHandler):
         tags: Sequence[str] | None,
         metadata: Mapping[str, Any] | None,
         payload: Any,
+        serialized: Any = None,
+        kwargs: Mapping[str, Any] | None = None,
     ) -> Any:
-        """``_SKIP`` for a run left out (folded, or in a trace not sampled); for a root,
-        its parent and user; else ``None``.
+        """``_SKIP`` for a run left out (folded, ignored, or in a trace not sampled); for a
+        root, its parent and user; else ``None``.
 
         Only chains are folded: LangChain tags are inherited, so the model calls and tools
         under a hidden chain carry the tag too, and they are the content worth seeing. A
         root's trace is sampled at the handler's rate (and the tracer's); a root started
-        inside an unsampled lunatrace trace is left out with it.
+        inside an unsampled lunatrace trace is left out with it. A run an ignore rule
+        matches is folded like a hidden one, or, when the rule drops its children, left
+        out like an unsampled one.
         """
         if parent is not None and self._unsampled and parent in self._unsampled:
             _remember(self._unsampled, run_id, None)
@@ -270,6 +296,11 @@ class CallbackHandler(BaseCallbackHandler):
         if hook in _FOLDABLE and tags and not self.show_internal and mapping.HIDDEN_TAG in tags:
             _remember(HIDDEN, run_id, parent)
             return _SKIP
+        if self.ignore is not None:
+            rule = self.ignore.match(*_recorded(hook, serialized, kwargs, metadata))
+            if rule is not None:
+                _remember(self._unsampled if rule.drops else HIDDEN, run_id, None if rule.drops else parent)
+                return _SKIP
         if parent is not None:
             return None
         tracer = get_tracer()
@@ -443,6 +474,34 @@ class CallbackHandler(BaseCallbackHandler):
         if error is not None:
             data["error"] = f"{type(error).__name__}: {error}"
         self._annotate(run_id, "retry", data)
+
+
+def _recorded(
+    hook: str, serialized: Any, kwargs: Mapping[str, Any] | None, metadata: Mapping[str, Any] | None
+) -> tuple[str, str | None]:
+    """The type and name a start's run is recorded with, as ignore rules match them: the
+    ``name`` given to the call, else the serialized class name; llm runs by type only."""
+    run_type, default = _RECORDED[hook]
+    if default is None:
+        return run_type, None
+    name = (kwargs or {}).get("name") or mapping.class_name(serialized) or default
+    return (mapping.chain_type(name, metadata) if run_type == "chain" else run_type), name
+
+
+def _kept_frame(frame: context.RunFrame | None, ignored: Mapping[str, Any], parent: Any) -> Any:
+    """The innermost decorated function around a run that was not ignored (``_SKIP``: the
+    run sits inside one ignored with its children, and is left out too).
+
+    A run nests under the innermost function when it started inside that function's
+    LangChain parent (``parent`` in the frame's ``framework_runs``); an ignored function
+    gives way to the next one out, which the run nests under only on the same terms.
+    """
+    key = None if parent is None else str(parent)
+    while frame is not None and (entry := ignored.get(frame.run_id)) is not None:
+        if entry.drop and key is not None and key in frame.framework_runs:
+            return _SKIP
+        frame = frame.parent
+    return frame
 
 
 def _remember(store: dict[Any, Any], key: Any, value: Any) -> None:
