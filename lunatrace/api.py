@@ -33,7 +33,7 @@ _atexit_registered = False
 # Other projects this process sends to (``project()``, a handler's ``project_key``): a
 # tracer each, with a worker and a spool of its own, so that each keeps one request in
 # flight and nothing spooled for one is ever sent to another.
-_projects: dict[tuple[str, str], Tracer] = {}
+_projects: dict[tuple[str, str | None], Tracer] = {}  # by route, and by the arguments as given
 _routed: ContextVar[Tracer | None] = ContextVar("lunatrace_project", default=None)
 _ever_routed = False  # no ``project()`` block yet: ``get_tracer`` skips the lookup
 
@@ -123,7 +123,7 @@ def configure(**settings: Any) -> Config:
         if not _atexit_registered:
             _register_exit_flush()
             _atexit_registered = True
-        others = list(_projects.values())
+        others = [each for each in _all_tracers() if each is not tracer and each is not previous]
         _projects.clear()  # made again on first use, with the new settings
     for each in [*others, *([previous] if previous is not None else [])]:
         each.shutdown(each.config.exit_timeout)
@@ -139,14 +139,14 @@ def tracer_for(project_key: str, api_url: str | None = None) -> Tracer:
     re-sent to that project only. Raises :class:`ConfigError` for a key or URL that is
     not valid, so that a mistyped setting never sends data to the wrong place.
     """
+    tracer = _projects.get((project_key, api_url))  # the common case: asked before, as is
+    if tracer is not None:
+        return tracer
     base = _process_tracer().config
     checked = Config.resolve(env={}, project_key=project_key, api_url=api_url or base.api_url)
     route = (str(checked.project_key), checked.api_url)
     if route == (base.project_key, base.api_url):
         return _process_tracer()
-    tracer = _projects.get(route)
-    if tracer is not None:
-        return tracer
     with _lock:
         tracer = _projects.get(route)
         if tracer is None:
@@ -154,6 +154,7 @@ def tracer_for(project_key: str, api_url: str | None = None) -> Tracer:
             store = base.store_path.parent / "projects" / digest / base.store_path.name
             config = dataclasses.replace(base, project_key=route[0], api_url=route[1], store_path=store)
             tracer = _projects[route] = _new_tracer(config)
+        _projects[(project_key, api_url)] = tracer
         return tracer
 
 
@@ -176,7 +177,7 @@ def project(project_key: str, api_url: str | None = None) -> Iterator[Tracer]:
 
 
 def _all_tracers() -> list[Tracer]:
-    tracers = list(_projects.values())
+    tracers = list({id(tracer): tracer for tracer in _projects.values()}.values())  # once each
     return [_tracer, *tracers] if _tracer is not None else tracers
 
 
@@ -194,7 +195,7 @@ def shutdown(timeout: float | None = None) -> bool:
     global _tracer
     with _lock:
         tracer, _tracer = _tracer, None
-        others = list(_projects.values())
+        others = [each for each in _all_tracers() if each is not tracer]
         _projects.clear()
     done = True
     for each in [*others, *([tracer] if tracer is not None else [])]:

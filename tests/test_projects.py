@@ -93,3 +93,49 @@ def test_a_bad_project_key_or_url_is_refused_before_anything_is_sent(traced_to_s
 def test_the_configured_project_named_again_is_the_process_tracer(traced_to_server: FakeLunary) -> None:
     with lunatrace.project(traced_to_server.key) as routed:
         assert routed is api._tracer
+
+
+def test_a_handler_with_its_own_project_sends_its_runs_and_thread_there(traced_to_server: FakeLunary) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    with FakeLunary() as other:
+
+        @lunatrace.trace(name="helper")
+        def helper(x: str) -> str:
+            return x
+
+        chain = RunnableLambda(lambda x: helper(x) + "!", name="shout")
+        routed = CallbackHandler(project_key=other.key, api_url=other.url, thread="support-7")
+        chain.invoke("hi", config={"callbacks": [routed]})
+        chain.invoke("ho", config={"callbacks": [CallbackHandler()]})
+        assert lunatrace.flush(10)
+        theirs = [e for e in other.events if e["event"] == "start"]
+        assert [e["name"] for e in theirs] == ["shout"]
+        assert [e["message"]["content"] for e in other.events if e["event"] == "chat"] == ["hi", "hi!"]
+        mine = [e for e in traced_to_server.events if e["event"] == "start"]
+        assert [e["name"] for e in mine] == ["helper", "shout", "helper"]
+        # The function called inside the other project's run could not nest under it: a root
+        # here rather than a child of a run this project never receives.
+        assert "parentRunId" not in mine[0]
+        assert mine[2]["parentRunId"] == mine[1]["runId"]
+        assert_valid_tree(traced_to_server.events)
+
+
+def test_the_official_handlers_constructor_is_accepted(traced_to_server: FakeLunary) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    from lunatrace.integrations.langchain import LunaryCallbackHandler
+
+    with FakeLunary() as other:
+        handler = LunaryCallbackHandler(app_id=other.key, api_url=other.url, ignore=["hidden-*"])
+        inner = RunnableLambda(lambda x: x, name="hidden-step")
+        RunnableLambda(lambda x: inner.invoke(x), name="kept").invoke(1, config={"callbacks": [handler]})
+        assert lunatrace.flush(10)
+        assert [e["name"] for e in other.events if e["event"] == "start"] == ["kept"]
+        assert traced_to_server.events == []
+    default = LunaryCallbackHandler()
+    assert default.tracer() is lunatrace.get_tracer()
+    with pytest.raises(ConfigError):
+        LunaryCallbackHandler(app_id="not a key")

@@ -13,7 +13,7 @@ from lunatrace.integrations._requires import require
 require("langchain", ("langchain_core",), "langchain")
 
 # The imports below need langchain_core, checked just above.
-from lunatrace.integrations.langchain.handler import CallbackHandler  # noqa: E402
+from lunatrace.integrations.langchain.handler import CallbackHandler, LunaryCallbackHandler  # noqa: E402
 from lunatrace.integrations.langchain.instrument import (  # noqa: E402
     instrument,
     instrumented_handler,
@@ -23,4 +23,4 @@ from lunatrace.integrations.langchain.nesting import register as _register_nesti
 
 _register_nesting()
 
-__all__ = ["CallbackHandler", "instrument", "instrumented_handler", "uninstrument"]
+__all__ = ["CallbackHandler", "LunaryCallbackHandler", "instrument", "instrumented_handler", "uninstrument"]

@@ -26,13 +26,13 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from lunatrace.api import Thread, get_tracer
+from lunatrace.api import Thread, get_tracer, tracer_for
 from lunatrace.core import context
 from lunatrace.core.events import error_payload
 from lunatrace.core.guard import failed, never_raises
 from lunatrace.core.ignore import Ignore, IgnoreRules
 from lunatrace.core.serialize import Deferred
-from lunatrace.core.tracer import FROM_CONTEXT
+from lunatrace.core.tracer import FROM_CONTEXT, Tracer
 from lunatrace.integrations.langchain import mapping
 from lunatrace.integrations.langchain.convert import is_message, message_to_openai
 from lunatrace.integrations.langchain.runs import (
@@ -119,11 +119,12 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
                 parent: Any = parent_run_id
                 if HIDDEN and parent is not None:
                     parent = HIDDEN.get(parent, parent)
-                get_tracer().queue_hook(LangChainEnd(hook, run_id, parent, outcome, kwargs.get("inputs")))
+                tracer = get_tracer() if self._route is None else tracer_for(*self._route)  # inlined
+                tracer.queue_hook(LangChainEnd(hook, run_id, parent, outcome, kwargs.get("inputs")))
             if self._exchanges:
                 self._close_exchange(run_id, outcome if reply is None else reply(outcome))
             if parent_run_id is None:
-                get_tracer().root_ended()
+                self.tracer().root_ended()
         except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: never break the run
             failed(hook, exc, UNAFFECTED)
 
@@ -180,9 +181,17 @@ class CallbackHandler(BaseCallbackHandler):
         sample_rate: float = 1.0,
         show_internal: bool = False,
         ignore: IgnoreRules | Sequence[Ignore | str] | None = None,
+        project_key: str | None = None,
+        api_url: str | None = None,
     ) -> None:
         if not 0.0 <= float(sample_rate) <= 1.0:
             raise ValueError("sample_rate must be between 0 and 1")
+        if project_key is None and api_url is not None:
+            raise ValueError("api_url needs the project_key of the project it serves")
+        # Another project than the process's: checked now (a bad key raises here, not later).
+        self._route = None if project_key is None else (project_key, api_url)
+        if self._route is not None:
+            tracer_for(*self._route)
         self.user_id = None if user_id is None else str(user_id)
         self.user_props = dict(user_props) if user_props else None
         self.tags = list(tags) if tags else None
@@ -198,6 +207,11 @@ class CallbackHandler(BaseCallbackHandler):
 
     def __repr__(self) -> str:
         return f"CallbackHandler(user_id={self.user_id!r}, sample_rate={self.sample_rate})"
+
+    def tracer(self) -> Tracer:
+        """The tracer this handler records to: its own project's, else the process's (or
+        that of the :func:`lunatrace.project` block around the call)."""
+        return get_tracer() if self._route is None else tracer_for(*self._route)
 
     @property
     def last_trace_id(self) -> str | None:
@@ -244,7 +258,7 @@ class CallbackHandler(BaseCallbackHandler):
             if root is _SKIP:
                 return
         frame = context.current_frame()
-        tracer = get_tracer()
+        tracer = get_tracer() if self._route is None else tracer_for(*self._route)  # self.tracer(), inlined
         if frame is not None and tracer.runs.ignored:
             frame = _kept_frame(frame, tracer.runs.ignored, parent)
             if frame is _SKIP:
@@ -303,7 +317,7 @@ class CallbackHandler(BaseCallbackHandler):
                 return _SKIP
         if parent is not None:
             return None
-        tracer = get_tracer()
+        tracer = self.tracer()
         context_parent = tracer.resolve_parent(FROM_CONTEXT)
         rate = self.sample_rate * tracer.config.sample_rate
         if (context_parent is not None and not tracer.is_sampled(context_parent)) or (
@@ -339,7 +353,7 @@ class CallbackHandler(BaseCallbackHandler):
         thread = self.thread
         assert thread is not None
         _remember(self._exchanges, run_id, thread)
-        return get_tracer().track_message(
+        return self.tracer().track_message(
             thread.id,
             "user",
             _chat_text(payload, "input"),
@@ -362,9 +376,20 @@ class CallbackHandler(BaseCallbackHandler):
         if isinstance(output, _Failed):
             error = output.error
             text = error_payload(error)["message"] if isinstance(error, BaseException) else str(error)
-            thread.track_message("assistant", text, metadata={"status": "error"})
+            self._answer(thread, text, {"status": "error"})
         else:
-            thread.track_message("assistant", "" if output is None else _chat_text(output, "output"))
+            self._answer(thread, "" if output is None else _chat_text(output, "output"))
+
+    def _answer(self, thread: Thread, content: Any, metadata: Mapping[str, Any] | None = None) -> None:
+        self.tracer().track_message(
+            thread.id,
+            "assistant",
+            content,
+            thread_tags=thread.tags,
+            user_id=thread.user_id,
+            user_props=thread.user_props,
+            metadata=metadata,
+        )
 
     def _annotate(self, run_id: UUID, name: str, data: Any) -> None:
         """Record an event on a run (on its shown ancestor when the run is folded)."""
@@ -372,7 +397,7 @@ class CallbackHandler(BaseCallbackHandler):
         if HIDDEN:
             target = HIDDEN.get(target, target)
         if target is not None:
-            get_tracer().queue_hook(LangChainAnnotation(target, name, data))
+            self.tracer().queue_hook(LangChainAnnotation(target, name, data))
 
     # --- chains and agents -----------------------------------------------------------------
 
@@ -410,7 +435,7 @@ class CallbackHandler(BaseCallbackHandler):
         try:
             if run_id not in self._streaming:  # only the first token's time is kept
                 _remember(self._streaming, run_id, None)
-                get_tracer().queue_hook(LangChainFirstToken(run_id))
+                self.tracer().queue_hook(LangChainFirstToken(run_id))
         except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: never break the run
             failed("on_llm_new_token", exc, UNAFFECTED)
 
@@ -544,3 +569,26 @@ def _is_message_dict(value: Mapping[str, Any]) -> bool:
 
 def _content(message: Any) -> Any:
     return message_to_openai(message).get("content")
+
+
+class LunaryCallbackHandler(CallbackHandler):
+    """The official ``lunary`` SDK's handler constructor, so that migrating is an import.
+
+    ``app_id`` is the project's public key (default: the configured one, from
+    ``LUNARY_PUBLIC_KEY``), ``api_url`` its server; ``ignore`` takes the same rules as
+    :class:`CallbackHandler`, whose other options are accepted as keywords.
+    """
+
+    def __init__(
+        self,
+        app_id: str | None = None,
+        api_url: str | None = None,
+        *,
+        ignore: IgnoreRules | Sequence[Ignore | str] | None = None,
+        **options: Any,
+    ) -> None:
+        if app_id is None and api_url is not None:
+            app_id = get_tracer().config.project_key  # the configured project, on that server
+            if app_id is None:
+                raise ValueError("api_url needs an app_id (the project's public key)")
+        super().__init__(project_key=app_id, api_url=api_url, ignore=ignore, **options)

@@ -40,6 +40,8 @@ def current_langchain_run() -> str | None:
             return None
     rid = str(run_id)
     tracer = get_tracer()
+    if handler.tracer() is not tracer:
+        return None  # the handler sends to another project: nothing here can nest under it
     if not tracer.is_known(rid):
         tracer.runs.remember(rid, "chain", sampled=run_id not in handler._unsampled)
     return rid
