@@ -52,9 +52,14 @@ def test_thread_messages_parent_the_work_they_trigger(memory_sink: MemorySink) -
     thread.track_message("assistant", reply)
     events = memory_sink.events
     assert [e["event"] for e in events] == ["chat", "start", "end", "chat"]
+    assert events[0]["runId"] == question  # the id returned is the message's own
     run = by_name(events, "answer")[0]
     assert run["parentRunId"] == question
     assert {e["parentRunId"] for e in events if e["event"] == "chat"} == {thread.id}
+    assert [(e["threadTags"], e["userId"]) for e in events if e["event"] == "chat"] == [
+        (["support"], "u-1"),
+        (["support"], "u-1"),
+    ]
     assert [e["message"]["role"] for e in events if e["event"] == "chat"] == ["user", "assistant"]
     assert_valid_tree(events, allow_parents=[question])
 
@@ -67,7 +72,9 @@ def test_continuing_a_thread_from_another_process(memory_sink: MemorySink) -> No
     assert by_name(memory_sink.events, "answer")[0]["parentRunId"] == earlier_message
     mid = lunatrace.open_thread(thread_id).track_message("assistant", "done", message_id=earlier_message)
     assert mid == earlier_message
-    assert memory_sink.events[-1]["parentRunId"] == thread_id
+    message = memory_sink.events[-1]
+    assert (message["event"], message["runId"]) == ("chat", earlier_message)
+    assert message["parentRunId"] == thread_id
 
 
 def test_a_string_parent_id_names_the_run_the_server_keeps_for_it(memory_sink: MemorySink) -> None:
@@ -95,7 +102,7 @@ def test_feedback_after_the_run(memory_sink: MemorySink) -> None:
     assert rid is not None
     assert lunatrace.feedback(rid, thumb="down", comment="wrong", source="widget")
     event = memory_sink.events[-1]
-    assert event["event"] == "feedback" and event["type"] == "agent"
+    assert event["event"] == "feedback" and event["type"] == "agent" and event["runId"] == rid
     assert event["feedback"] == {"thumb": "down", "comment": "wrong", "source": "widget"}
 
 
@@ -128,10 +135,13 @@ def test_flush_delivers_and_shutdown_stops(traced_to_server: FakeLunary) -> None
 
 
 def test_everything_is_exported() -> None:
-    for name in (
+    public = {
         "configure",
         "flush",
         "shutdown",
+        "stats",
+        "get_tracer",
+        "project",
         "trace",
         "identify",
         "tags",
@@ -140,13 +150,18 @@ def test_everything_is_exported() -> None:
         "feedback",
         "open_thread",
         "parent",
+        "show",
         "Thread",
         "Config",
         "ConfigError",
+        "Ignore",
         "__version__",
-    ):
-        assert name in lunatrace.__all__
-        assert getattr(lunatrace, name) is not None
+    }
+    assert set(lunatrace.__all__) == public
+    namespace: dict[str, object] = {}
+    exec("from lunatrace import *", namespace)  # what an application's star import gets
+    assert public <= set(namespace)
+    assert namespace["configure"] is api.configure and namespace["Thread"] is api.Thread
 
 
 def test_a_bad_server_url_sends_nothing_anywhere_and_keeps_events_locally(
