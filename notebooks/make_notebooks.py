@@ -89,8 +89,8 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         code(
             "from langchain.agents import create_agent\n"
             "from langchain_core.tools import tool\n\n"
-            "from lunatrace.demo.models import ScriptedChatModel, tool_calls\n"
-            "from lunatrace.integrations.langchain import CallbackHandler\n\n\n"
+            "from lunatrace.integrations.langchain import CallbackHandler\n"
+            "from lunatrace.testing import ScriptedChatModel, tool_calls\n\n\n"
             "@tool\n"
             "def get_weather(city: str) -> str:\n"
             '    """The current weather in a city."""\n'

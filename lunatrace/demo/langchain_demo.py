@@ -10,8 +10,8 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from langgraph.graph import END, START, StateGraph
 
-from lunatrace.demo.models import ScriptedChatModel, tool_calls
 from lunatrace.integrations.langchain import CallbackHandler
+from lunatrace.testing import ScriptedChatModel, tool_calls
 
 
 @tool

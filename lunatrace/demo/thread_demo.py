@@ -5,8 +5,8 @@ from __future__ import annotations
 from langchain_core.prompts import ChatPromptTemplate
 
 import lunatrace
-from lunatrace.demo.models import ScriptedChatModel
 from lunatrace.integrations.langchain import CallbackHandler
+from lunatrace.testing import ScriptedChatModel
 
 
 @lunatrace.trace(type="agent", name="book_recommender")
