@@ -30,6 +30,13 @@ SHAPES = {
         for p in children: p.join()
         expected = 3 * (TASK_EVENTS + 1)
     """,
+    "fork Process leaving a run open": """
+        # No root run ends in the child: only the exit of the Process can deliver.
+        def leave_open(label):
+            lunatrace.get_tracer().start_run("tool", label, None)
+        p = mp.get_context("fork").Process(target=leave_open, args=("open",)); p.start(); p.join()
+        expected = 1
+    """,
     "forkserver Process": """
         ctx = mp.get_context("forkserver")
         p = ctx.Process(target=process_main, args=("fs",)); p.start(); p.join()
@@ -54,6 +61,7 @@ SHAPES = {
 
 PROGRAM = """
 import multiprocessing as mp
+import lunatrace
 from concurrent.futures import ProcessPoolExecutor
 from tests.support.mp_tasks import RUNS_PER_TASK, process_main, task
 
@@ -129,3 +137,29 @@ def test_an_applications_own_sigterm_handler_is_never_replaced() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "True"
+
+
+def test_a_forked_child_does_not_inherit_the_sigterm_handler() -> None:
+    # A pool worker with it could hang Pool.__exit__, which terminates workers with SIGTERM.
+    done = run(
+        textwrap.dedent(
+            """
+            import multiprocessing as mp, signal
+            import lunatrace
+
+            def report(queue):
+                queue.put(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+
+            if __name__ == "__main__":
+                lunatrace.trace(print)("traced")
+                ctx = mp.get_context("fork")
+                queue = ctx.Queue()
+                child = ctx.Process(target=report, args=(queue,))
+                child.start()
+                print(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, queue.get(timeout=30))
+                child.join()
+            """
+        )
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-2:] == ["True", "True"]  # installed in the parent, not in the child
