@@ -6,19 +6,31 @@ import argparse
 import dataclasses
 import sys
 
-from lunatrace.core.config import Config, mask_key, redact
+from lunatrace.core.config import Config, ConfigError, mask_key, redact
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """No options: doctor reads the same environment the traced program does."""
 
 
+# Where events go: a bad value here stops doctor (it would check, with the key, a server
+# the user did not choose); a bad value of any other setting is a problem it reports.
+DESTINATION = frozenset({"project_key", "api_url"})
+
+
 def run(args: argparse.Namespace) -> int:
-    config = Config.resolve()
+    healthy = True
+    try:
+        config = Config.resolve()
+    except ConfigError as exc:
+        if exc.setting in DESTINATION:
+            raise
+        print(f"Configuration: PROBLEM, {exc} (shown below with such values left out)")
+        config, healthy = Config.resolve_for(DESTINATION), False
     print("Configuration (arguments to configure() are not seen here: environment and defaults):")
     for item in dataclasses.fields(config):
         print(f"  {item.name:<17} {config.shown(item.name)}")
-    healthy = check_server(config)
+    healthy = check_server(config) and healthy
     healthy = check_store(config) and healthy
     return 0 if healthy else 1
 

@@ -9,6 +9,19 @@ from pathlib import Path
 from lunatrace.core.config import Config, mask_key, redact
 from lunatrace.core.transport.store import StoreError, open_existing
 
+# What an upload reads; a bad value of any other setting is reported and left out.
+PUSH_SETTINGS = frozenset(
+    {
+        "project_key",
+        "api_url",
+        "store_path",
+        "batch_max_events",
+        "batch_max_bytes",
+        "http_timeout",
+        "retry_timeout",
+    }
+)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dry-run", action="store_true", help="only say what would be uploaded")
@@ -18,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lunatrace.core.transport.push import push
 
-    config = Config.resolve()
+    config = Config.resolve_for(PUSH_SETTINGS)
     path = args.store or config.store_path
     if not Path(path).expanduser().is_file():
         print(f"Nothing to push: no store at {path}.")

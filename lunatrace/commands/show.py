@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
     from lunatrace.view.load import TraceNotFound, load_trace
     from lunatrace.view.text import render_text
 
-    path = args.store or Config.resolve().store_path
+    path = args.store or Config.resolve_for({"store_path"}).store_path
     try:
         store = open_existing(path)
         trace = load_trace(store, args.trace_id)

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.limit <= 0:
         print("lunatrace traces: --limit must be a positive number", file=sys.stderr)
         return 2
-    path = args.store or Config.resolve().store_path
+    path = args.store or Config.resolve_for({"store_path"}).store_path
     try:
         store = open_existing(path)
         filters = {

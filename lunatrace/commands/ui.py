@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from lunatrace.core.transport.store import StoreError
     from lunatrace.ui.server import is_loopback, make_server
 
-    store_path = args.store or Config.resolve().store_path
+    store_path = args.store or Config.resolve_for({"store_path"}).store_path
     try:
         server = make_server(store_path, args.host, args.port)
     except StoreError as exc:

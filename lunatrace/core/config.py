@@ -9,14 +9,18 @@ instead of surfacing later as an obscure transport error.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from lunatrace.core.ignore import IgnoreRules
 from lunatrace.core.serialize import scrub_text
+
+logger = logging.getLogger("lunatrace")
+N = TypeVar("N", int, float)
 
 DEFAULT_API_URL = "https://api.lunary.ai"
 
@@ -105,6 +109,22 @@ class Config:
         return bool(self.project_key)
 
     @classmethod
+    def resolve_for(cls, needed: Collection[str], env: Mapping[str, str] | None = None) -> Config:
+        """The settings from the environment for a task that uses only ``needed`` (a
+        command of the CLI): a bad variable of another setting is reported (a warning)
+        and left out, so that a mistake elsewhere never stops it; a bad one it needs
+        raises :class:`ConfigError`."""
+        environ = dict(os.environ if env is None else env)
+        while True:
+            try:
+                return cls.resolve(env=environ)
+            except ConfigError as exc:
+                names = ENVIRONMENT_VARIABLES.get(exc.setting or "", ())
+                if exc.setting in needed or not any(environ.pop(name, None) is not None for name in names):
+                    raise
+                logger.warning("lunatrace: %s; left out for this command", exc)
+
+    @classmethod
     def resolve(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Combine explicit ``overrides`` (non-``None`` values win) with ``env`` and defaults.
 
@@ -174,10 +194,18 @@ def _parse_key(raw: Any) -> str:
 def _positive_int(raw: Any) -> int:
     if isinstance(raw, bool):
         raise ValueError("expected a positive integer")
-    value = int(raw)
+    value = _number(raw, int, "a positive integer")
     if value <= 0:
         raise ValueError("expected a positive integer")
     return value
+
+
+def _number(raw: Any, kind: Callable[[Any], N], expected: str) -> N:
+    """``kind(raw)``, or a ``ValueError`` saying what was expected (not Python's message)."""
+    try:
+        return kind(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"expected {expected}") from None
 
 
 MIN_FIELD_BYTES = 256
@@ -191,14 +219,14 @@ def _field_size(raw: Any) -> int:
 
 
 def _positive_float(raw: Any) -> float:
-    value = float(raw)
+    value = _number(raw, float, "a positive number of seconds")
     if not value > 0 or value == float("inf"):
         raise ValueError("expected a positive number of seconds")
     return value
 
 
 def _rate(raw: Any) -> float:
-    value = float(raw)
+    value = _number(raw, float, "a fraction between 0 and 1")
     if not 0.0 <= value <= 1.0:
         raise ValueError("expected a fraction between 0 and 1")
     return value

@@ -145,12 +145,48 @@ def test_traces_on_a_missing_store_says_so(store_path: Path, capsys: pytest.Capt
     assert not store_path.exists()
 
 
-def test_bad_configuration_exits_2(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+def test_a_bad_setting_a_command_does_not_use_is_reported_and_left_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("LUNATRACE_QUEUE_SIZE", "lots")
-    assert main(["traces"]) == 2
-    assert "LUNATRACE_QUEUE_SIZE" in capsys.readouterr().err
+    assert main(["traces"]) == 1  # it ran: there is just no store yet
+    assert "no lunatrace store" in capsys.readouterr().err
+    (warning,) = [r.getMessage() for r in caplog.records if "LUNATRACE_QUEUE_SIZE" in r.getMessage()]
+    assert "expected a positive integer" in warning and "left out" in warning
+    assert "invalid literal" not in warning  # what was expected, not Python's message
+
+
+@pytest.mark.parametrize(
+    ("command", "variable", "value"),
+    [
+        (["traces"], "LUNATRACE_STORE", "   "),
+        (["push", "--dry-run"], "LUNATRACE_BATCH_MAX_BYTES", "abc"),
+        (["doctor"], "LUNARY_API_URL", "ftp://elsewhere"),
+    ],
+)
+def test_a_bad_setting_a_command_needs_exits_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    variable: str,
+    value: str,
+) -> None:
+    monkeypatch.setenv("LUNARY_PUBLIC_KEY", "11111111-2222-4333-8444-555555555555")
+    monkeypatch.setenv(variable, value)
+    assert main(command) == 2
+    err = capsys.readouterr().err
+    assert variable in err and "configuration error" in err and "invalid literal" not in err
+
+
+def test_doctor_reports_a_bad_setting_and_still_checks_the_rest(
+    lunary_server: FakeLunary, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    point_at(monkeypatch, lunary_server)
+    monkeypatch.setenv("LUNATRACE_SAMPLE_RATE", "2")
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "Configuration: PROBLEM" in out and "LUNATRACE_SAMPLE_RATE" in out
+    assert "Server: OK" in out  # the server was still checked
 
 
 def test_doctor_checks_the_server_and_the_store(
@@ -172,4 +208,6 @@ def test_doctor_checks_the_server_and_the_store(
     assert "HTTP 401: Invalid API key" in capsys.readouterr().err
     lunary_server.stop()
     assert main(["doctor"]) == 1
-    assert "unreachable" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unreachable" in err and "refused the connection" in err
+    assert "HTTPConnectionPool" not in err and "Errno" not in err  # said in words, not as a traceback

@@ -13,6 +13,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import requests.auth
@@ -135,8 +136,31 @@ class IngestClient:
                 self.url, data=body, timeout=(connect_s, read_s), allow_redirects=False
             )
         except Exception as exc:  # noqa: BLE001 - not a report: any failure to get an answer is a retry
-            return Answer(Kind.RETRY, detail=f"{type(exc).__name__}: {exc}")
+            return Answer(Kind.RETRY, detail=no_answer(exc, self.url, (connect_s, read_s)))
         return classify(response)
+
+
+def no_answer(exc: BaseException, url: str, timeouts: tuple[float, float]) -> str:
+    """Why a request got no answer, in a user's words (``requests`` nests the cause several
+    exceptions deep, with the pool's internals around it)."""
+    parts = urlsplit(url)  # never its netloc: it may hold a user:password
+    host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection to {host} within {timeouts[0]:g} s"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return f"{host} did not answer within {timeouts[1]:g} s"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return f"the TLS handshake with {host} failed (certificate or protocol)"
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        text = str(exc)
+        if "Name or service not known" in text or "NameResolution" in text or "getaddrinfo" in text:
+            return f"the host name in {host} cannot be resolved"
+        if "refused" in text.lower():
+            return f"{host} refused the connection (is the server running on that port?)"
+        if "reset" in text.lower() or "aborted" in text.lower():
+            return f"{host} closed the connection"
+        return f"cannot connect to {host}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def classify(response: requests.Response) -> Answer:
