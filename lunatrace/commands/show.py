@@ -12,7 +12,10 @@ from lunatrace.core.transport.store import StoreError, open_existing
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "trace_id", nargs="?", default=None, help="a trace id or a unique prefix of one (default: the latest)"
+        "trace_id",
+        nargs="?",
+        default=None,
+        help="a trace id, a unique prefix of one, or -1 (the latest, the default), -2 (the one before)...",
     )
     parser.add_argument("--full", action="store_true", help="print inputs and outputs in full")
     parser.add_argument("--store", type=Path, default=None, help="store file (default: the configured store)")

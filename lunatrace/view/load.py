@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from lunatrace.core.transport.store import EventStore, open_existing
@@ -12,19 +13,36 @@ class TraceNotFound(LookupError):
     """No trace matches; the message says why and what to do."""
 
 
+CANDIDATES = 10
+_BACK = re.compile(r"-[1-9][0-9]*")
+
+
 def resolve_trace_id(store: EventStore, trace_id: str | None) -> str:
-    """The full id for ``trace_id`` (a full id or a unique prefix), or the latest trace's."""
-    if trace_id is None:
-        latest = store.latest_trace_id()
-        if latest is None:
-            raise TraceNotFound(f"no traces in {store.path} yet: run traced code (or `lunatrace demo`) first")
-        return latest
-    matches = store.find_trace(trace_id)
+    """The full id for ``trace_id``: a full id, a unique prefix, ``-1`` (the latest trace),
+    ``-2`` (the one before)...; ``None``: the latest. An ambiguous prefix lists the traces
+    it matches, most recent first."""
+    if trace_id is None or _BACK.fullmatch(trace_id):
+        back = 0 if trace_id is None else int(trace_id[1:]) - 1
+        found = store.latest_trace_id(back)
+        if found is None:
+            if back == 0:
+                raise TraceNotFound(
+                    f"no traces in {store.path} yet: run traced code (or `lunatrace demo`) first"
+                )
+            raise TraceNotFound(f"{store.path} has fewer than {back + 1} traces")
+        return found
+    matches = store.find_traces(trace_id, CANDIDATES + 1)
+    ids = [summary.trace_id for summary in matches]
     if not matches:
         raise TraceNotFound(f"no trace {trace_id!r} in {store.path}")
-    if len(matches) > 1 and trace_id not in matches:
-        raise TraceNotFound(f"{trace_id!r} matches several traces; give more of the id")
-    return trace_id if trace_id in matches else matches[0]
+    if trace_id in ids or len(matches) == 1:
+        return trace_id if trace_id in ids else ids[0]
+    shown = "\n".join(f"  {m.trace_id}  {m.name or '-'}  {m.started_at or '-'}" for m in matches[:CANDIDATES])
+    more = f"\n  ... and more (at least {len(matches)})" if len(matches) > CANDIDATES else ""
+    raise TraceNotFound(
+        f"{trace_id!r} matches several traces, most recent first:\n{shown}{more}\n"
+        "Give more of the id, or -1 for the latest, -2 for the one before."
+    )
 
 
 def load_trace(store: EventStore | Path, trace_id: str | None = None) -> Trace:

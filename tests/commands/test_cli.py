@@ -211,3 +211,39 @@ def test_doctor_checks_the_server_and_the_store(
     err = capsys.readouterr().err
     assert "unreachable" in err and "refused the connection" in err
     assert "HTTPConnectionPool" not in err and "Errno" not in err  # said in words, not as a traceback
+
+
+def _traces_with_ids(*ids: str) -> None:
+    import lunatrace
+
+    tracer = lunatrace.get_tracer()
+    for n, rid in enumerate(ids):
+        tracer.end_run(tracer.start_run("chain", f"request-{n}", {"n": n}, run_id=rid), "ok")
+    assert lunatrace.flush(10)
+
+
+def test_show_takes_minus_one_for_the_latest_and_minus_two_for_the_one_before(
+    store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first, second = "aaaa0000-0000-4000-8000-000000000001", "bbbb0000-0000-4000-8000-000000000002"
+    _traces_with_ids(first, second)
+    assert main(["show", "-1"]) == 0
+    assert f"trace {second}" in capsys.readouterr().out
+    assert main(["show", "-2"]) == 0
+    assert f"trace {first}" in capsys.readouterr().out
+    assert main(["show", "-3"]) == 1
+    assert "fewer than 3 traces" in capsys.readouterr().err
+
+
+def test_an_ambiguous_prefix_lists_the_traces_it_matches(
+    store_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = [f"01a2{n:04x}-0000-4000-8000-00000000000{n}" for n in range(3)]
+    _traces_with_ids(*ids, "ffff0000-0000-4000-8000-000000000009")
+    assert main(["show", "01a2"]) == 1
+    err = capsys.readouterr().err
+    assert "matches several traces" in err and "-1 for the latest" in err
+    listed = [line.split()[0] for line in err.splitlines() if line.startswith("  ")]
+    assert listed == list(reversed(ids))  # most recent first, and only the matches
+    assert main(["show", "01a20001"]) == 0  # more of the id: unique
+    assert "request-1" in capsys.readouterr().out

@@ -514,16 +514,22 @@ class EventStore:
         )
         return int(rows[0][0])
 
-    def find_trace(self, prefix: str) -> list[str]:
-        """Trace ids starting with ``prefix`` (at most two: enough to tell unique from ambiguous)."""
+    def find_traces(self, prefix: str, limit: int = 2) -> list[TraceSummary]:
+        """The traces whose id starts with ``prefix``, most recent first (at most ``limit``:
+        two tell unique from ambiguous)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._query(
-            "SELECT trace_id FROM traces WHERE trace_id LIKE ? ESCAPE '\\' LIMIT 2", (escaped + "%",)
+            "SELECT trace_id, name, type, status, started_ms, ended_ms, llm_calls, tokens, errors, user_id,"
+            " tags FROM traces WHERE trace_id LIKE ? ESCAPE '\\' ORDER BY started_ms DESC, seq DESC LIMIT ?",
+            (escaped + "%", limit),
         )
-        return [str(row[0]) for row in rows]
+        return [_summary(row) for row in rows]
 
-    def latest_trace_id(self) -> str | None:
-        rows = self._query("SELECT trace_id FROM traces ORDER BY started_ms DESC, seq DESC LIMIT 1")
+    def latest_trace_id(self, back: int = 0) -> str | None:
+        """The most recent trace's id, or the one ``back`` traces before it."""
+        rows = self._query(
+            "SELECT trace_id FROM traces ORDER BY started_ms DESC, seq DESC LIMIT 1 OFFSET ?", (back,)
+        )
         return str(rows[0][0]) if rows else None
 
     def stats(self) -> dict[str, Any]:
