@@ -64,13 +64,16 @@ def test_query_is_one_tree_with_one_llm_run(traced_to_server: Any) -> None:
 
     events = delivered(traced_to_server)
     assert shape(events) == QUERY_TREE
-    query = _only(starts_of(events, "chain")[:1])
+    query = starts_of(events, "chain")[0]
     assert query["input"] == "What do cats do?"
     assert finish(events, query["runId"])["output"] == str(answer)
     retriever = _only(starts_of(events, "retriever"))
     nodes = finish(events, retriever["runId"])["output"]
-    assert {n["text"] for n in nodes} <= set(F.TEXTS) and len(nodes) == 2
-    assert all(isinstance(n["score"], float) and n["id"] and n["metadata"]["source"] for n in nodes)
+    assert len(answer.source_nodes) == 2
+    assert nodes == [
+        {"id": n.node.node_id, "text": n.node.text, "score": n.score, "metadata": n.node.metadata}
+        for n in answer.source_nodes
+    ]
     llm = _only(starts_of(events, "llm"))
     assert llm["params"] == {"maxTokens": 6}
     assert llm["input"][0]["role"] == "user" and "What do cats do?" in llm["input"][0]["content"]
@@ -114,7 +117,8 @@ def test_streaming_query_nests_the_lazy_llm_call_and_ends_with_the_full_answer(t
     assert finish(events, query["runId"])["output"] == "".join(tokens)
     assert finish(events, synth["runId"])["output"] == "".join(tokens)
     llm_end = finish(events, _only(starts_of(events, "llm"))["runId"])
-    assert llm_end["output"]["content"].startswith("text")
+    # The completion LlamaIndex reports at the end: MockLLM's last text lags its deltas by one word.
+    assert llm_end["output"] == {"role": "assistant", "content": " ".join(["text"] * 5)}
     # The chains end once the stream is read, after their llm run.
     assert events.index(llm_end) < events.index(finish(events, query["runId"]))
 
@@ -140,7 +144,8 @@ def test_unread_streams_are_closed_after_the_timeout(traced_to_server: Any) -> N
         "CompactAndRefine",
         "RetrieverQueryEngine",
     ]
-    assert any(e["type"] == "llm" and e.get("parentRunId") is None for e in abandoned)
+    direct = [e for e in abandoned if e["type"] == "llm" and e.get("parentRunId") is None]
+    assert [(e["name"], e["input"]) for e in direct] == [("MockLLM", [{"role": "user", "content": "hello"}])]
 
 
 @pytest.mark.usefixtures("instrumented")

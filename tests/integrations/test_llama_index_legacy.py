@@ -89,7 +89,11 @@ def test_query(traced_to_server: Any, index: Any) -> None:
     assert query["input"] == "What do cats do?"
     assert finish(events, query["runId"])["output"] == str(answer)
     nodes = finish(events, _only(starts_of(events, "retriever"))["runId"])["output"]
-    assert len(nodes) == 2 and all(n["id"] and n["text"] in F.TEXTS and n["score"] > 0 for n in nodes)
+    assert len(answer.source_nodes) == 2
+    assert nodes == [
+        {"id": n.node.node_id, "text": n.node.text, "score": n.score, "metadata": n.node.metadata}
+        for n in answer.source_nodes
+    ]
     llm = _only(starts_of(events, "llm"))
     assert "What do cats do?" in llm["input"][0]["content"]
     assert finish(events, llm["runId"])["output"] == {"role": "assistant", "content": str(answer)}
