@@ -168,9 +168,13 @@ def test_importing_lunatrace_and_instrumenting_stay_cheap() -> None:
     code = (
         "import sys, lunatrace\n"
         "assert not [m for m in sys.modules if m.startswith('llama_index')], 'import lunatrace'\n"
-        "from lunatrace.integrations.llama_index import instrument\n"
+        "from lunatrace.integrations.llama_index import instrument, instrumentation\n"
         "instrument()\n"
         "assert 'llama_index.core' not in sys.modules, 'instrument()'\n"
+        "from llama_index_instrumentation import get_dispatcher\n"
+        "span_handler, event_handler = instrumentation._handlers\n"
+        "assert span_handler in get_dispatcher().span_handlers, 'not instrumented'\n"
+        "assert event_handler in get_dispatcher().event_handlers, 'not instrumented'\n"
         "print('ok')\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
