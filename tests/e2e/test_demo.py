@@ -113,5 +113,6 @@ def test_demo_with_a_key_sends_everything_to_the_server(lunary_server: FakeLunar
     exchange, work = lunary_server.run(messages[1]["runId"]), lunary_server.run(recommender["runId"])
     assert exchange is not None and work is not None
     assert exchange["type"] == "chat" and work["parent_run_id"] == exchange["id"]
-    feedback = [e for e in events if e["event"] == "feedback"]
-    assert feedback and feedback[0]["feedback"] == {"thumb": "up", "comment": "Great pick!"}
+    (feedback,) = [e for e in events if e["event"] == "feedback"]
+    assert feedback["runId"] == messages[1]["runId"]  # the answer, which names the exchange
+    assert exchange["feedback"] == {"thumb": "up", "comment": "Great pick!"}
