@@ -9,7 +9,20 @@ from pathlib import Path
 from lunatrace.core.config import Config
 from lunatrace.core.transport.store import StoreError, TraceSummary, open_existing
 
-COLUMNS = ("TRACE ID", "NAME", "TYPE", "STATUS", "STARTED (UTC)", "DURATION", "LLM", "TOKENS", "ERRORS")
+COLUMNS = (
+    "TRACE ID",
+    "NAME",
+    "TYPE",
+    "STATUS",
+    "STARTED (UTC)",
+    "DURATION",
+    "LLM",
+    "TOKENS",
+    "ERRORS",
+    "USER",
+    "TAGS",
+)
+TAGS_WIDTH = 30
 NAME_WIDTH = 32
 
 
@@ -68,6 +81,8 @@ def row(trace: TraceSummary) -> tuple[str, ...]:
         str(trace.llm_calls),
         str(trace.tokens),
         str(trace.errors),
+        preview(trace.user_id or "-", NAME_WIDTH),
+        preview(",".join(trace.tags) or "-", TAGS_WIDTH),
     )
 
 

@@ -223,6 +223,11 @@ class Trace:
         return total
 
     @property
+    def tokens_estimated(self) -> bool:
+        """Whether any of the trace's token counts is a local estimate."""
+        return any(run.tokens and run.tokens_estimated for run in self.runs.values())
+
+    @property
     def cost(self) -> float | None:
         costs = [c for r in self.runs.values() if (c := r.cost) is not None]
         return sum(costs) if costs else None

@@ -79,12 +79,65 @@ def _details(run: Run, full: bool) -> list[str]:
         if value is None or (run.type == "chat" and not full):  # the label shows the message
             continue
         if full:
-            lines.extend(f"{label}: {clean(value_text(value))}".splitlines())
+            text = full_text(value)
+            lines.extend(f"{label}:{text if text.startswith(chr(10)) else ' ' + text}".splitlines())
         else:
             lines.append(f"{label}: {preview(value, PREVIEW_CHARS - len(label) - 2)}")
+    if run.user_id and run.parent_id is None:  # children inherit it
+        lines.append(f"user: {clean(run.user_id)}")
+    if run.tags:
+        lines.append("tags: " + preview(", ".join(str(tag) for tag in run.tags), 200))
+    shown = {k: v for k, v in run.metadata.items() if k not in _BOOKKEEPING}
+    if shown:
+        lines.extend(
+            ("metadata: " + (full_text(shown) if full else preview(shown, PREVIEW_CHARS - 10))).splitlines()
+        )
     if full and run.error and run.error.get("stack"):
         lines.extend(clean(str(run.error["stack"])).rstrip().splitlines())
     return lines
+
+
+# Metadata the run line already says (estimated tokens, cost) is not repeated under it.
+_BOOKKEEPING = frozenset({"tokensEstimated", "cost"})
+
+
+def full_text(value: Any) -> str:
+    """A value in full, readable: a prompt's messages one per line as ``role: text`` with
+    their line breaks kept, text as text, anything else as indented JSON."""
+    messages = value if isinstance(value, list) else [value]
+    if messages and all(_is_message(m) for m in messages):
+        return "\n" + "\n".join(_message_text(m) for m in messages)
+    if isinstance(value, str):
+        return clean_lines(value)
+    try:
+        return clean_lines(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+    except (TypeError, ValueError):
+        return clean(repr(value))
+
+
+def _is_message(value: Any) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("role"), str) and "content" in value
+
+
+def _message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    text = content if isinstance(content, str) else value_text(content) if content is not None else ""
+    calls = message.get("tool_calls") or message.get("toolCalls") or []
+    for call in calls if isinstance(calls, list) else []:
+        function = call.get("function") if isinstance(call, dict) else None
+        if isinstance(function, dict):
+            text += f"\n→ {function.get('name')}({function.get('arguments')})"
+    return f"[{clean(str(message['role']))}] {clean_lines(text)}".rstrip()
+
+
+def clean_lines(text: str) -> str:
+    """``text`` safe to print, its line breaks (and tabs) kept."""
+    return "\n".join(clean(line.replace("\t", "    ")) for line in text.splitlines())
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def header(trace: Trace) -> str:
@@ -93,11 +146,11 @@ def header(trace: Trace) -> str:
         f"trace {trace.id}",
         f"{STATUS_MARK.get(trace.status, '?')} {trace.status}",
         format_duration(trace.duration_ms),
-        f"{len(trace.runs)} runs",
+        plural(len(trace.runs), "run"),
     ]
     if trace.llm_calls:
-        parts.append(f"{trace.llm_calls} llm calls")
-    tokens = tokens_text(trace.tokens)
+        parts.append(plural(trace.llm_calls, "llm call"))
+    tokens = tokens_text(trace.tokens, trace.tokens_estimated)
     if tokens:
         parts.append(tokens)
     if trace.user_id:

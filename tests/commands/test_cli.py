@@ -100,7 +100,9 @@ def test_with_no_key_traces_land_in_the_store_and_the_commands_show_them(
     assert lines[0].split()[:4] == ["TRACE", "ID", "NAME", "TYPE"]
     assert [line.split()[1] for line in lines[1:5]] == ["later-1", "later-0", "offline-2", "offline-1"]
     assert "4 of 5 trace(s)" in out
-    assert all(" success " in line and line.split()[-3:] == ["1", "8", "0"] for line in lines[1:5])
+    assert all(
+        " success " in line and line.split()[-5:] == ["1", "8", "0", "ada", "nightly"] for line in lines[1:5]
+    )
 
     trace_id = EventStore(store_path).list_traces(name="offline-0")[0].trace_id
     assert main(["show", trace_id[:8]]) == 0
@@ -247,3 +249,20 @@ def test_an_ambiguous_prefix_lists_the_traces_it_matches(
     assert listed == list(reversed(ids))  # most recent first, and only the matches
     assert main(["show", "01a20001"]) == 0  # more of the id: unique
     assert "request-1" in capsys.readouterr().out
+
+
+def test_traces_shows_each_traces_user_and_tags(store_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import lunatrace
+
+    @lunatrace.trace(name="ask")
+    def ask() -> str:
+        return "ok"
+
+    with lunatrace.identify("ada"), lunatrace.tags(["beta", "fr"]):
+        ask()
+    ask()
+    assert lunatrace.flush(10)
+    assert main(["traces"]) == 0
+    header, newest, oldest = capsys.readouterr().out.splitlines()[:3]
+    assert header.split()[-2:] == ["USER", "TAGS"]
+    assert newest.split()[-2:] == ["-", "-"] and oldest.split()[-2:] == ["ada", "beta,fr"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import lunatrace
@@ -15,7 +16,7 @@ def test_tree_lines_in_order_with_status_duration_and_tokens(agent_events: list[
     lines = render_text(trace).splitlines()
 
     assert lines[0].startswith(f"trace {trace.id}  ✓ success  ")
-    assert "4 runs" in lines[0] and "1 llm calls" in lines[0] and "tokens 12+5" in lines[0]
+    assert "4 runs" in lines[0] and "1 llm call " in lines[0] and "tokens 12+5" in lines[0]
     assert "user user-7" in lines[0]
     runs = [line for line in lines[1:] if "─ " in line]
     assert runs[0].startswith("└─ agent weather-agent  ✓ success  ")
@@ -41,9 +42,12 @@ def test_default_view_previews_inputs_and_outputs_on_one_line(agent_events: list
 
 def test_full_adds_inputs_outputs_and_stacks(agent_events: list[dict[str, Any]]) -> None:
     text = render_text(build_trace(agent_events), full=True)
-    assert 'input: {"question": "Weather in Paris?"}' in text
-    assert "output: 21 degrees in Paris" in text
-    assert '"arguments": "{\\"city\\": \\"Paris\\"}"' in text
+    lines = bare(text)
+    assert lines[2:5] == ["input: {", '"question": "Weather in Paris?"', "}"]  # JSON, indented
+    assert "output: 21 degrees in Paris" in lines
+    # A prompt reads as messages, one per line, and a tool call as a call (not escaped JSON).
+    assert lines[lines.index("input:") + 1] == "[user] Weather in Paris?"
+    assert '→ lookup({"city": "Paris"})' in lines
     assert "Traceback (most recent call last):" in text
     assert "Traceback" not in render_text(build_trace(agent_events))
 
@@ -98,3 +102,34 @@ def test_preview_is_one_short_line() -> None:
     assert len(preview("x" * 500)) == 120
     assert preview({"k": [1, 2]}) == '{"k": [1, 2]}'
     assert clean("ok\ttab\x1b") == "ok\ttab?"
+
+
+def test_full_keeps_a_prompts_line_breaks_and_shows_tags_metadata_and_user(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    prompt = [
+        {"role": "system", "content": "Be terse.\nAnswer in French."},
+        {"role": "user", "content": "Hi"},
+    ]
+    with lunatrace.identify("ada"):
+        rid = tracer.start_run("llm", "gpt-4o", prompt, tags=["beta", "fr"], metadata={"release": "12"})
+    tracer.end_run(rid, {"role": "assistant", "content": "Salut."}, usage={"prompt": 9, "completion": 2})
+    text = render_text(build_trace(memory_sink.events), full=True)
+    lines = bare(text)
+    assert lines[lines.index("input:") + 1 :][:3] == ["[system] Be terse.", "Answer in French.", "[user] Hi"]
+    assert "\\n" not in text  # line breaks printed, not escaped
+    assert "tags: beta, fr" in lines and "user: ada" in lines
+    assert lines[lines.index("metadata: {") + 1] == '"release": "12"'
+    short = bare(render_text(build_trace(memory_sink.events)))
+    assert 'metadata: {"release": "12"}' in short
+
+
+def test_the_header_counts_in_words_and_marks_estimated_tokens(memory_sink: MemorySink) -> None:
+    tracer = lunatrace.get_tracer()
+    tracer.end_run(tracer.start_run("llm", "gpt-4o", "a question"), "an answer")  # no usage: estimated
+    header = render_text(build_trace(memory_sink.events)).splitlines()[0]
+    assert "  1 run  1 llm call  tokens ~" in header
+
+
+def bare(text: str) -> list[str]:
+    """The lines of a rendered tree without its guides."""
+    return [re.sub(r"^[\s│├└─]*", "", line) for line in text.splitlines()]
