@@ -18,7 +18,7 @@ import lunatrace
 from lunatrace.core.events import RawEvent, complete
 from lunatrace.core.transport import MemorySink, Sink
 from lunatrace.view.model import Trace, build_trace
-from lunatrace.view.text import render_text
+from lunatrace.view.text import plural, render_text
 
 
 class _Tee:
@@ -135,7 +135,7 @@ def run_demo(full: bool = False, out: TextIO | None = None) -> DemoResult:
     finally:
         tracer.sink = original
     lunatrace.flush()
-    _next_steps(traces, config.uses_server, stream)
+    _next_steps(traces, len(parts), config.uses_server, stream)
     return DemoResult(traces, failed)
 
 
@@ -154,9 +154,12 @@ def _traces_of(events: list[dict[str, Any]], uses_server: bool) -> list[Trace]:
     return [load_trace(store_path, root.id) for root in assembled.roots]
 
 
-def _next_steps(traces: list[Trace], uses_server: bool, stream: TextIO) -> None:
+def _next_steps(traces: list[Trace], steps: int, uses_server: bool, stream: TextIO) -> None:
     first = traces[0].id if traces else "<trace id>"
-    lines = [f"{len(traces)} traces recorded. Where to look next:"]
+    recorded = plural(len(traces), "trace") + " recorded"
+    if len(traces) != steps:  # LlamaIndex's index build is a trace of its own
+        recorded += f" by {plural(steps, 'step')} (building the LlamaIndex index is a trace of its own)"
+    lines = [f"{recorded}. Where to look next:"]
     if uses_server:
         lines.append("  your Lunary dashboard: the traces, threads and feedback are there now")
     lines += [

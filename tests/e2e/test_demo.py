@@ -50,7 +50,7 @@ def test_demo_runs_offline_into_the_store_and_prints_trees(tmp_path: Path) -> No
         "llm demo-gpt-mini  ✓ success",
         "└─ chain RetrieverQueryEngine  ✓ success",
         "retriever VectorIndexRetriever  ✓ success",
-        "llm MockLLM  ✓ success",
+        "llm demo-llm  ✓ success",
         "└─ thread thread  ✓ success",
         "chat user: Can you recommend a book about the sea?",
         "agent book_recommender  ✓ success",
@@ -58,6 +58,9 @@ def test_demo_runs_offline_into_the_store_and_prints_trees(tmp_path: Path) -> No
     ):
         assert line in out, line
     assert "lunatrace ui" in out and "lunatrace show" in out and "notebooks/" in out
+    assert "5 traces recorded by 4 steps (building the LlamaIndex index is a trace of its own)" in out
+    assert "answer: Because the Moon's gravity pulls the oceans into two bulges" in out
+    assert "text text" not in out and " 1 runs" not in out and " 1 llm calls" not in out
     assert "lunatrace push" in out
     assert "✗" not in out and "Traceback" not in result.stderr
 
