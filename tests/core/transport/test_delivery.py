@@ -327,7 +327,12 @@ class Stamped:
 def test_the_next_batch_is_encoded_while_the_previous_one_is_sent(
     lunary_server: FakeLunary, spool: Path
 ) -> None:
-    send_to(lunary_server, spool, batch_max_events=100, flush_interval=0.05, http_timeout=10.0)
+    # The worker wakes only when 100 events are queued (a quarter of the queue; its timer is
+    # 30 s): each batch is taken whole, whatever the machine's load, and never a part of
+    # one whose hand-off would have to wait for the first request's answer.
+    send_to(
+        lunary_server, spool, batch_max_events=100, flush_interval=30.0, queue_size=400, http_timeout=10.0
+    )
     lunary_server.slow_next(1, 1.0)  # the first request takes a second to answer
     tracer = lunatrace.get_tracer()
     Stamped.encoded_at = []
