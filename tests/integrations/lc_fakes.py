@@ -7,21 +7,18 @@ streams text then a final chunk carrying tool-call chunks and usage.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.documents import Document
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.utils.function_calling import convert_to_openai_tool
+
+from lunatrace.testing import ScriptedChatModel
 
 
-class FakeToolChatModel(GenericFakeChatModel):
-    """Answers from ``messages`` (an iterator of AIMessage or str), like a real provider."""
+class FakeToolChatModel(ScriptedChatModel):
+    """A scripted model (``lunatrace.testing``) with fixed usage and a dated response model,
+    like a real provider, that can fail its first ``fail_times`` calls."""
 
     model_name: str = "fake-model-1"
     temperature: float = 0.3
@@ -33,14 +30,7 @@ class FakeToolChatModel(GenericFakeChatModel):
     def _llm_type(self) -> str:
         return "fake-tool-chat-model"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model_name": self.model_name, "temperature": self.temperature}
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
-
-    def _next_message(self) -> AIMessage:
+    def _next_message(self, messages: list[BaseMessage]) -> AIMessage:
         if self.fail_times > 0:
             self.fail_times -= 1
             raise RuntimeError("model 500")
@@ -54,43 +44,6 @@ class FakeToolChatModel(GenericFakeChatModel):
                 "response_metadata": {"model_name": f"{self.model_name}-2026", "finish_reason": "stop"},
             }
         )
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return ChatResult(generations=[ChatGeneration(message=self._next_message())])
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        message = self._next_message()
-        text = message.content if isinstance(message.content, str) else ""
-        for word in text.split(" ") if text else []:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content=word + " "))
-            if run_manager:
-                run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-            yield chunk
-        last = AIMessageChunk(
-            content="",
-            tool_call_chunks=[
-                {"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i}
-                for i, c in enumerate(message.tool_calls)
-            ],
-            usage_metadata=message.usage_metadata,
-            response_metadata=message.response_metadata,
-        )
-        chunk = ChatGenerationChunk(message=last)
-        if run_manager:
-            run_manager.on_llm_new_token("", chunk=chunk)
-        yield chunk
 
 
 def tool_call_message(name: str, args: dict[str, Any], call_id: str) -> AIMessage:
