@@ -174,7 +174,13 @@ def list_page(
             + "".join(_row(s) for s in summaries)
             + "</tbody></table>"
         )
-    pager = [f"<span>page {query.page} of {pages} · {total} traces</span>"]
+    if query.page > pages:
+        parts.append(
+            f'<p class="lt-empty" id="past-the-end">Page {query.page} is past the last page ({pages}). '
+            f'<a href="{_e(query.link(pages))}">Go to page {pages}</a></p>'
+        )
+    shown_page = min(query.page, pages)
+    pager = [f"<span>page {shown_page} of {pages} · {total} traces</span>"]
     if query.page > 1:
         pager.insert(0, f'<a rel="prev" href="{_e(query.link(query.page - 1))}">← newer</a>')
     if query.page < pages:

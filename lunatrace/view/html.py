@@ -18,6 +18,7 @@ from typing import Any
 
 from lunatrace.core.timestamps import format_timestamp
 from lunatrace.view.model import ERROR, STARTED, Run, Span, Trace, format_duration
+from lunatrace.view.text import plural
 
 # Plain geometric symbols (present in every font, unlike emoji), one colour per type.
 ICONS = {
@@ -48,6 +49,9 @@ STYLE = """
 .lt-status{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;font-weight:600;
  border:1px solid currentColor}
 .lt-success{color:var(--lt-ok)}.lt-error{color:var(--lt-err)}.lt-started{color:var(--lt-run)}
+.lt-badge{margin-left:6px;padding:0 6px;border-radius:9px;font-size:11px;border:1px solid currentColor;
+ color:var(--lt-run);text-decoration:none}.lt-badge-cancelled{color:rgba(127,127,127,.95)}
+.lt-badge-resumes{color:inherit}
 .lt-run{border-top:1px solid var(--lt-line)}
 .lt-run>summary{list-style:none;cursor:pointer;display:grid;align-items:center;gap:8px;padding:3px 0;
  grid-template-columns:minmax(0,1fr) 5.5em 4.5em 7.5em 28%}
@@ -286,9 +290,13 @@ def _label(run: Run, indent_px: int = 0) -> str:
         if isinstance(message, Mapping):
             name = f"{run.name}: {_content_text(message.get('content'))[:80]}"
     cost = f' <span class="lt-muted">${run.cost:.6f}</span>' if run.cost is not None else ""
+    badge = f' <span class="lt-badge lt-badge-{_e(run.badge)}">{_e(run.badge)}</span>' if run.badge else ""
+    if run.resumes:
+        badge += f' <a class="lt-badge lt-badge-resumes" href="#run-{_e(run.parent_id)}">resumes ↑</a>'
     return (
         f'<span class="lt-label" style="padding-left:{indent_px}px">{icon_html(run.type)}'
-        f'<span class="lt-type">{_e(run.type)}</span><span class="lt-name">{_e(name)}</span>{cost}</span>'
+        f'<span class="lt-type">{_e(run.type)}</span><span class="lt-name">{_e(name)}</span>'
+        f"{cost}{badge}</span>"
     )
 
 
@@ -308,7 +316,7 @@ def _run_row(trace: Trace, span: Span, run: Run, depth: int) -> str:
     opened = " open" if run.status == ERROR else ""
     return (
         f'<details class="lt-run" data-run-id="{_e(run.id)}" data-run-type="{_e(run.type)}"'
-        f' data-status="{_e(run.status)}"{opened}>'
+        f' data-status="{_e(run.status)}" id="run-{_e(run.id)}"{opened}>'
         # Only the label is indented, so status, duration, tokens and the timeline stay
         # in aligned columns at every depth.
         f"<summary>{_label(run, depth * INDENT_PX)}"
@@ -324,10 +332,10 @@ def _header(trace: Trace, span: Span) -> str:
     facts = [
         status_html(trace.status),
         f"<span>{_e(format_duration(span.duration_ms))}</span>",
-        f'<span class="lt-muted">{len(trace.runs)} runs</span>',
+        f'<span class="lt-muted">{plural(len(trace.runs), "run")}</span>',
     ]
     if trace.llm_calls:
-        facts.append(f'<span class="lt-muted">{trace.llm_calls} llm calls</span>')
+        facts.append(f'<span class="lt-muted">{plural(trace.llm_calls, "llm call")}</span>')
     if trace.tokens:
         facts.append(f'<span class="lt-muted">{tokens_html(trace.tokens)}</span>')
     if trace.cost is not None:

@@ -88,6 +88,21 @@ class Run:
         return int(self.tokens.get("prompt", 0)) + int(self.tokens.get("completion", 0))
 
     @property
+    def badge(self) -> str | None:
+        """``interrupted`` (a LangGraph graph paused for a human), ``cancelled`` (the caller
+        went away): ended runs that neither succeeded as asked nor failed."""
+        for flag in ("interrupted", "cancelled"):
+            if self.metadata.get(flag) is True:
+                return flag
+        return None
+
+    @property
+    def resumes(self) -> bool:
+        """Whether the run resumes a paused one (a LangGraph ``Command(resume=...)``, filed
+        under the run that paused)."""
+        return self.parent_id is not None and isinstance(self.input, dict) and "resume" in self.input
+
+    @property
     def tokens_estimated(self) -> bool:
         """Whether the token counts were estimated locally rather than reported by the model."""
         return bool(self.metadata.get("tokensEstimated"))

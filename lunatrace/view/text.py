@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from lunatrace.view.model import ERROR, STARTED, SUCCESS, Run, Trace, format_duration
 
 STATUS_MARK = {SUCCESS: "✓", ERROR: "✗", STARTED: "…"}
+BADGE_MARK = {"interrupted": "⏸", "cancelled": "⊘"}
 PREVIEW_CHARS = 120
 MAX_GUIDES = 24  # levels of tree guides drawn on a line; deeper lines fold the outer ones
 FOLD_LEVELS = 12  # folded at a time, so lines stay aligned for that many levels
@@ -58,6 +59,10 @@ def run_line(run: Run) -> str:
         if isinstance(message, dict):
             label += ": " + preview(message.get("content"), 60)
     parts = [label, f"{STATUS_MARK.get(run.status, '?')} {run.status}"]
+    if run.badge is not None:
+        parts.append(f"{BADGE_MARK[run.badge]} {run.badge}")
+    if run.resumes:
+        parts.append(f"↩ resumes {run.parent_id}")
     if run.status != STARTED:
         parts.append(format_duration(run.duration_ms))
     tokens = tokens_text(run.tokens, run.tokens_estimated)

@@ -195,3 +195,42 @@ def test_readable_in_light_and_dark(scheme: str, viewer: Callable[[], str], page
     assert (background == "rgb(255, 255, 255)") == (scheme == "light")
     for selector, minimum in ((".lt-name", 7.0), (".lt-title", 7.0), (".lt-status.lt-error", 3.0)):
         assert page.evaluate(CONTRAST, selector) >= minimum, (scheme, selector)
+
+
+def test_a_paused_and_resumed_graph_reads_as_one_story(
+    viewer: Callable[[], str], page: Page, tmp_path: Path
+) -> None:
+    from typing import Any, TypedDict
+
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Command, interrupt
+
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    class Approval(TypedDict, total=False):
+        request: str
+        answer: str
+
+    builder = StateGraph(Approval)
+    builder.add_node("ask", lambda state: {"answer": interrupt({"question": "approve the refund?"})})
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    graph = builder.compile(checkpointer=InMemorySaver(), name="approval")
+    handler = CallbackHandler()
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "browser-hitl"}}
+    graph.invoke({"request": "refund"}, config=config)
+    paused = handler.last_trace_id
+    graph.invoke(Command(resume="yes"), config=config)
+    lunatrace.flush()
+
+    page.goto(viewer())
+    expect(page.locator("table.lt-list tbody tr")).to_have_count(1)  # one story, not two traces
+    page.get_by_role("link", name="approval").click()
+    expect(page.locator(".lt-badge-interrupted")).to_have_count(2)  # the root, and the node that asked
+    link = page.get_by_role("link", name="resumes ↑")
+    expect(link).to_be_visible()
+    page.screenshot(path=str(tmp_path / "paused-and-resumed.png"), full_page=True)
+    link.click()
+    expect(page).to_have_url(re.compile(f"#run-{paused}$"))
+    expect(page.locator(f"#run-{paused} > summary .lt-badge-interrupted")).to_be_visible()

@@ -94,6 +94,9 @@ def test_pagination(serve: Callable[..., ViewerServer]) -> None:
     assert "page 1 of 2 · 30 traces" in first and 'href="/?page=2"' in first
     assert "page 2 of 2" in second and 'rel="prev" href="/"' in second
     assert len(rows(get(server, "/?page=junk")[2])) == 25
+    past = get(server, "/?page=99")[2]
+    assert "page 99 of" not in past and "page 2 of 2" in past
+    assert "Page 99 is past the last page (2)." in past and 'href="/?page=2"' in past
 
 
 def test_trace_page_and_not_found(serve: Callable[..., ViewerServer]) -> None:
