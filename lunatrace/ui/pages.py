@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from lunatrace.core.events import RUN_TYPES
 from lunatrace.core.transport.store import TraceSummary
@@ -19,6 +19,32 @@ from lunatrace.view.model import ERROR, STARTED, SUCCESS, Trace, format_duration
 
 PAGE_SIZE = 25
 FILTERS = ("name", "type", "status", "user", "tag")
+REFRESH_S = 5  # the interval the refresh link offers
+REFRESH_RANGE = (2, 600)  # seconds a ``?refresh=`` may ask for; anything else: no refresh
+
+
+def refresh_of(params: Mapping[str, Sequence[str]]) -> int | None:
+    """The opt-in refresh interval of a page (``?refresh=5``), ``None`` when not asked or
+    out of range: the page then never reloads itself."""
+    try:
+        seconds = int((params.get("refresh") or [""])[0])
+    except ValueError:
+        return None
+    low, high = REFRESH_RANGE
+    return seconds if low <= seconds <= high else None
+
+
+def refresh_toggle(path: str, params: Mapping[str, str], refresh: int | None) -> str:
+    """A link that turns the page's self-refresh on (every :data:`REFRESH_S`) or off."""
+    if refresh is None:
+        target = path + "?" + urlencode({**params, "refresh": str(REFRESH_S)})
+        return f'<a class="lt-refresh" href="{_e(target)}">refresh every {REFRESH_S} s</a>'
+    target = path + ("?" + urlencode(params) if params else "")
+    return (
+        f'<span class="lt-refresh">refreshing every {refresh} s</span> '
+        f'<a class="lt-refresh" href="{_e(target)}">stop</a>'
+    )
+
 
 PAGE_STYLE = """
 :root{color-scheme:light dark}
@@ -58,6 +84,7 @@ class ListQuery:
     user: str | None = None
     tag: str | None = None
     page: int = 1
+    refresh: int | None = None
 
     @classmethod
     def parse(cls, params: Mapping[str, Sequence[str]]) -> ListQuery:
@@ -66,7 +93,7 @@ class ListQuery:
             page = max(1, int((params.get("page") or ["1"])[0]))
         except ValueError:
             page = 1
-        return cls(page=page, **values)
+        return cls(page=page, refresh=refresh_of(params), **values)
 
     @property
     def filters(self) -> dict[str, str | None]:
@@ -76,19 +103,28 @@ class ListQuery:
     def filtered(self) -> bool:
         return any(self.filters.values())
 
-    def link(self, page: int) -> str:
+    def params(self, page: int) -> dict[str, str]:
+        """The query string of ``page`` of this list (filters kept, refresh not)."""
         params = {k: v for k, v in self.filters.items() if v}
         if page > 1:
             params["page"] = str(page)
+        return params
+
+    def link(self, page: int) -> str:
+        params = self.params(page)
+        if self.refresh is not None:
+            params["refresh"] = str(self.refresh)
         return "/" + ("?" + urlencode(params) if params else "")
 
 
-def page(title: str, body: str) -> str:
-    """A whole HTML document around ``body``."""
+def page(title: str, body: str, refresh: int | None = None) -> str:
+    """A whole HTML document around ``body``; ``refresh``: it reloads itself every so many
+    seconds (a ``<meta>`` refresh: the pages have no script)."""
+    reload = f'<meta http-equiv="refresh" content="{int(refresh)}">' if refresh is not None else ""
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        '<meta name="color-scheme" content="light dark">'
+        f'<meta name="color-scheme" content="light dark">{reload}'
         f"<title>{_e(title)}</title><style>{PAGE_STYLE}{STYLE}</style></head><body>"
         '<header class="lt-top"><a href="/">lunatrace</a><span>local trace viewer · read-only</span></header>'
         f'<main class="lt-vars">{body}</main></body></html>'
@@ -114,6 +150,7 @@ def _filters_form(query: ListQuery) -> str:
         + _select("status", (SUCCESS, ERROR, STARTED), query.status)
         + _text_input("user", query.user)
         + _text_input("tag", query.tag)
+        + (f'<input type="hidden" name="refresh" value="{query.refresh}">' if query.refresh else "")
         + '<button type="submit">Filter</button>'
         + ('<a href="/">clear</a>' if query.filtered else "")
         + "</form>"
@@ -159,7 +196,8 @@ def list_page(
     if store_total == 0:
         return page("lunatrace · traces", empty_state(store_path))
     pages = max(1, -(-total // PAGE_SIZE))
-    parts = [f"<h1>Traces</h1>{_filters_form(query)}"]
+    toggle = refresh_toggle("/", query.params(query.page), query.refresh)
+    parts = [f"<h1>Traces</h1>{_filters_form(query)}<p>{toggle}</p>"]
     if not summaries:
         parts.append(
             '<p class="lt-empty" id="no-match">No traces match these filters. <a href="/">Show all</a></p>'
@@ -187,19 +225,21 @@ def list_page(
         pager.append(f'<a rel="next" href="{_e(query.link(query.page + 1))}">older →</a>')
     parts.append(f'<div class="lt-pager">{"".join(pager)}</div>')
     parts.append(f'<p class="lt-muted">store: <code>{_e(store_path)}</code></p>')
-    return page("lunatrace · traces", "".join(parts))
+    return page("lunatrace · traces", "".join(parts), query.refresh)
 
 
-def trace_page(trace: Trace, damaged: int = 0) -> str:
-    """A trace's page; ``damaged`` rows of the store that could not be read are said in one line."""
+def trace_page(trace: Trace, damaged: int = 0, refresh: int | None = None) -> str:
+    """A trace's page; ``damaged`` rows of the store that could not be read are said in one
+    line; ``refresh``: it reloads itself (a trace still running)."""
     note = (
         f'<p class="lt-muted" role="status">{damaged} damaged event(s) of this trace could not be read '
         "and are left out.</p>"
         if damaged
         else ""
     )
-    body = f'<p><a href="/">← all traces</a></p>{note}{render_html(trace, style=False)}'
-    return page(f"lunatrace · {trace.name or trace.id}", body)
+    toggle = refresh_toggle(f"/trace/{quote(trace.id)}", {}, refresh)
+    body = f'<p><a href="/">← all traces</a> · {toggle}</p>{note}{render_html(trace, style=False)}'
+    return page(f"lunatrace · {trace.name or trace.id}", body, refresh)
 
 
 def not_found_page(message: str) -> str:

@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from lunatrace.core.transport.store import EventStore, StoreError, open_existing
 from lunatrace.ui.hosts import allowed_hosts
 from lunatrace.ui.hosts import is_loopback as is_loopback  # re-exported for ``lunatrace ui``
-from lunatrace.ui.pages import PAGE_SIZE, ListQuery, list_page, not_found_page, trace_page
+from lunatrace.ui.pages import PAGE_SIZE, ListQuery, list_page, not_found_page, refresh_of, trace_page
 from lunatrace.view.load import TraceNotFound, load_trace
 
 logger = logging.getLogger("lunatrace")
@@ -184,7 +184,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 trace = load_trace(store, unquote(match.group(1)))
             except TraceNotFound as exc:
                 return HTTPStatus.NOT_FOUND, not_found_page(str(exc))
-            return HTTPStatus.OK, trace_page(trace, store.damaged_in(trace.id))
+            return HTTPStatus.OK, trace_page(trace, store.damaged_in(trace.id), refresh_of(params))
         return HTTPStatus.NOT_FOUND, not_found_page(f"No page at {path}.")
 
     def _send(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -166,3 +167,22 @@ def test_port_in_use_is_refused_clearly(tmp_path: Path) -> None:
     assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "--port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_pages_refresh_themselves_only_when_asked(serve: Callable[..., ViewerServer]) -> None:
+    step = lunatrace.trace(name="tick")(lambda i: i)
+    step(1)
+    lunatrace.flush()
+    server = serve()
+    plain = get(server, "/")[2]
+    assert 'http-equiv="refresh"' not in plain and 'href="/?refresh=5"' in plain
+    live = get(server, "/?refresh=5&status=success")[2]
+    assert '<meta http-equiv="refresh" content="5">' in live
+    assert "refreshing every 5 s" in live and 'href="/?status=success">stop</a>' in live
+    assert '<input type="hidden" name="refresh" value="5">' in live  # a filter keeps it on
+    for junk in ("1", "100000", "soon"):
+        assert 'http-equiv="refresh"' not in get(server, f"/?refresh={junk}")[2]
+    trace_id = re.search(r'data-trace-id="([^"]+)"', plain)
+    assert trace_id is not None
+    trace = get(server, f"/trace/{trace_id.group(1)}?refresh=10")[2]
+    assert '<meta http-equiv="refresh" content="10">' in trace and "refreshing every 10 s" in trace
