@@ -17,6 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 import lunatrace
+from tests.integrations.lc_fakes import pause_and_resume
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -200,28 +201,7 @@ def test_readable_in_light_and_dark(scheme: str, viewer: Callable[[], str], page
 def test_a_paused_and_resumed_graph_reads_as_one_story(
     viewer: Callable[[], str], page: Page, tmp_path: Path
 ) -> None:
-    from typing import Any, TypedDict
-
-    from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.graph import END, START, StateGraph
-    from langgraph.types import Command, interrupt
-
-    from lunatrace.integrations.langchain import CallbackHandler
-
-    class Approval(TypedDict, total=False):
-        request: str
-        answer: str
-
-    builder = StateGraph(Approval)
-    builder.add_node("ask", lambda state: {"answer": interrupt({"question": "approve the refund?"})})
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    graph = builder.compile(checkpointer=InMemorySaver(), name="approval")
-    handler = CallbackHandler()
-    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "browser-hitl"}}
-    graph.invoke({"request": "refund"}, config=config)
-    paused = handler.last_trace_id
-    graph.invoke(Command(resume="yes"), config=config)
+    paused, _ = pause_and_resume("browser-hitl")
     lunatrace.flush()
 
     page.goto(viewer())

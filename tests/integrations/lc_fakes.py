@@ -7,7 +7,7 @@ streams text then a final chunk carrying tool-call chunks and usage.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage
@@ -82,3 +82,42 @@ def tool_call_id(events: list[dict[str, Any]], run: dict[str, Any]) -> Any:
         if "toolCallId" in event.get("metadata", {}):
             return event["metadata"]["toolCallId"]
     return None
+
+
+class Approval(TypedDict, total=False):
+    request: str
+    answer: str
+
+
+def approval_graph() -> Any:
+    """A LangGraph graph named ``approval`` whose one node, ``ask``, pauses on
+    ``interrupt({"question": "approve <request>?"})`` until resumed with the answer."""
+    from langgraph.checkpoint.memory import InMemorySaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    def ask(state: Approval) -> Approval:
+        return {"answer": interrupt({"question": f"approve {state['request']}?"})}
+
+    builder = StateGraph(Approval)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    return builder.compile(checkpointer=InMemorySaver(), name="approval")
+
+
+def pause_and_resume(thread_id: str) -> tuple[str, str]:
+    """Run :func:`approval_graph` until it pauses, then resume it with ``"yes"``, through one
+    lunatrace handler; the root run ids of the paused and the resumed invocation."""
+    from langgraph.types import Command
+
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    graph, handler = approval_graph(), CallbackHandler()
+    config: Any = {"callbacks": [handler], "configurable": {"thread_id": thread_id}}
+    graph.invoke({"request": "refund"}, config=config)
+    paused = handler.last_trace_id
+    graph.invoke(Command(resume="yes"), config=config)
+    resumed = handler.last_trace_id
+    assert paused is not None and resumed is not None
+    return paused, resumed

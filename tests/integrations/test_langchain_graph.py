@@ -10,14 +10,14 @@ import pytest
 from langchain.agents import create_agent
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import tool
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, interrupt
+from langgraph.types import Command
 
 from lunatrace.integrations.langchain import CallbackHandler
 from tests.integrations.lc_fakes import (
     AGENT_ROOT_TYPE,
     FakeToolChatModel,
+    approval_graph,
     tool_call_id,
     tool_call_message,
 )
@@ -174,19 +174,7 @@ def test_subgraph_and_parallel_branches(events_of: Any) -> None:
 
 
 def test_interrupt_then_resume(events_of: Any) -> None:
-    class Approval(TypedDict, total=False):
-        request: str
-        answer: str
-
-    def ask(state: Approval) -> Approval:
-        answer = interrupt({"question": f"approve {state['request']}?"})
-        return {"answer": answer}
-
-    builder = StateGraph(Approval)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    graph = builder.compile(checkpointer=InMemorySaver(), name="approval")
+    graph = approval_graph()
     handler = CallbackHandler()
     config: Any = {"callbacks": [handler], "configurable": {"thread_id": "t-1"}}
     paused = graph.invoke({"request": "refund"}, config=config)

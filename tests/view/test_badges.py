@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypedDict
+from typing import Any
 
 import pytest
 from langchain_core.runnables import RunnableLambda
-from langgraph.checkpoint.memory import InMemorySaver
-from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, interrupt
 
 import lunatrace
 from lunatrace.core.transport import MemorySink
@@ -17,34 +14,11 @@ from lunatrace.integrations.langchain import CallbackHandler
 from lunatrace.view.html import render_html
 from lunatrace.view.model import build_trace
 from lunatrace.view.text import render_text
-
-
-class Approval(TypedDict, total=False):
-    request: str
-    answer: str
-
-
-def paused_then_resumed(sink: MemorySink) -> tuple[str, str]:
-    def ask(state: Approval) -> Approval:
-        return {"answer": interrupt({"question": "approve?"})}
-
-    builder = StateGraph(Approval)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    graph = builder.compile(checkpointer=InMemorySaver(), name="approval")
-    handler = CallbackHandler()
-    config: Any = {"callbacks": [handler], "configurable": {"thread_id": "badges"}}
-    graph.invoke({"request": "refund"}, config=config)
-    paused = handler.last_trace_id
-    graph.invoke(Command(resume="yes"), config=config)
-    resumed = handler.last_trace_id
-    assert paused is not None and resumed is not None
-    return paused, resumed
+from tests.integrations.lc_fakes import pause_and_resume
 
 
 def test_the_terminal_marks_a_paused_root_and_the_run_that_resumes_it(memory_sink: MemorySink) -> None:
-    paused, _ = paused_then_resumed(memory_sink)
+    paused, _ = pause_and_resume("badges")
     lines = render_text(build_trace(memory_sink.events)).splitlines()
     (root_line,) = [line for line in lines if line.startswith("└─ chain approval")]
     assert "⏸ interrupted" in root_line
@@ -53,7 +27,7 @@ def test_the_terminal_marks_a_paused_root_and_the_run_that_resumes_it(memory_sin
 
 
 def test_the_viewer_badges_them_and_links_the_resumed_run_to_the_paused_one(memory_sink: MemorySink) -> None:
-    paused, resumed = paused_then_resumed(memory_sink)
+    paused, resumed = pause_and_resume("badges")
     html = render_html(build_trace(memory_sink.events))
     assert f'id="run-{paused}"' in html
     assert '<span class="lt-badge lt-badge-interrupted">interrupted</span>' in html

@@ -34,7 +34,12 @@ from langgraph.graph import END, START, StateGraph
 import lunatrace
 from lunatrace.core.usage import encoding_name_for_model, estimate_usage, get_encoder
 from lunatrace.integrations.langchain import CallbackHandler
-from tests.integrations.lc_fakes import AGENT_ROOT_TYPE, FakeToolChatModel, tool_call_message
+from tests.integrations.lc_fakes import (
+    AGENT_ROOT_TYPE,
+    FakeToolChatModel,
+    pause_and_resume,
+    tool_call_message,
+)
 from tests.support.real_lunary import Project, RealLunary
 
 Row = dict[str, Any]
@@ -474,27 +479,7 @@ def test_decorated_functions_and_chains_nest_both_ways(
 def test_an_interrupted_graph_and_its_resume_are_one_story(
     real_lunary: RealLunary, traced_to_real: Project
 ) -> None:
-    from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.types import Command, interrupt
-
-    class Approval(TypedDict, total=False):
-        request: str
-        answer: str
-
-    def ask(state: Approval) -> Approval:
-        return {"answer": interrupt({"question": f"approve {state['request']}?"})}
-
-    builder = StateGraph(Approval)
-    builder.add_node("ask", ask)
-    builder.add_edge(START, "ask")
-    builder.add_edge("ask", END)
-    graph = builder.compile(checkpointer=InMemorySaver(), name="approval")
-    handler = CallbackHandler()
-    config: Any = {"callbacks": [handler], "configurable": {"thread_id": f"hitl-{uuid.uuid4()}"}}
-    graph.invoke({"request": "refund"}, config=config)
-    paused = handler.last_trace_id
-    graph.invoke(Command(resume="yes"), config=config)
-    resumed = handler.last_trace_id
+    paused, resumed = pause_and_resume(f"hitl-{uuid.uuid4()}")
 
     rows = stored_runs(real_lunary, traced_to_real)
     assert paused is not None and resumed is not None and paused != resumed
