@@ -44,13 +44,17 @@ echo "== mypy"
 echo "== pytest"
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 
-# LangChain: the integration's tests again, against the OLDEST releases of the supported
-# range (pyproject's "langchain" extra), in a venv of their own.
+# LangChain and the provider clients: their integrations' tests again, against the OLDEST
+# releases of the supported ranges (pyproject's "langchain", "openai" and "anthropic"
+# extras), in a venv of their own.
 LANGCHAIN_OLDEST=("langchain-core==1.0.0" "langchain==1.0.0" "langgraph==1.0.0")
-echo "== pytest (LangChain integration, oldest supported: ${LANGCHAIN_OLDEST[*]})"
+PROVIDERS_OLDEST=("openai==1.99.0" "anthropic==0.60.0")
+echo "== pytest (integrations, oldest supported: ${LANGCHAIN_OLDEST[*]} ${PROVIDERS_OLDEST[*]})"
 if [ ! -x .venv-oldest/bin/python ]; then
   "$PYTHON" -m venv .venv-oldest
 fi
 .venv-oldest/bin/python -m pip install -q --upgrade pip
-.venv-oldest/bin/python -m pip install -q -e . pytest pytest-asyncio pytest-timeout "${LANGCHAIN_OLDEST[@]}"
-.venv-oldest/bin/python -m pytest -q -p no:cacheprovider tests/integrations/test_langchain_*.py
+.venv-oldest/bin/python -m pip install -q -e . pytest pytest-asyncio pytest-timeout \
+  "${LANGCHAIN_OLDEST[@]}" "${PROVIDERS_OLDEST[@]}"
+.venv-oldest/bin/python -m pytest -q -p no:cacheprovider $(ls tests/integrations/test_langchain_*.py \
+  tests/integrations/test_openai_*.py tests/integrations/test_anthropic_*.py 2>/dev/null)
