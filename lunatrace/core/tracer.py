@@ -143,6 +143,11 @@ class Tracer:
 
     # --- run lifecycle --------------------------------------------------------------
 
+    def counter_ns(self) -> int:
+        """The counter reading behind this tracer's timestamps (``perf_counter_ns()`` unless
+        the tracer was given another): what ``start_run(started_ns=...)`` takes."""
+        return self._now_ns()
+
     def is_open(self, run_id: str) -> bool:
         return run_id in self.runs.open
 
@@ -219,6 +224,7 @@ class Tracer:
         user_id: Any = None,
         user_props: Mapping[str, Any] | None = None,
         template_version_id: int | None = None,
+        started_ns: int | None = None,
     ) -> str:
         """Record the start of a run and return its id (``run_id`` if given).
 
@@ -226,6 +232,12 @@ class Tracer:
         the trace's sampling and the run's state. The event itself is queued as a
         ``StartRecord`` with a snapshot of the context's user, tags and metadata, and built
         on the worker.
+
+        ``started_ns`` (a :meth:`counter_ns` reading taken earlier) starts the run when
+        that reading was taken rather than now: a provider call's run is named by the
+        model the provider answered with, so it is recorded once the answer is in, but it
+        began with the request. The stamp is clamped like any other (never before an
+        event already queued), so queue order stays timestamp order.
         """
         rid = new_run_id() if run_id is None else run_id if type(run_id) is str else str(run_id)
         if run_type not in RUN_TYPES:
@@ -254,7 +266,7 @@ class Tracer:
                     root = rid
                     rate = self.config.sample_rate
                     sampled = rate >= 1.0 or random.random() < rate
-            now = self._now_ns()
+            now = self._now_ns() if started_ns is None else started_ns
             # Only an llm run keeps its model and prompt (for a token estimate at the end).
             if run_type == "llm":
                 runs.add(rid, RunState(run_type, root, sampled, now, name, input))
