@@ -1,7 +1,9 @@
-"""lunatrace: trace LangChain, LangGraph, LlamaIndex and plain Python runs into Lunary.
+"""lunatrace: trace LangChain, LangGraph, LlamaIndex, OpenAI and Anthropic clients and
+plain Python runs into Lunary.
 
-Importing this package is cheap: it imports neither LangChain nor LlamaIndex. The
-integrations live in :mod:`lunatrace.integrations` and are imported when used.
+Importing this package is cheap: it imports neither LangChain, LlamaIndex nor a provider
+client. The integrations live in :mod:`lunatrace.integrations` and are imported when
+used (``monitor(client)`` imports the one for its client).
 """
 
 from lunatrace._version import __version__
@@ -12,11 +14,13 @@ from lunatrace.api import (
     feedback,
     flush,
     get_tracer,
+    monitor,
     open_thread,
     parent,
     project,
     shutdown,
     stats,
+    unmonitor,
 )
 from lunatrace.core.config import Config, ConfigError
 from lunatrace.core.context import identify, metadata, tags
@@ -37,6 +41,7 @@ __all__ = [
     "get_tracer",
     "identify",
     "metadata",
+    "monitor",
     "open_thread",
     "parent",
     "project",
@@ -45,4 +50,5 @@ __all__ = [
     "stats",
     "tags",
     "trace",
+    "unmonitor",
 ]

@@ -10,13 +10,14 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import hashlib
+import importlib
 import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, TypeVar
 
 from lunatrace.core import context, guard, processes
 from lunatrace.core.config import ENVIRONMENT_VARIABLES, Config, ConfigError
@@ -310,3 +311,41 @@ def open_thread(
 ) -> Thread:
     """Open (or continue, given its id) a conversation thread."""
     return Thread(thread_id, tags, user_id, user_props)
+
+
+Client = TypeVar("Client")
+# The top-level module of a client's class -> the integration that monitors it.
+PROVIDER_INTEGRATIONS = {
+    "openai": "lunatrace.integrations.openai",
+    "anthropic": "lunatrace.integrations.anthropic",
+}
+
+
+def _provider_integration(client: Any) -> Any:
+    module = type(client).__module__.partition(".")[0]
+    name = PROVIDER_INTEGRATIONS.get(module)
+    if name is None:
+        raise TypeError(
+            f"lunatrace.monitor() takes a provider client (OpenAI, AsyncOpenAI, AzureOpenAI, "
+            f"AsyncAzureOpenAI, Anthropic, AsyncAnthropic), not {type(client).__qualname__}"
+        )
+    return importlib.import_module(name)
+
+
+def monitor(client: Client) -> Client:
+    """Trace every call of this provider client (an ``openai`` or ``anthropic`` client
+    instance) as a run, in place, and return the same client (see docs/openai.md).
+
+    Monitoring twice is the same as once; :func:`unmonitor` undoes it. The client keeps
+    its type and its methods' signatures. Raises ``TypeError`` (when called, never
+    inside a call) for an object that is not a supported client.
+    """
+    _provider_integration(client).monitor(client)
+    return client
+
+
+def unmonitor(client: Client) -> Client:
+    """Stop tracing a client :func:`monitor` traced (a client never monitored is left
+    as it is) and return it."""
+    _provider_integration(client).unmonitor(client)
+    return client

@@ -1,0 +1,122 @@
+"""The traced method: what replaces ``create`` (or ``parse``, ``embeddings.create``...).
+
+A provider describes each endpoint once (an :class:`Endpoint`); :func:`traced` and
+:func:`traced_async` turn that description into the wrapper :class:`~.patching.Patch`
+installs. The wrapper takes the per-call extras out of the keyword arguments, calls the
+original with the rest, and returns exactly what it returned (a stream: its stand-in,
+see :mod:`.streams`) or raises exactly what it raised. Its own failures go to the guard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+from lunatrace.core.guard import failed
+from lunatrace.integrations.providers.calls import Answer, ProviderCall, Request
+from lunatrace.integrations.providers.extras import EXTRA_KEYWORDS, take_extras
+from lunatrace.integrations.providers.streams import Accumulator, AsyncTracedStream, StreamRun, TracedStream
+
+_EFFECT = "the call is unaffected"
+
+
+class Endpoint(Protocol):
+    """How one provider method's calls map to a run (all on the caller's thread, cheap)."""
+
+    run_type: str  # "llm" or "embed"
+
+    def request(self, kwargs: Mapping[str, Any]) -> Request | None:
+        """The run's request from the call's keyword arguments (extras already taken out);
+        ``None`` leaves the call untraced (a raw-response call, say)."""
+        ...
+
+    def answer(self, result: Any) -> Answer:
+        """The run's answer from what the method returned (not for streams)."""
+        ...
+
+    def accumulator(self, kwargs: Mapping[str, Any]) -> Accumulator | None:
+        """A fresh collector when the call streams (``stream=True``), else ``None``."""
+        ...
+
+
+def _begin(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[ProviderCall | None, Accumulator | None]:
+    try:
+        extras = take_extras(kwargs)
+    except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: runs in every call
+        failed("per-call extras of a provider call", exc, "the call runs untraced")
+        for key in EXTRA_KEYWORDS:
+            kwargs.pop(key, None)  # never handed to the client, whatever happened
+        return None, None
+    try:
+        request = endpoint.request(kwargs)
+        if request is None:
+            return None, None
+        accumulator = endpoint.accumulator(kwargs)
+        return ProviderCall(endpoint.run_type, request, extras, later=accumulator is not None), accumulator
+    except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: runs in every call
+        failed(f"request of a provider {endpoint.run_type} call", exc, "the call runs untraced")
+        return None, None
+
+
+def _returned(
+    endpoint: Endpoint,
+    call: ProviderCall,
+    accumulator: Accumulator | None,
+    result: Any,
+    stand_in: type[TracedStream] | type[AsyncTracedStream],
+) -> Any:
+    if accumulator is not None:
+        try:
+            return stand_in(result, StreamRun(call, accumulator))
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: runs in every call
+            failed(f"stream of a provider {endpoint.run_type} call", exc, "the stream is returned untraced")
+            return result
+    try:
+        answer = endpoint.answer(result)
+    except Exception as exc:  # noqa: BLE001 - an answer that defeats the provider's mapping
+        failed(f"answer of a provider {endpoint.run_type} call", exc, "the run ends without output")
+        answer = Answer(None)
+    call.end(answer)
+    return result
+
+
+def traced(endpoint: Endpoint) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The wrapper for a synchronous method."""
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def traced_call(*args: Any, **kwargs: Any) -> Any:
+            call, accumulator = _begin(endpoint, kwargs)
+            if call is None:
+                return original(*args, **kwargs)
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return _returned(endpoint, call, accumulator, result, TracedStream)
+
+        return traced_call
+
+    return wrap
+
+
+def traced_async(
+    endpoint: Endpoint,
+) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
+    """The wrapper for a coroutine method (``AsyncOpenAI``, ``AsyncAnthropic``)."""
+
+    def wrap(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def traced_call(*args: Any, **kwargs: Any) -> Any:
+            call, accumulator = _begin(endpoint, kwargs)
+            if call is None:
+                return await original(*args, **kwargs)
+            try:
+                result = await original(*args, **kwargs)
+            except BaseException as exc:
+                call.fail(exc)
+                raise
+            return _returned(endpoint, call, accumulator, result, AsyncTracedStream)
+
+        return traced_call
+
+    return wrap
