@@ -146,6 +146,8 @@ def test_everything_is_exported() -> None:
         "identify",
         "tags",
         "metadata",
+        "monitor",
+        "unmonitor",
         "current_run_id",
         "feedback",
         "open_thread",
