@@ -19,7 +19,7 @@ import lunatrace
 def loaded(names):
     return sorted({m.split(".")[0] for m in sys.modules} & set(names))
 
-frameworks = ("langchain", "langchain_core", "langgraph", "llama_index", "numpy", "pydantic")
+frameworks = ("langchain", "langchain_core", "langgraph", "llama_index", "numpy", "pydantic", "openai", "anthropic")
 after_import = loaded(frameworks + ("tiktoken", "requests"))
 
 @lunatrace.trace
