@@ -7,7 +7,14 @@ file at once: WAL mode, a busy timeout and ``BEGIN IMMEDIATE`` transactions make
 append atomic, so a run is always filed under its parent's trace.
 
 Each event row keeps the exact wire JSON plus the indexed columns needed to list traces
-and assemble them; the ``traces`` table is maintained on append so listing stays cheap.
+and assemble them; the ``traces`` table is maintained on append so listing stays cheap,
+and so is ``trace_text``, the full-text index (SQLite's FTS5) that search reads.
+
+The schema has a version (``PRAGMA user_version``). A store written by an older release is
+migrated in place when opened: new columns and tables are added in one short write
+transaction, and the events it already holds are indexed afterwards in small ones
+(:meth:`EventStore.index_pending`), so other processes writing the store meanwhile wait
+milliseconds, not the whole migration. Nothing is rewritten or dropped.
 """
 
 from __future__ import annotations
@@ -15,17 +22,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lunatrace.core.timestamps import format_timestamp, parse_timestamp
+from lunatrace.core.transport.trace_index import facts_of, fts5_available, search_table_sql
 
 logger = logging.getLogger("lunatrace")
 
@@ -37,6 +46,8 @@ DAMAGED = 3  # its body is not an event (a damaged file): set aside, never sent
 
 BUSY_TIMEOUT_MS = 30_000
 OPEN_RETRY_S = 0.02
+SCHEMA_VERSION = 1
+INDEX_CHUNK = 2_000  # events indexed per transaction when migrating: a short write lock each
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -80,6 +91,20 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
+# Version 1: what each trace was (previews, token split, cost) and the search index. An
+# event row not yet indexed has ``indexed = 0``: every event of an older store, and any
+# event an older release still writes into this one.
+_VERSION_1 = """
+ALTER TABLE traces ADD COLUMN input_preview TEXT;
+ALTER TABLE traces ADD COLUMN output_preview TEXT;
+ALTER TABLE traces ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN cost REAL;
+ALTER TABLE traces ADD COLUMN cost_estimated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE events ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS events_unindexed ON events(id) WHERE indexed = 0
+"""
+
 
 class StoreError(RuntimeError):
     """The store file cannot be opened or read; the message names the file.
@@ -114,6 +139,12 @@ class TraceSummary:
     errors: int
     user_id: str | None
     tags: list[str] = field(default_factory=list)
+    input_preview: str | None = None
+    output_preview: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float | None = None  # USD: set by the application, or estimated (see ``cost_estimated``)
+    cost_estimated: bool = False  # some of ``cost`` is an estimate from Lunary's price table
 
 
 def iso(ms: int | None) -> str | None:
@@ -219,6 +250,7 @@ class EventStore:
         self._lock = threading.Lock()
         self.damaged = 0  # rows set aside by this connection (see ``pending``)
         self._damage_reported = False
+        self.search_mode: str | None = None  # 'fts5', 'like' (no FTS5 here), None: cannot search
         try:
             _create_private(self.path)
             self._db = sqlite3.connect(
@@ -243,11 +275,10 @@ class EventStore:
             try:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
-                if self._has_schema():
-                    return
-                with self._transaction() as db:
-                    for statement in _statements(_SCHEMA):
-                        db.execute(statement)
+                if not self._has_schema() or self._version() < SCHEMA_VERSION:
+                    with self._transaction() as db:
+                        self._migrate(db)
+                self.search_mode = self._search_mode()
                 return
             except sqlite3.OperationalError as exc:
                 busy = "locked" in str(exc) or "busy" in str(exc)
@@ -258,6 +289,30 @@ class EventStore:
     def _has_schema(self) -> bool:
         names = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         return {"events", "traces", "leases"} <= names
+
+    def _version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        """Bring the schema to :data:`SCHEMA_VERSION`, inside the caller's write transaction
+        (so a second process migrating at the same moment finds it done and does nothing).
+        A new store is made as version 0 and migrated too: one path for both."""
+        if not self._has_schema():
+            for statement in _statements(_SCHEMA):
+                db.execute(statement)
+        if self._version() < 1:
+            for statement in _statements(_VERSION_1):
+                db.execute(statement)
+            db.execute(search_table_sql(fts5_available(db)))
+            db.execute("PRAGMA user_version = 1")
+
+    def _search_mode(self) -> str | None:
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'trace_text'").fetchone()
+        if row is None:
+            return None
+        if "fts5" not in str(row[0]).lower():
+            return "like"
+        return "fts5" if fts5_available(self._db) else None  # made by a build with FTS5, read by one without
 
     def close(self) -> None:
         with self._lock:
@@ -351,11 +406,55 @@ class EventStore:
                 delta.add(event, rid == trace, ts, tokens)
         db.executemany(
             "INSERT INTO events (run_id, parent_run_id, trace_id, type, name, event, status, ts_ms,"
-            " tokens, user_id, tags, state, body) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " tokens, user_id, tags, state, body, indexed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,1)",
             rows,
         )
         for trace, delta in deltas.items():
             delta.apply(db, trace)
+        self._index(db, [(event, row[2]) for (event, _), row in zip(items, rows, strict=True)])
+
+    def _index(self, db: sqlite3.Connection, events: list[tuple[dict[str, Any], str]]) -> None:
+        """Add ``(event, trace id)`` pairs to their traces' previews, token split, cost and
+        search text; a run's start comes from the same pairs, else from the store."""
+        starts = {str(e.get("runId")): e for e, _ in events if e.get("event") == "start"}
+
+        def start_of(run_id: str) -> dict[str, Any] | None:
+            return starts.get(run_id) or self._start_of(db, run_id)
+
+        for trace, facts in facts_of(events, start_of).items():
+            facts.apply(db, trace, with_text=self.search_mode is not None)
+
+    @staticmethod
+    def _start_of(db: sqlite3.Connection, run_id: str) -> dict[str, Any] | None:
+        row = db.execute(
+            "SELECT id, body FROM events WHERE run_id = ? AND event = 'start' ORDER BY id LIMIT 1", (run_id,)
+        ).fetchone()
+        parsed = _parse_rows([row])[0] if row else []
+        return parsed[0][1] if parsed else None
+
+    def index_pending(self, chunk: int = INDEX_CHUNK) -> int:
+        """Index the events not indexed yet (a store written by an older release), a chunk
+        per transaction; how many were indexed. Readers call it on open (see
+        :func:`open_existing`): it is a no-op once done, and safe to run in several
+        processes at once (each chunk is claimed inside its write transaction)."""
+        done = 0
+        try:
+            while True:
+                with self._transaction() as db:
+                    rows = db.execute(
+                        "SELECT id, trace_id, body FROM events WHERE indexed = 0 ORDER BY id LIMIT ?",
+                        (chunk,),
+                    ).fetchall()
+                    if not rows:
+                        return done
+                    traces = {int(row_id): str(trace) for row_id, trace, _ in rows}
+                    events, _ = _parse_rows([(row_id, body) for row_id, _, body in rows])
+                    self._index(db, [(event, traces[row_id]) for row_id, event in events])
+                    db.execute("UPDATE events SET indexed = 1 WHERE indexed = 0 AND id <= ?", (rows[-1][0],))
+                done += len(rows)
+        except sqlite3.Error as exc:
+            message = f"cannot index the lunatrace store {self.path}: {exc}"
+            raise StoreError(message, _is_damage(exc)) from None
 
     @staticmethod
     def _trace_of(db: sqlite3.Connection, run_id: str) -> str | None:
@@ -450,52 +549,58 @@ class EventStore:
 
     # --- reading ----------------------------------------------------------------------
 
-    def _filters(
-        self,
-        name: str | None,
-        type: str | None,  # noqa: A002 - the column's name
-        status: str | None,
-        user: str | None,
-        tag: str | None,
-    ) -> tuple[str, list[Any]]:
+    def _filters(self, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+        """The ``WHERE`` clause of :data:`FILTERS` given by keyword: equality on ``name``,
+        ``type``, ``status``, ``user``; a root tag; ``search`` (every word somewhere in the
+        trace); ``since_ms``/``until_ms`` (start time, until exclusive); ``errors`` (only
+        traces with an error)."""
+        unknown = set(filters) - set(FILTERS)
+        if unknown:
+            raise TypeError(f"unknown trace filter(s): {', '.join(sorted(unknown))}")
         clauses, params = [], []
-        for column, value in (("name", name), ("type", type), ("status", status), ("user_id", user)):
-            if value is not None:
+        for key, column in (("name", "name"), ("type", "type"), ("status", "status"), ("user", "user_id")):
+            if filters.get(key) is not None:
                 clauses.append(f"{column} = ?")
-                params.append(value)
-        if tag is not None:
+                params.append(filters[key])
+        if filters.get("tag") is not None:
             clauses.append("EXISTS (SELECT 1 FROM json_each(traces.tags) WHERE json_each.value = ?)")
-            params.append(tag)
+            params.append(filters["tag"])
+        if filters.get("since_ms") is not None:
+            clauses.append("started_ms >= ?")
+            params.append(int(filters["since_ms"]))
+        if filters.get("until_ms") is not None:
+            clauses.append("started_ms < ?")
+            params.append(int(filters["until_ms"]))
+        if filters.get("errors"):
+            clauses.append("(errors > 0 OR status = 'error')")
+        for term in search_terms(filters.get("search") or ""):
+            clauses.append(self._search_clause())
+            params.append(_fts_term(term) if self.search_mode == "fts5" else _like_term(term))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
-    def list_traces(
-        self,
-        limit: int = 20,
-        offset: int = 0,
-        name: str | None = None,
-        type: str | None = None,  # noqa: A002
-        status: str | None = None,
-        user: str | None = None,
-        tag: str | None = None,
-    ) -> list[TraceSummary]:
-        """The most recent traces first (by start time), with totals over each tree."""
-        where, params = self._filters(name, type, status, user, tag)
+    def _search_clause(self) -> str:
+        if self.search_mode == "fts5":
+            return "trace_id IN (SELECT trace_id FROM trace_text WHERE trace_text MATCH ?)"
+        if self.search_mode == "like":
+            return "trace_id IN (SELECT trace_id FROM trace_text WHERE body LIKE ? ESCAPE '\\')"
+        raise StoreError(
+            f"cannot search {self.path}: its search index needs SQLite's FTS5 module, which this Python's "
+            f"SQLite ({sqlite3.sqlite_version}) lacks"
+        )
+
+    def list_traces(self, limit: int = 20, offset: int = 0, **filters: Any) -> list[TraceSummary]:
+        """The most recent traces first (by start time), with totals over each tree;
+        ``filters`` as :meth:`_filters` reads them."""
+        where, params = self._filters(filters)
         rows = self._query(
-            "SELECT trace_id, name, type, status, started_ms, ended_ms, llm_calls, tokens, errors,"
-            f" user_id, tags FROM traces{where} ORDER BY started_ms DESC, seq DESC LIMIT ? OFFSET ?",
+            f"SELECT {_SUMMARY_COLUMNS} FROM traces{where}"
+            " ORDER BY started_ms DESC, seq DESC LIMIT ? OFFSET ?",
             (*params, limit, offset),
         )
         return [_summary(row) for row in rows]
 
-    def count_traces(
-        self,
-        name: str | None = None,
-        type: str | None = None,  # noqa: A002
-        status: str | None = None,
-        user: str | None = None,
-        tag: str | None = None,
-    ) -> int:
-        where, params = self._filters(name, type, status, user, tag)
+    def count_traces(self, **filters: Any) -> int:
+        where, params = self._filters(filters)
         return int(self._query(f"SELECT COUNT(*) FROM traces{where}", params)[0][0])
 
     def trace_events(self, trace_id: str) -> list[dict[str, Any]]:
@@ -519,8 +624,8 @@ class EventStore:
         two tell unique from ambiguous)."""
         escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         rows = self._query(
-            "SELECT trace_id, name, type, status, started_ms, ended_ms, llm_calls, tokens, errors, user_id,"
-            " tags FROM traces WHERE trace_id LIKE ? ESCAPE '\\' ORDER BY started_ms DESC, seq DESC LIMIT ?",
+            f"SELECT {_SUMMARY_COLUMNS} FROM traces WHERE trace_id LIKE ? ESCAPE '\\'"
+            " ORDER BY started_ms DESC, seq DESC LIMIT ?",
             (escaped + "%", limit),
         )
         return [_summary(row) for row in rows]
@@ -618,12 +723,19 @@ def set_aside(path: Path) -> Path:
 
 
 def open_existing(path: Path) -> EventStore:
-    """The store at ``path`` for reading; :class:`StoreError` if there is none yet (reading
-    must not leave an empty store behind)."""
+    """The store at ``path`` for reading, its events all indexed (a store an older release
+    wrote is indexed here, once); :class:`StoreError` if there is none yet (reading must
+    not leave an empty store behind)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise StoreError(f"no lunatrace store at {path} yet: run traced code first")
-    return EventStore(path)
+    store = EventStore(path)
+    try:
+        store.index_pending()
+    except StoreError:
+        store.close()
+        raise
+    return store
 
 
 def _not_json(constant: str) -> Any:
@@ -655,8 +767,34 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+FILTERS = ("name", "type", "status", "user", "tag", "search", "since_ms", "until_ms", "errors")
+_SUMMARY_COLUMNS = (
+    "trace_id, name, type, status, started_ms, ended_ms, llm_calls, tokens, errors, user_id, tags,"
+    " input_preview, output_preview, prompt_tokens, completion_tokens, cost, cost_estimated"
+)
+_WORD = re.compile(r'"([^"]*)"|(\S+)')
+
+
+def search_terms(text: str) -> list[str]:
+    """The words of a search, a ``"quoted phrase"`` kept whole; words with no letter or
+    digit (which the index does not hold) are left out."""
+    terms = [quoted or bare for quoted, bare in _WORD.findall(text)]
+    return [t for t in terms if any(ch.isalnum() for ch in t)]
+
+
+def _fts_term(term: str) -> str:
+    """An FTS5 query for one term as a phrase, its last word a prefix (``refund`` finds
+    ``refunds``): quoted, so no word of it is read as an operator."""
+    return '"' + term.replace('"', '""') + '"*'
+
+
+def _like_term(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _summary(row: Sequence[Any]) -> TraceSummary:
-    trace_id, name, run_type, status, started, ended, llm_calls, tokens, errors, user_id, tags = row
+    trace_id, name, run_type, status, started, ended, llm_calls, tokens, errors, user_id, tags = row[:11]
+    input_preview, output_preview, prompt_tokens, completion_tokens, cost, cost_estimated = row[11:]
     duration = float(ended - started) if started is not None and ended is not None else None
     try:
         tag_list = [str(t) for t in json.loads(tags or "[]")]
@@ -675,4 +813,10 @@ def _summary(row: Sequence[Any]) -> TraceSummary:
         errors=int(errors),
         user_id=user_id,
         tags=tag_list,
+        input_preview=input_preview,
+        output_preview=output_preview,
+        prompt_tokens=int(prompt_tokens),
+        completion_tokens=int(completion_tokens),
+        cost=None if cost is None else float(cost),
+        cost_estimated=bool(cost_estimated),
     )
