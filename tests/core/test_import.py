@@ -19,8 +19,9 @@ import lunatrace
 def loaded(names):
     return sorted({m.split(".")[0] for m in sys.modules} & set(names))
 
-frameworks = ("langchain", "langchain_core", "langgraph", "llama_index", "numpy", "pydantic", "openai", "anthropic")
-after_import = loaded(frameworks + ("tiktoken", "requests"))
+frameworks = ("langchain", "langchain_core", "langgraph", "llama_index", "numpy", "pydantic")
+providers = ("openai", "anthropic")
+after_import = loaded(frameworks + providers + ("tiktoken", "requests"))
 
 @lunatrace.trace
 def f(x):
