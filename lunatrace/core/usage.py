@@ -42,6 +42,7 @@ _COMPLETION_KEYS = (
 )
 _CACHED_PATHS = (
     ("prompt_tokens_details", "cached_tokens"),
+    ("input_tokens_details", "cached_tokens"),  # the OpenAI Responses API
     ("input_token_details", "cache_read"),
     ("cache_read_input_tokens",),
     ("cached_content_token_count",),
