@@ -10,7 +10,9 @@ way for every provider. Writing one takes four pieces:
    - ``request(kwargs) -> Request | None``: the model asked for, the run's input
      (OpenAI-format messages; copy any list the application may change after the call,
      and convert on the worker with ``core.serialize.Deferred``) and its params under
-     OpenAI names. ``None`` leaves the call untraced.
+     OpenAI names (:func:`.params.pick` with the provider's table of names: tools become
+     OpenAI function schemas, sentinels such as ``NOT_GIVEN`` are skipped). ``None``
+     leaves the call untraced.
    - ``answer(result) -> Answer``: the output message, usage in the wire shape
      (``core.usage.usage_from_mapping``; ``None`` makes core estimate and flag it), the
      model id the provider answered with, and extra metadata.

@@ -1,0 +1,76 @@
+"""A call's parameters as the run's ``params``: OpenAI names, tools as OpenAI function schemas.
+
+Lunary shows and compares parameters under OpenAI's names whatever the provider, so each
+provider lists which of its keyword arguments are kept and under what name
+(:func:`pick`); nothing else is kept, so credentials or clients passed to a call never
+reach ``params``. Tools in any provider's shape (an OpenAI Chat Completions tool, a
+Responses API tool, an Anthropic tool with ``input_schema``) become OpenAI function
+schemas (:func:`function_tools`, on the worker: schemas can be large); a provider's
+built-in tool (``{"type": "web_search"}``) is kept as given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lunatrace.core.serialize import Deferred, to_jsonable
+
+# The clients' "argument not given" sentinels (``NOT_GIVEN``, ``omit``): never parameters.
+_SENTINELS = frozenset({"NotGiven", "Omit"})
+
+
+def given(value: Any) -> bool:
+    """Whether a keyword argument's value was really given (not ``None`` or a sentinel)."""
+    return value is not None and type(value).__name__ not in _SENTINELS
+
+
+def pick(kwargs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """The arguments named in ``names`` (call name -> OpenAI name) that were given; the
+    first of two that map to one name wins. ``tools`` are converted on the worker."""
+    params: dict[str, Any] = {}
+    for key, target in names.items():
+        value = kwargs.get(key)
+        if target not in params and given(value):
+            params[target] = value
+    tools = params.get("tools")
+    if tools is not None:
+        params["tools"] = Deferred(function_tools, list(tools) if isinstance(tools, Sequence) else tools)
+    choice = params.get("tool_choice")
+    if isinstance(choice, Mapping):
+        params["tool_choice"] = function_choice(choice)
+    return params
+
+
+def function_tools(tools: Any) -> Any:
+    """Tools as OpenAI function schemas (see the module's docstring)."""
+    if not isinstance(tools, Sequence) or isinstance(tools, str | bytes):
+        return to_jsonable(tools)
+    return [function_tool(tool) for tool in tools]
+
+
+def function_tool(tool: Any) -> Any:
+    """One tool as ``{"type": "function", "function": {name, description?, parameters}}``."""
+    data = to_jsonable(tool)
+    if not isinstance(data, Mapping) or isinstance(data.get("function"), Mapping):
+        return data  # already a Chat Completions tool, or not a tool at all
+    kind = data.get("type")
+    if kind not in (None, "function", "custom") or "name" not in data:
+        return data  # a provider's built-in tool
+    function: dict[str, Any] = {"name": str(data["name"])}
+    if data.get("description"):
+        function["description"] = data["description"]
+    schema = data.get("parameters", data.get("input_schema"))
+    if schema is not None:
+        function["parameters"] = schema
+    if data.get("strict") is not None:
+        function["strict"] = data["strict"]
+    return {"type": "function", "function": function}
+
+
+def function_choice(choice: Mapping[str, Any]) -> Any:
+    """A tool choice naming one tool (``{"type": "function"|"tool", "name": ...}``) in the
+    Chat Completions shape; any other choice as given."""
+    if "name" in choice and choice.get("type") in ("function", "tool"):
+        return {"type": "function", "function": {"name": str(choice["name"])}}
+    return dict(choice)
