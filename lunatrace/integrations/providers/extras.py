@@ -29,8 +29,11 @@ class CallExtras(NamedTuple):
 NO_EXTRAS = CallExtras()
 
 
-def take_extras(kwargs: dict[str, Any]) -> CallExtras:
+def take_extras(kwargs: dict[str, Any], provider_metadata: frozenset[str] = frozenset()) -> CallExtras:
     """Pop the extras from a call's keyword arguments (in place) and return them.
+
+    ``provider_metadata``: the keys of ``metadata`` the provider's API takes itself; they
+    stay in the arguments (as ``metadata``), and the whole mapping is the run's metadata.
 
     Values are taken as given, except that tags and a name are made strings (one tag may
     be given alone); a mapping of the wrong kind is dropped rather than refused: the call
@@ -45,6 +48,10 @@ def take_extras(kwargs: dict[str, Any]) -> CallExtras:
         tags = [str(tags)]
     user_props = kwargs.pop("user_props", None)
     metadata = kwargs.pop("metadata", None)
+    if provider_metadata and isinstance(metadata, Mapping):
+        forwarded = {key: value for key, value in metadata.items() if key in provider_metadata}
+        if forwarded:
+            kwargs["metadata"] = forwarded
     name = kwargs.pop("name", None)
     return CallExtras(
         user_id=kwargs.pop("user_id", None),

@@ -38,10 +38,18 @@ class Endpoint(Protocol):
         """A fresh collector when the call streams (``stream=True``), else ``None``."""
         ...
 
+    # Optional: ``provider_metadata``, the keys of ``metadata`` the provider's API takes
+    # itself (Anthropic's ``user_id``): those are passed on to the client as ``metadata``,
+    # while the whole mapping is the run's metadata.
 
-def _begin(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[ProviderCall | None, Accumulator | None]:
+
+def begin(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[ProviderCall | None, Accumulator | None]:
+    """Take the extras out of ``kwargs`` (in place) and make the call's run, not started
+    yet, with its accumulator if it streams; ``(None, None)``: the call is untraced.
+    For a method that returns something other than the call's result (a stream manager
+    that makes the request later), with :func:`returned` once the result is in."""
     try:
-        extras = take_extras(kwargs)
+        extras = take_extras(kwargs, getattr(endpoint, "provider_metadata", frozenset()))
     except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: runs in every call
         failed("per-call extras of a provider call", exc, "the call runs untraced")
         for key in EXTRA_KEYWORDS:
@@ -58,13 +66,15 @@ def _begin(endpoint: Endpoint, kwargs: dict[str, Any]) -> tuple[ProviderCall | N
         return None, None
 
 
-def _returned(
+def returned(
     endpoint: Endpoint,
     call: ProviderCall,
     accumulator: Accumulator | None,
     result: Any,
     stand_in: type[TracedStream] | type[AsyncTracedStream],
 ) -> Any:
+    """What the traced method returns for ``result``: a stream's stand-in, or ``result``
+    itself once the run has ended with its answer."""
     if accumulator is not None:
         try:
             return stand_in(result, StreamRun(call, accumulator))
@@ -85,7 +95,7 @@ def traced(endpoint: Endpoint) -> Callable[[Callable[..., Any]], Callable[..., A
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def traced_call(*args: Any, **kwargs: Any) -> Any:
-            call, accumulator = _begin(endpoint, kwargs)
+            call, accumulator = begin(endpoint, kwargs)
             if call is None:
                 return original(*args, **kwargs)
             try:
@@ -93,7 +103,7 @@ def traced(endpoint: Endpoint) -> Callable[[Callable[..., Any]], Callable[..., A
             except BaseException as exc:
                 call.fail(exc)
                 raise
-            return _returned(endpoint, call, accumulator, result, TracedStream)
+            return returned(endpoint, call, accumulator, result, TracedStream)
 
         return traced_call
 
@@ -107,7 +117,7 @@ def traced_async(
 
     def wrap(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def traced_call(*args: Any, **kwargs: Any) -> Any:
-            call, accumulator = _begin(endpoint, kwargs)
+            call, accumulator = begin(endpoint, kwargs)
             if call is None:
                 return await original(*args, **kwargs)
             try:
@@ -115,7 +125,7 @@ def traced_async(
             except BaseException as exc:
                 call.fail(exc)
                 raise
-            return _returned(endpoint, call, accumulator, result, AsyncTracedStream)
+            return returned(endpoint, call, accumulator, result, AsyncTracedStream)
 
         return traced_call
 
