@@ -8,11 +8,11 @@ items, ``with`` and ``close()`` reach the client's, any other attribute (``respo
 (``__class__`` answers the wrapped type; ``type()`` alone tells them apart).
 
 Each item goes to the provider's :class:`Accumulator` (cheap work: appending the
-chunk's pieces). The run is started at the first item, named by the model it reports,
-and ended once: when the stream is exhausted (the whole answer), closed early or
-garbage-collected unread (the partial answer, marked ``cancelled``), or fails mid-way
-(the error). A stream that stays referenced and unread forever is closed by core's
-sweep of abandoned runs.
+chunk's pieces). The run is started at the first item that reports the model (or
+carries output), named by that model, and ended once: when the stream is exhausted
+(the whole answer), closed early or garbage-collected unread (the partial answer,
+marked ``cancelled``), or fails mid-way (the error). A stream that stays referenced
+and unread forever is closed by core's sweep of abandoned runs.
 """
 
 from __future__ import annotations
@@ -59,8 +59,8 @@ class StreamRun:
         try:
             carried = self.accumulator.add(item)
             call = self.call
-            if call.run_id is None:
-                call.open(self.accumulator.model)
+            if call.run_id is None and (carried or self.accumulator.model):
+                call.open(self.accumulator.model)  # once the model or the answer shows
             if carried and self.first_ns is None:
                 self.first_ns = call.tracer.counter_ns()
         except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: runs for every chunk
