@@ -135,13 +135,14 @@ def make_configs(url: str, key: str) -> list[Config]:
     return configs
 
 
-def measure_invoke(chain: Any, config: Config, invokes: int) -> tuple[float, float]:
+def measure_invoke(chain: Any, config: Config, invokes: int, inputs: Any = None) -> tuple[float, float]:
     """µs per invoke on the calling thread, and for the whole process including the drain."""
     run_config: Any = {"callbacks": config.callbacks}
+    inputs = {"word": "hi"} if inputs is None else inputs
     gc.collect()
     thread0, process0 = time.thread_time(), time.process_time()
     for _ in range(invokes):
-        chain.invoke({"word": "hi"}, config=run_config)
+        chain.invoke(inputs, config=run_config)
     thread1 = time.thread_time()
     config.drain()
     process1 = time.process_time()

@@ -15,6 +15,7 @@ TINY = {
     "langchain_floor.py": ["--invokes", "20", "--rounds", "1"],
     "langchain_overhead.py": ["--invokes", "20", "--rounds", "1", "--warmup", "5"],
     "llama_index_overhead.py": ["--calls", "20", "--queries", "2", "--rounds", "1"],
+    "payloads.py": ["--invokes", "16", "--rounds", "1", "--messages", "10", "--documents", "5"],
     "transport.py": ["--events", "2000"],
     "view_render.py": ["--runs", "50", "--repeat", "1"],
 }

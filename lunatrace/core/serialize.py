@@ -32,7 +32,7 @@ from pathlib import PurePath
 from typing import Any
 
 from lunatrace.core.json_text import dumps as dumps  # re-exported: the compact form events are written in
-from lunatrace.core.json_text import plain_json_text
+from lunatrace.core.json_text import plain_json
 
 logger = logging.getLogger("lunatrace")
 
@@ -569,51 +569,113 @@ def _shorten_strings(value: Any, limit: int) -> Any:
     return value
 
 
-def _needles() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """What the fast path looks for in a field's JSON, lower-cased, to know that the general
-    conversion could change it. From the general path's own rules: a secret key name, lower-
-    cased, contains the last ``_`` part of a secret word (``apiKey`` holds ``key``); a string
-    ``scrub_text`` changes contains one of :data:`_SHAPE_LITERALS`. JSON escapes no letter,
-    and lower-casing the whole text lower-cases each key and string in it. A needle holding
-    another is found through it (``credentials`` through ``credential``). Those holding
-    ``_`` come apart, looked for only in text that has one."""
-    words = {word.rsplit("_", 1)[-1] for word in _SECRET_WORDS} | {*_SECRET_PARTS, *_SHAPE_LITERALS}
-    kept = sorted(w for w in words if not any(other != w and other in w for other in words))
-    return tuple(w for w in kept if "_" not in w), tuple(w for w in kept if "_" in w)
+def _resolved(value: Any) -> Any:
+    """The fast path's ``default`` hook: what a ``Deferred`` resolves to (the walk before
+    has resolved it already, so this reads the kept result); anything else is refused."""
+    if type(value) is Deferred:
+        return value.resolve()
+    raise TypeError("not plain data")
 
 
-_NEEDLES, _UNDERSCORE_NEEDLES = _needles()
-_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_BIG_INT = b"0" * 19  # integers above 2**63, which become strings, have 19 digits or more
+# Strings known to come out of ``scrub_text`` unchanged (without configured secrets,
+# which the fast path looks for in the JSON text), so that text sent again and again (a
+# conversation's history, a system prompt, the same message in three events) is checked
+# once. Bounded by entries and by characters; when full, it starts again.
+_CLEAN_MAX_ENTRIES = 16_384
+_CLEAN_MAX_CHARS = 4_000_000
+_SHORTEST_SCRUBBED = _SHAPE_CHECKS[0][0]  # below it, only a lone surrogate (not ASCII) changes a text
 
 
-def _may_need_conversion(text: str, data: bytes) -> bool:
-    """Whether the general conversion could change the field whose JSON is ``text``
-    (``data``: its UTF-8)."""
-    lowered = text.lower()
-    for needle in _NEEDLES:  # a loop: ``any()`` over a generator costs a frame per field
-        if needle in lowered:
-            return True
-    if "_" in lowered:
-        for needle in _UNDERSCORE_NEEDLES:
-            if needle in lowered:
-                return True
-    return data.translate(_DIGITS_AS_ZERO).find(_BIG_INT) >= 0  # ``find``: ``in`` tries an int first
-
-
-class _DeferredResolver:
-    """The fast path's ``default`` hook: resolves ``Deferred`` values, refuses anything else."""
-
-    __slots__ = ("count",)
+class _CleanTexts:
+    __slots__ = ("chars", "texts")
 
     def __init__(self) -> None:
-        self.count = 0
+        self.texts: dict[str, None] = {}
+        self.chars = 0
 
-    def __call__(self, value: Any) -> Any:
-        if type(value) is Deferred:
-            self.count += 1
-            return value.resolve()
-        raise TypeError("not plain data")
+    def check(self, text: str) -> bool:
+        """Whether ``scrub_text`` leaves ``text`` as it is (remembered if so)."""
+        if scrub_text(text) != text:
+            return False
+        if len(self.texts) >= _CLEAN_MAX_ENTRIES or self.chars + len(text) > _CLEAN_MAX_CHARS:
+            self.texts = {}  # a new dict, not clear(): another thread may be reading the old one
+            self.chars = 0
+        self.texts[text] = None
+        self.chars += len(text)
+        return True
+
+
+_clean_texts = _CleanTexts()
+
+
+class _PlainCheck:
+    """Whether the general conversion would leave a value exactly as it is, decided by one
+    walk of the value (no heuristics on its JSON): exact built-in types only (dict, list,
+    tuple, str, int, float, bool, ``None``, ``Deferred`` resolved on the way), no container
+    at :data:`MAX_DEPTH` or holding more than :data:`MAX_ITEMS`, string keys none of which
+    names a secret, integers within 64 bits, finite floats, and strings that ``scrub_text``
+    leaves as they are. ``left`` counts down a lower bound of the JSON's size from the cap,
+    so a field certainly over it is given up on at once. ``tiny_floats``: a float the JSON
+    encoders write differently was seen (see :func:`~lunatrace.core.json_text.plain_json`).
+    """
+
+    __slots__ = ("clean", "left", "tiny_floats")
+
+    def __init__(self, max_bytes: int) -> None:
+        self.left = max_bytes
+        self.tiny_floats = False
+        self.clean = _clean_texts.texts
+
+    def text(self, value: str) -> bool:
+        self.left -= len(value) + 3  # quotes and a separator
+        if self.left < 0:
+            return False  # over the cap: the general path cuts it before scrubbing
+        return (
+            (len(value) < _SHORTEST_SCRUBBED and value.isascii())
+            or value in self.clean
+            or _clean_texts.check(value)
+        )
+
+    def fits(self, value: Any, depth: int) -> bool:
+        cls = type(value)
+        if cls is str:
+            return self.text(value)
+        if cls is dict:
+            if depth >= MAX_DEPTH or len(value) > MAX_ITEMS:
+                return False
+            self.left -= 2
+            for key, item in value.items():
+                if type(key) is not str or _is_secret_name(key) or not self.text(key):
+                    return False
+                if not (self.text(item) if type(item) is str else self.fits(item, depth + 1)):
+                    return False
+            return self.left >= 0
+        if cls is list or cls is tuple:
+            if depth >= MAX_DEPTH or len(value) > MAX_ITEMS:
+                return False
+            self.left -= 2
+            for item in value:
+                if not (self.text(item) if type(item) is str else self.fits(item, depth + 1)):
+                    return False
+            return self.left >= 0
+        self.left -= 2
+        if cls is int:
+            return bool(-(2**63) <= value <= 2**63)
+        if cls is float:
+            if value - value != 0.0:  # NaN or infinity: the general path writes them as strings
+                return False
+            if value and -1e-4 < value < 1e-4:
+                self.tiny_floats = True
+            return True
+        if value is None or cls is bool:
+            return True
+        if cls is Deferred:
+            try:
+                resolved = value.resolve()
+            except Exception:  # noqa: BLE001 - the integration's conversion of a user object: the general path degrades it
+                return False
+            return self.fits(resolved, depth + 1)
+        return False
 
 
 class FieldEncoder:
@@ -660,34 +722,19 @@ class FieldEncoder:
     def _plain_json(self, value: Any) -> str | None:
         """``value`` as JSON if the general conversion would leave it as it is, else ``None``.
 
-        The C encoder refuses what is not plain data (objects, sets, cycles, NaN). What it
-        accepts converts to itself unless a string or key needs scrubbing, the field is
-        over the size cap, or it hits the depth or item limits; each is ruled out on the
-        text, conservatively (the bracket and comma counts include those inside strings).
-        A field far over the cap (a huge string, a long list) is given up on early, without
-        being encoded whole.
+        Decided exactly by a walk of the value (:class:`_PlainCheck`), then written by a
+        compiled encoder; only the configured secrets are looked for in the text (as JSON
+        escapes them). A field far over the cap (a huge string, a long list) is given up
+        on during the walk, before anything is encoded.
         """
-        if type(value) is list or type(value) is tuple or type(value) is dict:
-            # Certainly over the cap (each item, each of an item's own items or characters, is
-            # at least a byte): left before the C encoder renders it, say a list of embeddings.
-            try:
-                items = value.values() if type(value) is dict else value
-                if len(value) > MAX_ITEMS or sum(map(len, items)) > self.max_bytes:
-                    return None
-            except Exception:  # noqa: BLE001 - no length, or a user's __len__ raising anything: the encoder decides
-                pass
-        resolver = _DeferredResolver()
-        try:
-            text = plain_json_text(value, resolver, self.max_bytes)
-            data = text.encode("utf-8")  # lone surrogates fail here: scrub_text replaces them
-        except Exception:  # noqa: BLE001 - not plain data, too large, or a Deferred's (user) conversion failed
+        check = _PlainCheck(self.max_bytes)
+        if not check.fits(value, 0):
             return None
-        if (
-            len(data) > self.max_bytes
-            or text.count("[") + text.count("{") + resolver.count >= MAX_DEPTH
-            or text.count(",") >= MAX_ITEMS
-            or _may_need_conversion(text, data)
-        ):
+        try:
+            text, size = plain_json(value, _resolved, check.tiny_floats)
+        except Exception:  # noqa: BLE001 - a lone surrogate (scrubbed by the general path), or a value changed meanwhile
+            return None
+        if size > self.max_bytes:
             return None
         for secret in self._secrets_in_json:
             if secret in text:

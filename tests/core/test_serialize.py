@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import functools
 import json
 import logging
 import re
@@ -26,6 +27,9 @@ from lunatrace.core.serialize import (
     REDACTED,
     Deferred,
     FieldEncoder,
+    _clean_texts,
+    _PlainCheck,
+    _resolved,
     cap_size,
     dumps,
     is_secret_key,
@@ -749,28 +753,84 @@ def test_json_fast_path_takes_ordinary_payloads() -> None:
     assert encoder.encode_json(None) is None
 
 
-def _resolve(value: Any) -> Any:
-    if type(value) is Deferred:
-        return value.resolve()
-    raise TypeError("not plain data")
-
-
 @settings(max_examples=300, deadline=None)
 @given(value=plain)
-def test_the_c_encoder_called_directly_writes_what_the_standard_one_does(value: Any) -> None:
-    assert json_text.plain_json_text is json_text._c_json  # on CPython the fast one is in use
-    try:
-        expected = json_text._python_json(value, _resolve, 10**9)
-    except ValueError:  # NaN or infinity: refused by both
-        with pytest.raises(ValueError):
-            json_text._c_json(value, _resolve, 10**9)
-        return
-    assert json_text._c_json(value, _resolve, 10**9) == expected
-
-
-def test_the_c_encoder_gives_up_once_the_strings_exceed_the_budget() -> None:
-    assert json_text._c_json(["x" * 60, "y" * 40], repr, 100) == json.dumps(
-        ["x" * 60, "y" * 40], separators=(",", ":")
+def test_the_compiled_encoders_write_what_the_standard_one_does_for_checked_data(value: Any) -> None:
+    check = _PlainCheck(10**9)
+    assume(check.fits(value, 0))
+    expected = json_text._python_json(value, _resolved)
+    assert json_text.c_json is json_text._c_json  # on CPython the C encoder is called directly
+    assert json_text.c_json(value, _resolved) == expected
+    assert json_text.plain_json(value, _resolved, check.tiny_floats) == (
+        expected,
+        len(expected.encode("utf-8")),
     )
-    with pytest.raises(json_text.TooLarge):
-        json_text._c_json(["x" * 60, "y" * 41], repr, 100)
+
+
+@pytest.mark.parametrize("value", [1e-05, -3.5e-07, [0.5, 2e-9]])
+def test_tiny_floats_are_written_by_the_c_encoder_which_orjson_would_write_otherwise(value: Any) -> None:
+    check = _PlainCheck(64_000)
+    assert check.fits(value, 0) and check.tiny_floats
+    assert json_text.orjson.dumps(value).decode() != dumps(value)  # why the check exists
+    assert FieldEncoder(64_000)._plain_json(value) == dumps(value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), [float("inf")], {"x": -float("inf")}])
+def test_non_finite_floats_leave_the_fast_path_which_would_write_null(value: Any) -> None:
+    assert json_text.orjson.dumps(value).count(b"null") == 1  # why the check exists
+    encoder = FieldEncoder(64_000)
+    assert encoder._plain_json(value) is None
+    assert encoder.encode_json(value) == _general_json(value, 64_000)
+    assert "null" not in (encoder.encode_json(value) or "")
+
+
+def _deep(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``inner`` nested 35 to 45 levels deep, in lists and dicts: across ``MAX_DEPTH``."""
+    return st.tuples(inner, st.integers(min_value=35, max_value=45), st.booleans()).map(
+        lambda args: functools.reduce(
+            lambda v, i: {"k": v} if args[2] and i % 2 else [v], range(args[1]), args[0]
+        )
+    )
+
+
+_awkward_leaves = st.one_of(
+    _plain_leaves,
+    st.floats(min_value=-1e-4, max_value=1e-4),
+    st.sampled_from([float("nan"), float("inf"), -float("inf"), 2**63, -(2**63), 2**63 + 1, 2**64]),
+    st.integers(min_value=1_000, max_value=40_000).map(lambda n: "word " * n),  # over any cap here
+    st.sampled_from(["see https://user:pw@host/x", "Authorization: Bearer " + "t" * 30, "aKia" + "B" * 16]),
+)
+awkward = st.one_of(
+    st.recursive(_awkward_leaves, _plain_containers, max_leaves=30),
+    _deep(st.recursive(_awkward_leaves, _plain_containers, max_leaves=5)),
+)
+
+
+@settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+@given(value=awkward, max_bytes=st.integers(min_value=64, max_value=100_000))
+def test_the_fast_path_is_byte_identical_on_deep_large_and_awkward_payloads(
+    value: Any, max_bytes: int
+) -> None:
+    encoder = FieldEncoder(max_bytes, secrets=("my-project-key-123",))
+    assert encoder.encode_json(value) == _general_json(value, max_bytes)
+
+
+def test_a_text_checked_once_is_remembered_and_one_that_changes_is_not() -> None:
+    clean, dirty = "an ordinary message " * 10, "key sk-" + "A" * 30
+    assert _clean_texts.check(clean) and clean in _clean_texts.texts
+    assert not _clean_texts.check(dirty) and dirty not in _clean_texts.texts
+    assert FieldEncoder(64_000)._plain_json([clean, {"content": dirty}]) is None
+
+
+def test_ordinary_text_about_tokens_and_keys_takes_the_fast_path() -> None:
+    history = [
+        {
+            "role": "user",
+            "content": "How many tokens does my key allow? The token limit, the password rules.",
+        },
+        {"role": "assistant", "content": "Basic plans allow 4,096 tokens; see https://example.com/docs."},
+    ] * 30
+    encoder = FieldEncoder(64_000, secrets=("my-project-key-123",))
+    assert encoder._plain_json(history) == dumps(history)
