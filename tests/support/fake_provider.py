@@ -21,6 +21,7 @@ Standard library only: it also runs in the venv of the oldest supported clients.
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from collections import deque
@@ -102,7 +103,7 @@ class FakeProvider:
         return f"http://{host!s}:{port}"
 
     def start(self) -> FakeProvider:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_class(self))
+        server = _Server(("127.0.0.1", 0), _handler_class(self))
         server.daemon_threads = True
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="fake-provider", daemon=True)
@@ -127,6 +128,14 @@ class FakeProvider:
         if handler is None:
             return Json({"error": {"message": f"no route {request.method} {request.path}"}}, status=404)
         return handler(request)
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that drops its connection (a stream closed early, a pool closed at
+        exit) is routine here, not an error worth a traceback."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
@@ -157,7 +166,7 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
                     self._json(reply)
                 else:
                     self._sse(reply)
-            except (BrokenPipeError, ConnectionResetError):  # the client closed its stream early
+            except ConnectionError:  # the client closed its stream early
                 self.close_connection = True
 
         def _json(self, reply: Json) -> None:
