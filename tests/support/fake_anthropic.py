@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
+import anthropic
 
 from tests.support.fake_provider import FakeProvider, Json, Recorded, Reply, Sse, serve
 
@@ -196,6 +196,16 @@ class FakeAnthropic:
     def url(self) -> str:
         return self.provider.url
 
+    def client(self, **options: Any) -> anthropic.Anthropic:
+        """A real client pointed at this server (no retries unless asked)."""
+        return anthropic.Anthropic(**self._options(options))
+
+    def async_client(self, **options: Any) -> anthropic.AsyncAnthropic:
+        return anthropic.AsyncAnthropic(**self._options(options))
+
+    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
+        return {"api_key": "sk-ant-test", "base_url": self.url, "max_retries": 0, **options}
+
     def script(self, *answers: Answer) -> None:
         """Answer the next requests with ``answers``, in order."""
         self.answers.extend(answers)
@@ -216,9 +226,8 @@ class FakeAnthropic:
         return Json(answer.message(), headers={"request-id": "req_01"})
 
 
-@pytest.fixture
-def fake_anthropic() -> Iterator[FakeAnthropic]:
-    """A fake Anthropic API on 127.0.0.1: point a client at ``.url``."""
+def running() -> Iterator[FakeAnthropic]:
+    """A fake Anthropic API on 127.0.0.1, for a fixture's body (``yield from running()``)."""
     holder: list[FakeAnthropic] = []
     for _provider in serve(lambda p: holder.append(FakeAnthropic(p))):
         yield holder[0]
