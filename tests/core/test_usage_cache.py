@@ -137,14 +137,18 @@ def test_entries_and_characters_stay_within_bounds() -> None:
     assert len(cache) > 0
 
 
-def test_long_texts_are_counted_but_not_cached() -> None:
+def test_long_texts_are_counted_once_and_kept_by_their_digest() -> None:
     encoder = CountingEncoder()
     cache = TokenCountCache(max_entries=10, max_text_chars=10, max_total_chars=100)
     long_text, short = "a much longer text", "short"
     for _ in range(2):
         assert cache.counts("enc", encoder, [long_text, short]) == {long_text: 4, short: real_count(short)}
-    assert encoder.encoded == [f"{long_text}{usage._SEPARATOR}{short}", long_text]
-    assert len(cache) == 1 and cache.total_chars == len(short)
+    assert encoder.encoded == [f"{long_text}{usage._SEPARATOR}{short}"]  # the second call: from the cache
+    assert len(cache) == 2 and cache.total_chars == len(short) + 16
+    assert ("enc", long_text) not in cache._counts  # the text itself is not held
+    other = "a much longer text, but another"
+    assert cache.counts("enc", encoder, [other]) == {other: real_count(other)}  # its own digest and count
+    assert encoder.encoded[-1] == other
 
 
 def test_the_least_recently_used_text_is_evicted_first() -> None:
