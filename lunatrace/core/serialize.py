@@ -150,12 +150,51 @@ _SHAPE_LITERALS = tuple(literal for _, literals, _, _ in _SHAPES for literal in 
 _SHAPE_CHECKS = tuple(sorted((size, literal) for size, literals, _, _ in _SHAPES for literal in literals))
 
 
+# Texts known to come out of scrubbing unchanged (no lone surrogate, no credential shape),
+# so that a text seen again and again (a conversation's history, a system prompt, the same
+# message in three events, retrieved documents) is scanned once. Bounded by entries and by
+# characters; when full, it starts again.
+_CLEAN_MAX_ENTRIES = 16_384
+_CLEAN_MAX_CHARS = 4_000_000
+_SHORTEST_SCRUBBED = _SHAPE_CHECKS[0][0]  # below it, only a lone surrogate (not ASCII) changes a text
+
+
+class _CleanTexts:
+    __slots__ = ("chars", "texts")
+
+    def __init__(self) -> None:
+        self.texts: dict[str, None] = {}
+        self.chars = 0
+
+    def remember(self, text: str) -> None:
+        if len(self.texts) >= _CLEAN_MAX_ENTRIES or self.chars + len(text) > _CLEAN_MAX_CHARS:
+            self.texts = {}  # a new dict, not clear(): another thread may be reading the old one
+            self.chars = 0
+        self.texts[text] = None
+        self.chars += len(text)
+
+
+_clean_texts = _CleanTexts()
+
+
 def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     """Remove credentials (see :data:`_SHAPES`) and the configured secrets from text.
 
     Lone surrogates (from ``surrogateescape`` decoding) are replaced too: they cannot be
     encoded as UTF-8, so they would break the JSON body of the whole batch.
     """
+    if text in _clean_texts.texts:
+        for secret in extra_secrets:
+            if secret and secret in text:
+                return _scrubbed(text, extra_secrets)
+        return text
+    scrubbed = _scrubbed(text, extra_secrets)
+    if len(text) >= _SHORTEST_SCRUBBED and scrubbed == text:
+        _clean_texts.remember(text)  # unchanged: nor would it be without the secrets
+    return scrubbed
+
+
+def _scrubbed(text: str, extra_secrets: tuple[str, ...]) -> str:
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -577,37 +616,6 @@ def _resolved(value: Any) -> Any:
     raise TypeError("not plain data")
 
 
-# Strings known to come out of ``scrub_text`` unchanged (without configured secrets,
-# which the fast path looks for in the JSON text), so that text sent again and again (a
-# conversation's history, a system prompt, the same message in three events) is checked
-# once. Bounded by entries and by characters; when full, it starts again.
-_CLEAN_MAX_ENTRIES = 16_384
-_CLEAN_MAX_CHARS = 4_000_000
-_SHORTEST_SCRUBBED = _SHAPE_CHECKS[0][0]  # below it, only a lone surrogate (not ASCII) changes a text
-
-
-class _CleanTexts:
-    __slots__ = ("chars", "texts")
-
-    def __init__(self) -> None:
-        self.texts: dict[str, None] = {}
-        self.chars = 0
-
-    def check(self, text: str) -> bool:
-        """Whether ``scrub_text`` leaves ``text`` as it is (remembered if so)."""
-        if scrub_text(text) != text:
-            return False
-        if len(self.texts) >= _CLEAN_MAX_ENTRIES or self.chars + len(text) > _CLEAN_MAX_CHARS:
-            self.texts = {}  # a new dict, not clear(): another thread may be reading the old one
-            self.chars = 0
-        self.texts[text] = None
-        self.chars += len(text)
-        return True
-
-
-_clean_texts = _CleanTexts()
-
-
 class _PlainCheck:
     """Whether the general conversion would leave a value exactly as it is, decided by one
     walk of the value (no heuristics on its JSON): exact built-in types only (dict, list,
@@ -633,7 +641,7 @@ class _PlainCheck:
         return (
             (len(value) < _SHORTEST_SCRUBBED and value.isascii())
             or value in self.clean
-            or _clean_texts.check(value)
+            or scrub_text(value) == value
         )
 
     def fits(self, value: Any, depth: int) -> bool:

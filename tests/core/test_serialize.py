@@ -817,11 +817,20 @@ def test_the_fast_path_is_byte_identical_on_deep_large_and_awkward_payloads(
     assert encoder.encode_json(value) == _general_json(value, max_bytes)
 
 
-def test_a_text_checked_once_is_remembered_and_one_that_changes_is_not() -> None:
+def test_a_text_scrubbed_unchanged_is_remembered_and_one_that_changes_is_not() -> None:
     clean, dirty = "an ordinary message " * 10, "key sk-" + "A" * 30
-    assert _clean_texts.check(clean) and clean in _clean_texts.texts
-    assert not _clean_texts.check(dirty) and dirty not in _clean_texts.texts
+    assert scrub_text(clean) == clean and clean in _clean_texts.texts
+    assert scrub_text(dirty) != dirty and dirty not in _clean_texts.texts
     assert FieldEncoder(64_000)._plain_json([clean, {"content": dirty}]) is None
+
+
+def test_a_remembered_text_still_loses_a_configured_secret() -> None:
+    text = "connect with my-project-key-123 please"
+    assert scrub_text(text) == text and text in _clean_texts.texts
+    assert scrub_text(text, ("my-project-key-123",)) == f"connect with {REDACTED} please"
+    assert FieldEncoder(64_000, secrets=("my-project-key-123",)).encode_json([text]) == dumps(
+        [f"connect with {REDACTED} please"]
+    )
 
 
 def test_ordinary_text_about_tokens_and_keys_takes_the_fast_path() -> None:
