@@ -16,10 +16,11 @@ from lunatrace.core.messages import to_openai_message, to_openai_messages
 
 # The last messages converted, by identity, and their conversions. In a chain one step's
 # output is the next step's input (a prompt's messages are the model's, the model's
-# answer is the parser's), so a message is mostly converted twice in a row. Few entries:
-# a message can be large, and the entries keep it alive.
+# answer is the parser's), so a message is mostly converted twice in a row, and a
+# conversation's history four times per call, again at every turn. Enough entries for a
+# long history; bounded, as the entries keep their messages alive.
 _RECENT: dict[int, tuple[Any, dict[str, Any]]] = {}
-RECENT_MESSAGES = 16
+RECENT_MESSAGES = 256
 
 
 def message_to_openai(message: Any) -> dict[str, Any]:
