@@ -18,6 +18,8 @@ from lunatrace.integrations.providers.extras import EXTRA_KEYWORDS, take_extras
 from lunatrace.integrations.providers.streams import Accumulator, AsyncTracedStream, StreamRun, TracedStream
 
 _EFFECT = "the call is unaffected"
+# What a stream the client returned is handed back as, reporting to its run.
+StandIn = Callable[[Any, StreamRun], Any]
 
 
 class Endpoint(Protocol):
@@ -71,7 +73,7 @@ def returned(
     call: ProviderCall,
     accumulator: Accumulator | None,
     result: Any,
-    stand_in: type[TracedStream] | type[AsyncTracedStream],
+    stand_in: StandIn,
 ) -> Any:
     """What the traced method returns for ``result``: a stream's stand-in, or ``result``
     itself once the run has ended with its answer."""
@@ -90,8 +92,11 @@ def returned(
     return result
 
 
-def traced(endpoint: Endpoint) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The wrapper for a synchronous method."""
+def traced(
+    endpoint: Endpoint, stand_in: StandIn = TracedStream
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The wrapper for a synchronous method; a stream it returns is wrapped by
+    ``stand_in`` (:class:`TracedStream`, or :func:`~.inplace.in_place`)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def traced_call(*args: Any, **kwargs: Any) -> Any:
@@ -103,7 +108,7 @@ def traced(endpoint: Endpoint) -> Callable[[Callable[..., Any]], Callable[..., A
             except BaseException as exc:
                 call.fail(exc)
                 raise
-            return returned(endpoint, call, accumulator, result, TracedStream)
+            return returned(endpoint, call, accumulator, result, stand_in)
 
         return traced_call
 
@@ -111,9 +116,11 @@ def traced(endpoint: Endpoint) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 def traced_async(
-    endpoint: Endpoint,
+    endpoint: Endpoint, stand_in: StandIn = AsyncTracedStream
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
-    """The wrapper for a coroutine method (``AsyncOpenAI``, ``AsyncAnthropic``)."""
+    """The wrapper for a coroutine method (``AsyncOpenAI``, ``AsyncAnthropic``); a stream
+    it returns is wrapped by ``stand_in`` (:class:`AsyncTracedStream`, or
+    :func:`~.inplace.in_place_async`)."""
 
     def wrap(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def traced_call(*args: Any, **kwargs: Any) -> Any:
@@ -125,7 +132,7 @@ def traced_async(
             except BaseException as exc:
                 call.fail(exc)
                 raise
-            return returned(endpoint, call, accumulator, result, AsyncTracedStream)
+            return returned(endpoint, call, accumulator, result, stand_in)
 
         return traced_call
 
