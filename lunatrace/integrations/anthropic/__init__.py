@@ -26,17 +26,18 @@ from lunatrace.integrations.anthropic.endpoints import (  # noqa: E402
 )
 from lunatrace.integrations.providers import Patch, instrument, is_monitored, traced, traced_async  # noqa: E402
 from lunatrace.integrations.providers import uninstrument as _uninstrument  # noqa: E402
+from lunatrace.integrations.providers.inplace import in_place, in_place_async  # noqa: E402
 
 Client = TypeVar("Client")
 
 SYNC_PATCHES = (
-    Patch("messages", "create", traced(MESSAGES)),
-    Patch("messages", "parse", traced(MESSAGES)),
+    Patch("messages", "create", traced(MESSAGES, in_place)),
+    Patch("messages", "parse", traced(MESSAGES, in_place)),
     Patch("messages", "stream", traced_stream),
 )
 ASYNC_PATCHES = (
-    Patch("messages", "create", traced_async(MESSAGES)),
-    Patch("messages", "parse", traced_async(MESSAGES)),
+    Patch("messages", "create", traced_async(MESSAGES, in_place_async)),
+    Patch("messages", "parse", traced_async(MESSAGES, in_place_async)),
     Patch("messages", "stream", traced_async_stream),
 )
 

@@ -8,9 +8,12 @@ the request's model, prompt and parameters, then the ``Message`` it returned, or
 does everything the application sees (``text_stream``, ``get_final_message()``, the
 parsed events) over one raw event stream, which the manager opens when it is entered.
 The manager is kept as the SDK made it; only the request it will make is replaced by one
-that returns that raw stream inside the traced stand-in. Every helper of the SDK then
-works exactly as without lunatrace, and the run ends with the raw stream: read to its
-end, closed (leaving the ``with`` block) or garbage-collected.
+that returns that raw stream traced. Every helper of the SDK then works exactly as
+without lunatrace, and the run ends with the raw stream: read to its end, closed
+(leaving the ``with`` block) or garbage-collected.
+
+Streams are traced in place (:mod:`lunatrace.integrations.providers.inplace`): older
+releases' ``Stream`` answers ``isinstance`` for its own instances only.
 """
 
 from __future__ import annotations
@@ -31,9 +34,9 @@ from lunatrace.integrations.anthropic.mapping import (
 )
 from lunatrace.integrations.anthropic.streamed import StreamedMessage
 from lunatrace.integrations.providers import Answer, ProviderCall, Request
+from lunatrace.integrations.providers.inplace import in_place, in_place_async
 from lunatrace.integrations.providers.methods import begin, returned
 from lunatrace.integrations.providers.params import given
-from lunatrace.integrations.providers.streams import AsyncTracedStream, TracedStream
 
 # Set by ``with_raw_response`` / ``with_streaming_response``: the call returns the HTTP
 # response, not a ``Message``, and is left untraced.
@@ -142,14 +145,14 @@ def _sync_request(request: Callable[[], Any], call: ProviderCall, accumulator: S
         except BaseException as exc:
             call.fail(exc)
             raise
-        return returned(STREAM, call, accumulator, raw, TracedStream)
+        return returned(STREAM, call, accumulator, raw, in_place)
 
     return traced_request
 
 
 class _AsyncRequest:
     """The async manager's request (an awaitable it awaits once, on ``async with``),
-    awaited through, its raw stream returned inside the traced stand-in. Not a coroutine:
+    awaited through, its raw stream returned traced. Not a coroutine:
     a manager never entered leaves only the SDK's own un-awaited request behind."""
 
     __slots__ = ("accumulator", "call", "request")
@@ -165,7 +168,7 @@ class _AsyncRequest:
         except BaseException as exc:
             self.call.fail(exc)
             raise
-        return returned(STREAM, self.call, self.accumulator, raw, AsyncTracedStream)
+        return returned(STREAM, self.call, self.accumulator, raw, in_place_async)
 
 
 traced_stream = _stream_wrapper(_sync_request)
