@@ -71,6 +71,14 @@ class FakeOpenAI:
         """What a client needs to talk to this server (no retries: one request per call)."""
         return {"base_url": self.base_url, "api_key": API_KEY, "max_retries": 0}
 
+    def azure_options(self, deployment: str) -> dict[str, Any]:
+        """What an Azure client needs to reach ``deployment`` on this server (its Chat
+        Completions path, ``/openai/deployments/<deployment>/chat/completions``)."""
+        self.provider.route("POST", f"/openai/deployments/{deployment}/chat/completions", self._chat)
+        return {"azure_endpoint": self.provider.url, "api_version": "2024-10-21", "api_key": API_KEY} | {
+            "max_retries": 0
+        }
+
     def queue(self, path: str, *replies: Reply) -> None:
         self.provider.queue(path, *replies)
 
@@ -96,6 +104,11 @@ class FakeOpenAI:
             {"id": f"call_{n}", "type": "function", "function": {"name": name, "arguments": arguments}}
             for n, (name, arguments) in enumerate(self.script.tool_calls)
         ]
+
+    def chat_reply(self, body: dict[str, Any]) -> Reply:
+        """What the Chat Completions route answers to a request ``body`` (for a test that
+        queues it with a delay or a cut)."""
+        return self._chat(Recorded("POST", CHAT, {}, body))
 
     def _chat(self, request: Recorded) -> Reply:
         body = request.body or {}

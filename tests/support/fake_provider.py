@@ -205,6 +205,17 @@ def _handler_class(provider: FakeProvider) -> type[BaseHTTPRequestHandler]:
     return ProviderHandler
 
 
+def one_run(
+    events: Sequence[Mapping[str, Any]], run_type: str = "llm"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The start and the end (or error) of the only ``run_type`` run among wire ``events``."""
+    starts = [dict(e) for e in events if e["event"] == "start" and e["type"] == run_type]
+    assert len(starts) == 1, f"expected one {run_type} run, got {len(starts)}: {events}"
+    ends = [dict(e) for e in events if e["runId"] == starts[0]["runId"] and e["event"] in ("end", "error")]
+    assert len(ends) == 1, f"expected one end or error, got {len(ends)}: {events}"
+    return starts[0], ends[0]
+
+
 def serve(setup: Callable[[FakeProvider], None]) -> Iterator[FakeProvider]:
     """Start a server with ``setup``'s routes, yield it, stop it: a fixture's body."""
     provider = FakeProvider()

@@ -15,16 +15,20 @@ from collections.abc import Mapping
 from typing import Any
 
 from lunatrace.core.messages import to_openai_message, to_openai_messages
-from lunatrace.core.serialize import Deferred, to_jsonable
+from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field, is_raw_call, schema_format
+from lunatrace.integrations.openai.common import PARAM_NAMES, field, is_raw_call, plain, schema_format
 from lunatrace.integrations.providers import Answer, Request
 from lunatrace.integrations.providers.params import pick
 
 
 def _message(message: Any) -> dict[str, Any]:
-    """An assistant message of the client's (``ChatCompletionMessage``) in OpenAI format."""
-    return to_openai_message(to_jsonable(message))
+    """A message (a dict, or the client's ``ChatCompletionMessage``) in OpenAI format."""
+    return to_openai_message(plain(message))
+
+
+def _messages(messages: Any) -> list[dict[str, Any]]:
+    return to_openai_messages(messages, _message)
 
 
 def _choices_output(choices: list[Any]) -> Any:
@@ -43,7 +47,7 @@ class ChatEndpoint:
             params["response_format"] = Deferred(schema_format, params["response_format"])
         messages = kwargs.get("messages")
         copied = list(messages) if isinstance(messages, list | tuple) else messages
-        return Request(kwargs.get("model"), Deferred(to_openai_messages, copied), params)
+        return Request(kwargs.get("model"), Deferred(_messages, copied), params)
 
     def answer(self, result: Any) -> Answer:
         return Answer(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from lunatrace.core.serialize import to_jsonable
+
 # ``with_raw_response`` / ``with_streaming_response`` call the traced method with this
 # header and get the HTTP response back, not the answer: such calls are left untraced.
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
@@ -63,3 +65,18 @@ def schema_format(response_format: Any) -> Any:
             "json_schema": {"name": response_format.__name__, "schema": schema(), "strict": True},
         }
     return response_format
+
+
+def plain(obj: Any) -> Any:
+    """One of the client's models as plain data, without the warnings pydantic prints for
+    fields typed loosely (the ``parsed`` of a ``parse()`` answer); anything else through
+    the serializer."""
+    if isinstance(obj, Mapping):
+        return obj
+    dump = getattr(obj, "model_dump", None)
+    if callable(dump):
+        try:
+            return dump(mode="json", warnings=False)
+        except Exception:  # noqa: BLE001 - a model that cannot dump: the serializer's fallback
+            pass
+    return to_jsonable(obj)

@@ -19,9 +19,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lunatrace.core.messages import content_of, role_of
-from lunatrace.core.serialize import Deferred, to_jsonable
+from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field, is_raw_call, schema_format
+from lunatrace.integrations.openai.common import PARAM_NAMES, field, is_raw_call, plain, schema_format
 from lunatrace.integrations.providers import Answer, Request
 from lunatrace.integrations.providers.params import given, pick
 
@@ -87,7 +87,7 @@ def input_messages(instructions: Any, items: Any) -> list[dict[str, Any]]:
     if isinstance(items, str):
         return [*messages, {"role": "user", "content": items}]
     for raw in items if isinstance(items, Sequence) else ():
-        item = to_jsonable(raw)
+        item = plain(raw)
         if not isinstance(item, Mapping):
             continue
         kind = item.get("type")
@@ -123,7 +123,7 @@ def output_message(items: Any) -> dict[str, Any]:
     reasoning: list[str] = []
     refusals: list[str] = []
     for raw in items or ():
-        item = to_jsonable(raw)
+        item = plain(raw)
         if not isinstance(item, Mapping):
             continue
         kind = item.get("type")
