@@ -190,6 +190,7 @@ class FakeAnthropic:
         self.provider = provider
         self.answers: deque[Answer] = deque()
         self.default = Answer()
+        self.delay_s = 0.0  # before each answer: a call the server takes for a real one (10 ms or more)
         provider.route("POST", MESSAGES_PATH, self._reply)
 
     @property
@@ -222,8 +223,8 @@ class FakeAnthropic:
         answer = self.answers.popleft() if self.answers else self.default
         body = request.body if isinstance(request.body, dict) else {}
         if body.get("stream"):
-            return stream_of(answer)
-        return Json(answer.message(), headers={"request-id": "req_01"})
+            return Sse(answer.events(), delay_s=self.delay_s)
+        return Json(answer.message(), headers={"request-id": "req_01"}, delay_s=self.delay_s)
 
 
 def running() -> Iterator[FakeAnthropic]:
