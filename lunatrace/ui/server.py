@@ -173,18 +173,19 @@ class ViewerHandler(BaseHTTPRequestHandler):
             return HTTPStatus.NOT_FOUND, not_found_page(f"No store at {self.server.store_path} yet.")
         if path in ("/", "/traces"):
             query = ListQuery.parse(params)
-            filters = query.filters
+            filters, problems = query.store_filters()
             total = store.count_traces(**filters)
             summaries = store.list_traces(limit=PAGE_SIZE, offset=(query.page - 1) * PAGE_SIZE, **filters)
             store_total = total if not query.filtered else store.count_traces()
-            return HTTPStatus.OK, list_page(summaries, total, query, store.path, store_total)
+            return HTTPStatus.OK, list_page(summaries, total, query, store.path, store_total, problems)
         match = _TRACE_PATH.match(path)
         if match:
             try:
                 trace = load_trace(store, unquote(match.group(1)))
             except TraceNotFound as exc:
                 return HTTPStatus.NOT_FOUND, not_found_page(str(exc))
-            return HTTPStatus.OK, trace_page(trace, store.damaged_in(trace.id), refresh_of(params))
+            selected = (params.get("run") or [""])[0] or None
+            return HTTPStatus.OK, trace_page(trace, store.damaged_in(trace.id), refresh_of(params), selected)
         return HTTPStatus.NOT_FOUND, not_found_page(f"No page at {path}.")
 
     def _send(

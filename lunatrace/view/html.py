@@ -12,10 +12,12 @@ light and dark notebook themes alike; ``prefers-color-scheme`` tunes the rest.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from lunatrace.core.pricing import SOURCE, format_cost
 from lunatrace.core.timestamps import format_timestamp
 from lunatrace.view.model import ERROR, STARTED, Run, Span, Trace, format_duration
 from lunatrace.view.text import plural
@@ -87,6 +89,13 @@ STYLE = """
 .lt-chip{font-size:11px;padding:0 6px;border-radius:9px;background:var(--lt-soft);
  border:1px solid var(--lt-line)}
 .lt-empty{color:var(--lt-muted);padding:8px 0}
+.lt-facts{font-size:12px;color:var(--lt-muted)}
+.lt-cost{font-variant-numeric:tabular-nums}.lt-estimate{text-decoration:underline dotted;cursor:help}
+a.lt-name{color:inherit;text-decoration:none}a.lt-name:hover,a.lt-name:focus{text-decoration:underline}
+.lt-run[aria-current]>summary{background:rgba(70,130,220,.16);box-shadow:inset 3px 0 0 rgba(70,130,220,.9)}
+.lt-panel{border:1px solid var(--lt-line);border-radius:8px;padding:10px 12px;font:13px/1.45 system-ui,
+ -apple-system,"Segoe UI",sans-serif}
+.lt-panel h2{font-size:15px;margin:0 0 4px}
 """
 
 
@@ -236,7 +245,7 @@ def _chips(values: Sequence[Any]) -> str:
 
 def _body(run: Run, parent_user: str | None) -> str:
     """The expandable part: inputs, outputs, error, feedback, params; the user where it changes."""
-    sections = []
+    sections = [_facts(run)]
     if run.type == "tool" and run.input is not None:
         sections.append(_section("call", _call(run.name, run.input)))
     elif run.input is not None:
@@ -262,6 +271,29 @@ def _body(run: Run, parent_user: str | None) -> str:
     return f'<div class="lt-body">{"".join(sections)}{ident}</div>'
 
 
+def cost_html(cost: float, estimated: bool) -> str:
+    """``~$0.0012`` saying, on hover and to a screen reader, that it is an estimate and from what."""
+    title = f"estimated from {SOURCE}" if estimated else "set by the application (metadata.cost)"
+    kind = " lt-estimate" if estimated else ""
+    return f'<span class="lt-cost{kind}" title="{_e(title)}">{_e(format_cost(cost, estimated))}</span>'
+
+
+def _facts(run: Run) -> str:
+    """Duration, the token split and the cost, spelled out (the row only has room for totals)."""
+    facts = [f"duration {format_duration(run.duration_ms)}"] if run.status != STARTED else ["still running"]
+    if run.tokens:
+        estimated = " (estimated)" if run.tokens_estimated else ""
+        facts.append(
+            f"tokens {run.tokens.get('prompt', 0)} prompt + {run.tokens.get('completion', 0)} completion"
+            f"{estimated}"
+        )
+    line = " · ".join(_e(f) for f in facts)
+    if run.cost is not None:
+        source = f" (estimated from {SOURCE})" if run.cost_estimated else " (metadata.cost)"
+        line += f" · cost {cost_html(run.cost, run.cost_estimated)}{_e(source)}"
+    return f'<div class="lt-facts">{line}</div>'
+
+
 def tokens_html(tokens: Mapping[str, int], estimated: bool = False) -> str:
     if not tokens:
         return ""
@@ -283,21 +315,32 @@ def status_html(status: str) -> str:
     return f'<span class="lt-status lt-{_e(status)}">{_e(status)}</span>'
 
 
-def _label(run: Run, indent_px: int = 0) -> str:
+def _label(run: Run, indent_px: int = 0, href: str | None = None) -> str:
     name = run.name
     if run.type == "chat":
         message = run.input if run.input is not None else run.output
         if isinstance(message, Mapping):
             name = f"{run.name}: {_content_text(message.get('content'))[:80]}"
-    cost = f' <span class="lt-muted">${run.cost:.6f}</span>' if run.cost is not None else ""
-    badge = f' <span class="lt-badge lt-badge-{_e(run.badge)}">{_e(run.badge)}</span>' if run.badge else ""
+    cost = f" {cost_html(run.cost, run.cost_estimated)}" if run.cost is not None else ""
+    badge = _badge(run)
     if run.resumes:
         badge += f' <a class="lt-badge lt-badge-resumes" href="#run-{_e(run.parent_id)}">resumes ↑</a>'
     return (
         f'<span class="lt-label" style="padding-left:{indent_px}px">{icon_html(run.type)}'
-        f'<span class="lt-type">{_e(run.type)}</span><span class="lt-name">{_e(name)}</span>'
+        f'<span class="lt-type">{_e(run.type)}</span>{_name(name, href)}'
         f"{cost}{badge}</span>"
     )
+
+
+def _badge(run: Run) -> str:
+    return f' <span class="lt-badge lt-badge-{_e(run.badge)}">{_e(run.badge)}</span>' if run.badge else ""
+
+
+def _name(name: str, href: str | None) -> str:
+    """The run's name; on the viewer's trace page a link that opens it in the side panel."""
+    if href is None:
+        return f'<span class="lt-name">{_e(name)}</span>'
+    return f'<a class="lt-name" href="{_e(href)}" title="show its details beside the tree">{_e(name)}</a>'
 
 
 def _bar(span: Span, run: Run) -> str:
@@ -310,22 +353,69 @@ def _bar(span: Span, run: Run) -> str:
     )
 
 
-def _run_row(trace: Trace, span: Span, run: Run, depth: int) -> str:
+def _parent_user(trace: Trace, run: Run) -> str | None:
     parent = trace.runs.get(run.parent_id) if run.parent_id else None
-    parent_user = parent.user_id if parent is not None else None
+    return parent.user_id if parent is not None else None
+
+
+def _run_row(trace: Trace, span: Span, run: Run, depth: int, links: RunLinks | None) -> str:
     opened = " open" if run.status == ERROR else ""
+    selected = links is not None and links.selected == run.id
+    marks = ' aria-current="true"' if selected else ""
+    href = links.href(run.id) if links is not None else None
     return (
         f'<details class="lt-run" data-run-id="{_e(run.id)}" data-run-type="{_e(run.type)}"'
-        f' data-status="{_e(run.status)}" id="run-{_e(run.id)}"{opened}>'
+        f' data-status="{_e(run.status)}" id="run-{_e(run.id)}"{marks}{opened}>'
         # Only the label is indented, so status, duration, tokens and the timeline stay
         # in aligned columns at every depth.
-        f"<summary>{_label(run, depth * INDENT_PX)}"
+        f"<summary>{_label(run, depth * INDENT_PX, href)}"
         f"<span>{status_html(run.status)}</span>"
         f'<span class="lt-num">{_e(format_duration(run.duration_ms))}</span>'
         f'<span class="lt-num">{tokens_html(run.tokens, run.tokens_estimated)}</span>'
         f"{_bar(span, run)}</summary>"
-        f'<div style="padding-left:{depth * INDENT_PX + 22}px">{_body(run, parent_user)}</div></details>'
+        f'<div style="padding-left:{depth * INDENT_PX + 22}px">{_body(run, _parent_user(trace, run))}</div>'
+        "</details>"
     )
+
+
+@dataclass(frozen=True)
+class RunLinks:
+    """How the viewer's trace page links each run to the side panel, and which run it shows."""
+
+    href: Callable[[str], str]  # run id -> the page showing that run in the panel
+    selected: str | None = None
+
+
+def run_panel(trace: Trace, run: Run) -> str:
+    """A run's details (facts, input, output, error, params, metadata) for the panel beside
+    the tree: the same sections as the row's inline details."""
+    badge = _badge(run)
+    return (
+        '<aside class="lt-panel" id="run-panel" aria-labelledby="run-panel-title"'
+        f' data-run-id="{_e(run.id)}">'
+        f'<h2 id="run-panel-title">{icon_html(run.type)} <span class="lt-type">{_e(run.type)}</span>'
+        f"{_e(run.name)}</h2><div>{status_html(run.status)}{badge}</div>"
+        f"{_below(run)}{_body(run, _parent_user(trace, run))}</aside>"
+    )
+
+
+def _below(run: Run) -> str:
+    """The totals of a run with children, itself included: what a chain or agent spent."""
+    if not run.children:
+        return ""
+    runs = [r for r, _ in run.walk()]
+    tokens: dict[str, int] = {}
+    for r in runs:
+        for key in ("prompt", "completion"):
+            tokens[key] = tokens.get(key, 0) + int(r.tokens.get(key, 0))
+    costs = [(r.cost, r.cost_estimated) for r in runs if r.cost is not None]
+    facts = [_e(plural(len(runs), "run"))]
+    if any(tokens.values()):
+        facts.append(f"tokens {tokens['prompt']} prompt + {tokens['completion']} completion")
+    if costs:
+        total = sum(c for c, _ in costs)
+        facts.append(f"cost {cost_html(total, any(e for _, e in costs))}")
+    return f'<div class="lt-facts lt-below">with everything below it: {" · ".join(facts)}</div>'
 
 
 def _header(trace: Trace, span: Span) -> str:
@@ -339,9 +429,9 @@ def _header(trace: Trace, span: Span) -> str:
     if trace.tokens:
         facts.append(f'<span class="lt-muted">{tokens_html(trace.tokens)}</span>')
     if trace.cost is not None:
-        facts.append(f'<span class="lt-muted">${trace.cost:.6f}</span>')
+        facts.append(cost_html(trace.cost, trace.cost_estimated))
     if trace.errors:
-        facts.append(f'<span class="lt-error">{trace.errors} errors</span>')
+        facts.append(f'<span class="lt-error">{plural(trace.errors, "error")}</span>')
     if trace.user_id:
         facts.append(f'<span class="lt-muted">user {_e(trace.user_id)}</span>')
     if span.start_ms is not None:
@@ -353,14 +443,15 @@ def _header(trace: Trace, span: Span) -> str:
     )
 
 
-def render_html(trace: Trace, *, style: bool = True) -> str:
-    """The trace as an HTML fragment (one ``<div>``, with its ``<style>`` unless ``style=False``).
+def render_html(trace: Trace, *, style: bool = True, links: RunLinks | None = None) -> str:
+    """The trace as an HTML fragment (one ``<div>``, with its ``<style>`` unless ``style=False``);
+    ``links``: each run's name links to its details in the viewer's side panel.
 
     The trace's span is taken once for all rows: each run's bar is placed against it, and
     taking it per row made rendering quadratic in the number of runs.
     """
     span = trace.span()
-    rows = "".join(_run_row(trace, span, run, depth) for run, depth in trace.walk())
+    rows = "".join(_run_row(trace, span, run, depth, links) for run, depth in trace.walk())
     if not rows:
         rows = '<div class="lt-empty">This trace has no runs.</div>'
     css = f"<style>{STYLE}</style>" if style else ""

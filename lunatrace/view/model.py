@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lunatrace.core.pricing import LlmCall, estimate, user_cost
 from lunatrace.core.timestamps import parse_timestamp
 from lunatrace.view.forest import link, span_threads
 
@@ -109,11 +110,35 @@ class Run:
 
     @property
     def cost(self) -> float | None:
-        """The cost in USD when the run carries one (``metadata.cost``); else unknown."""
-        value = self.metadata.get("cost")
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        """The cost in USD: ``metadata.cost`` when the application set one, else for an
+        llm run what Lunary would charge (see :attr:`cost_estimated`); else unknown."""
+        found = self._cost()
+        return None if found is None else found[0]
+
+    @property
+    def cost_estimated(self) -> bool:
+        """Whether :attr:`cost` is an estimate from Lunary's price table (:mod:`lunatrace.core.pricing`)."""
+        found = self._cost()
+        return found is not None and found[1]
+
+    def _cost(self) -> tuple[float, bool] | None:
+        set_by_user = user_cost(self.metadata)
+        if set_by_user is not None:
+            return set_by_user, False
+        if self.type != "llm" or self.status != SUCCESS or not self.has_start:
             return None
-        return float(value)
+        found = estimate(
+            LlmCall(
+                model=self.name,
+                prompt_tokens=int(self.tokens.get("prompt", 0)),
+                completion_tokens=int(self.tokens.get("completion", 0)),
+                cached_prompt_tokens=int(self.tokens.get("promptCached", 0)),
+                duration_ms=self.duration_ms,
+                input=self.input,
+                output=self.output,
+            )
+        )
+        return None if found is None else (found, True)
 
     def walk(self, depth: int = 0) -> Iterator[tuple[Run, int]]:
         """This run and its descendants, depth first, with their depth."""
@@ -244,8 +269,14 @@ class Trace:
 
     @property
     def cost(self) -> float | None:
+        """The runs' costs added up; ``None`` when no run has one."""
         costs = [c for r in self.runs.values() if (c := r.cost) is not None]
         return sum(costs) if costs else None
+
+    @property
+    def cost_estimated(self) -> bool:
+        """Whether any part of :attr:`cost` is an estimate."""
+        return any(run.cost_estimated for run in self.runs.values())
 
     def walk(self) -> Iterator[tuple[Run, int]]:
         """Every run, depth first from each root, with its depth."""

@@ -10,11 +10,13 @@ import json
 import re
 from typing import Any, NamedTuple
 
+from lunatrace.core.pricing import SOURCE, format_cost
 from lunatrace.view.model import ERROR, STARTED, SUCCESS, Run, Trace, format_duration
 
 STATUS_MARK = {SUCCESS: "✓", ERROR: "✗", STARTED: "…"}
 BADGE_MARK = {"interrupted": "⏸", "cancelled": "⊘"}
 PREVIEW_CHARS = 120
+ESTIMATE_NOTE = f"~$: estimated from {SOURCE}: what Lunary would charge (metadata.cost overrides it)"
 MAX_GUIDES = 24  # levels of tree guides drawn on a line; deeper lines fold the outer ones
 FOLD_LEVELS = 12  # folded at a time, so lines stay aligned for that many levels
 _GUIDE, _SPACE = "│  ", "   "
@@ -69,7 +71,7 @@ def run_line(run: Run) -> str:
     if tokens:
         parts.append(tokens)
     if run.cost is not None:
-        parts.append(f"${run.cost:.6f}")
+        parts.append(format_cost(run.cost, run.cost_estimated))
     if run.feedback:
         parts.append("feedback " + preview(run.feedback, 60))
     return "  ".join(parts)
@@ -158,6 +160,8 @@ def header(trace: Trace) -> str:
     tokens = tokens_text(trace.tokens, trace.tokens_estimated)
     if tokens:
         parts.append(tokens)
+    if trace.cost is not None:
+        parts.append(f"cost {format_cost(trace.cost, trace.cost_estimated)}")
     if trace.user_id:
         parts.append(f"user {clean(trace.user_id)}")
     return "  ".join(parts)
@@ -174,6 +178,8 @@ def render_text(trace: Trace, full: bool = False) -> str:
         _render(root, _Indent(), index == len(trace.roots) - 1, full, lines)
     if not trace.roots:
         lines.append("(no runs)")
+    if trace.cost_estimated:
+        lines.append(ESTIMATE_NOTE)
     return "\n".join(lines)
 
 
