@@ -16,6 +16,8 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from lunatrace.core.guard import failed
+
 MARKER = "_lunatrace_monitored"
 
 Wrapper = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -89,9 +91,16 @@ def _own(obj: Any) -> dict[str, Any]:
 
 
 def _resolve(client: Any, path: str) -> Any:
+    """The resource at ``path``, or ``None``: a release without it, or one whose resource
+    fails to load (a client release that cannot import its own module for it) leaves
+    that method untraced, and the others traced."""
     node = client
-    for name in path.split("."):
-        node = getattr(node, name, None)
-        if node is None:
-            return None
+    try:
+        for name in path.split("."):
+            node = getattr(node, name, None)
+            if node is None:
+                return None
+    except Exception as exc:  # noqa: BLE001 - the client's own lazy import, whatever it raises
+        failed(f"instrumenting {type(client).__name__}.{path}", exc, "its methods are not traced")
+        return None
     return node
