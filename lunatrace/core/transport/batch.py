@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from lunatrace.core.events import RawEvent, wire_json
@@ -81,6 +81,24 @@ def event_header(body: str) -> tuple[str, str, str, str | None] | None:
     return run_type, event, run_id, parent
 
 
+# A backlog: this many batches' worth of events queued as a batch begins. Below it,
+# batches keep ``batch_max_events`` for latency; from it on, one batch takes them all.
+BACKLOG_BATCHES = 4
+
+
+def batch_events(queued: int, max_events: int) -> int:
+    """The most events the next batch takes, with ``queued`` events waiting as it begins.
+
+    ``max_events`` while the queue holds less than :data:`BACKLOG_BATCHES` batches' worth:
+    a steady trickle goes out in small batches, soon after it is emitted. With a backlog,
+    every queued event: only one request is in flight at a time (the server orders events
+    only within a request), so at a round trip of 100 ms, batches of 500 carry at most
+    5,000 events a second; growing them, up to the byte cap (which still cuts every batch),
+    is the only way to keep up with a faster producer without dropping its events.
+    """
+    return queued if queued >= BACKLOG_BATCHES * max_events else max_events
+
+
 def split_batches(items: Iterable[Item], max_events: int, max_bytes: int) -> Iterator[list[Item]]:
     """Consecutive batches of at most ``max_events`` events and ``max_bytes`` of JSON
     (a single larger event goes alone)."""
@@ -88,17 +106,24 @@ def split_batches(items: Iterable[Item], max_events: int, max_bytes: int) -> Ite
         yield batch
 
 
-def sized_batches(items: Iterable[Item], max_events: int, max_bytes: int) -> Iterator[tuple[list[Item], int]]:
+def sized_batches(
+    items: Iterable[Item], max_events: int, max_bytes: int, waiting: Callable[[], int] | None = None
+) -> Iterator[tuple[list[Item], int]]:
     """:func:`split_batches`, each batch with its size in bytes. A batch is yielded as soon
     as the next item does not fit in it, so ``items`` may be produced (encoded) while the
-    batches before are sent."""
+    batches before are sent. ``waiting``: how many items are still to come (the worker's
+    queue), asked as each batch begins, which then takes up to
+    :func:`batch_events` of them instead of ``max_events``."""
     batch: list[Item] = []
     size = 0
+    cap = max_events
     for item in items:
         item_size = item.size
-        if batch and (len(batch) >= max_events or size + item_size > max_bytes):
+        if batch and (len(batch) >= cap or size + item_size > max_bytes):
             yield batch, size
             batch, size = [], 0
+        if not batch and waiting is not None:
+            cap = batch_events(1 + waiting(), max_events)  # this item, and those behind it
         batch.append(item)
         size += item_size
     if batch:

@@ -269,7 +269,11 @@ class BatchWorker:
         queued before it is delivered; ``False`` once taken over."""
         while True:
             self._reached = None
-            for batch, json_bytes in sized_batches(self._encoded(), self._batch_events, self._batch_bytes):
+            # Past a backlog, batches grow to take it (see ``batch.batch_events``).
+            queued = self._queue.__len__
+            for batch, json_bytes in sized_batches(
+                self._encoded(), self._batch_events, self._batch_bytes, queued
+            ):
                 self._learn_event_size(len(batch), json_bytes)  # before a send that may take long
                 self._send(batch)
             if self._abandoned:

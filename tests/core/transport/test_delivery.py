@@ -32,7 +32,8 @@ def spool(tmp_path: Path) -> Path:
 
 
 def test_events_arrive_in_order_across_many_batches(traced_to_server: FakeLunary, tmp_path: Path) -> None:
-    send_to(traced_to_server, tmp_path / "s.db", batch_max_events=7)
+    # A byte cap of a few events: the backlog of 360 would otherwise go in one grown batch.
+    send_to(traced_to_server, tmp_path / "s.db", batch_max_events=7, batch_max_bytes=1_000)
     expected = emit_traces(60)
     assert lunatrace.flush(10)
     assert_delivered_in_order(traced_to_server, expected)

@@ -121,6 +121,24 @@ def test_batches_are_cut_by_bytes_and_a_larger_event_goes_alone(start: Any) -> N
     assert recorder.batches == [["a", "b"], ["c"], [large], ["d", "e"]]
 
 
+def test_a_backlog_goes_in_batches_grown_to_take_it_and_a_short_queue_in_small_ones(start: Any) -> None:
+    # The worker sleeps on its timer until flush(): the whole queue is there when it drains.
+    worker, recorder = start(batch_max_events=50)
+    emit(worker, *(f"a{i}" for i in range(150)))  # three batches' worth: not a backlog
+    assert worker.flush(5)
+    emit(worker, *(f"b{i}" for i in range(250)))  # five batches' worth: a backlog
+    assert worker.flush(5)
+    assert [len(batch) for batch in recorder.batches] == [50, 50, 50, 250]
+    assert [name for batch in recorder.batches for name in batch][150:] == [f"b{i}" for i in range(250)]
+
+
+def test_a_grown_batch_is_still_cut_at_the_byte_cap(start: Any) -> None:
+    worker, recorder = start(batch_max_events=10, batch_max_bytes=30 * event_bytes("a") + 1)
+    emit(worker, *("a" for _ in range(70)))  # a backlog: 70 >= 4 x 10
+    assert worker.flush(5)
+    assert [len(batch) for batch in recorder.batches] == [30, 30, 10]
+
+
 def test_flush_covers_exactly_what_was_emitted_before_it(start: Any) -> None:
     worker, recorder = start()
     recorder.gate.clear()
