@@ -80,7 +80,7 @@ def test_the_answer_is_the_clients_own_and_the_request_is_unchanged(
 
 def test_the_run_lasts_from_the_request_to_the_answer(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
     # Started once the answer names the model, the run is still stamped at the request.
-    fake.queue(fo.CHAT, replace(fake.chat_reply({"model": "gpt-4o-mini"}), delay_s=0.2))
+    fake.queue(fo.CHAT, replace(fake.reply(fo.CHAT, {"model": "gpt-4o-mini"}), delay_s=0.2))
     ask(lunatrace.monitor(openai.OpenAI(**fake.client_options())))
     start, end = one_run(memory_sink.events)
     assert (at(end) - at(start)).total_seconds() >= 0.2
@@ -203,7 +203,9 @@ def test_a_stream_without_usage_gets_a_flagged_estimate(memory_sink: MemorySink,
 
 
 def test_the_time_to_first_token_counts_from_the_request(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
-    fake.queue(fo.CHAT, replace(fake.chat_reply({"model": "gpt-4o-mini", "stream": True}), item_delay_s=0.05))
+    fake.queue(
+        fo.CHAT, replace(fake.reply(fo.CHAT, {"model": "gpt-4o-mini", "stream": True}), item_delay_s=0.05)
+    )
     for _ in ask(lunatrace.monitor(openai.OpenAI(**fake.client_options())), stream=True):
         pass
     start, end = one_run(memory_sink.events)
@@ -342,7 +344,7 @@ def test_a_retried_call_is_one_run(memory_sink: MemorySink, fake: FakeOpenAI) ->
 
 
 def test_a_stream_cut_mid_way_is_an_error(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
-    cut = replace(fake.chat_reply({"model": "gpt-4o-mini", "stream": True}), cut_after=3)
+    cut = replace(fake.reply(fo.CHAT, {"model": "gpt-4o-mini", "stream": True}), cut_after=3)
     fake.queue(fo.CHAT, cut, cut)
     with pytest.raises(Exception) as bare:  # whatever the client raises, the monitored one raises too
         list(ask(openai.OpenAI(**fake.client_options()), stream=True))

@@ -105,10 +105,11 @@ class FakeOpenAI:
             for n, (name, arguments) in enumerate(self.script.tool_calls)
         ]
 
-    def chat_reply(self, body: dict[str, Any]) -> Reply:
-        """What the Chat Completions route answers to a request ``body`` (for a test that
-        queues it with a delay or a cut)."""
-        return self._chat(Recorded("POST", CHAT, {}, body))
+    def reply(self, path: str, body: dict[str, Any]) -> Reply:
+        """What the route of ``path`` answers to a request ``body`` (for a test that queues
+        it with a delay or a cut)."""
+        route = {CHAT: self._chat, RESPONSES: self._responses, EMBEDDINGS: self._embeddings}[path]
+        return route(Recorded("POST", path, {}, body))
 
     def _chat(self, request: Recorded) -> Reply:
         body = request.body or {}
