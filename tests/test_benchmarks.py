@@ -12,6 +12,7 @@ import pytest
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = {
     "burst.py": ["--sizes", "200", "--threads", "2"],
+    "delivery_rtt.py": ["--rate", "100", "--seconds", "0.5", "--rtt", "0.02"],
     "langchain_floor.py": ["--invokes", "20", "--rounds", "1"],
     "langchain_overhead.py": ["--invokes", "20", "--rounds", "1", "--warmup", "5"],
     "llama_index_overhead.py": ["--calls", "20", "--queries", "2", "--rounds", "1"],
