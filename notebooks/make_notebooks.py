@@ -33,6 +33,119 @@ SETUP = """import lunatrace
 print(lunatrace.get_tracer().config.store_path)  # where traces go while no key is set"""
 
 
+# The Anthropic notebook: a stand-in for the Messages API (JSON and streamed answers) inside
+# the notebook, a monitored client, a tool-using agent, and a streamed answer.
+ANTHROPIC_SERVER = '''import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def answer(body: dict) -> dict:
+    """A scripted reply: call the weather tool first, then answer from its result."""
+    last = body["messages"][-1]["content"]
+    if body.get("tools") and isinstance(last, str):
+        content = [{"type": "text", "text": "Let me check."},
+                   {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris"}}]
+        stop = "tool_use"
+    else:
+        content, stop = [{"type": "text", "text": "It is sunny in Paris, 21°C."}], "end_turn"
+    usage = {"input_tokens": 42, "output_tokens": 12}
+    return {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5-20250929",
+            "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+
+
+def events(message: dict) -> list:
+    """The same reply as the Messages API streams it."""
+    start = {**message, "content": [], "stop_reason": None}
+    out = [("message_start", {"type": "message_start", "message": start})]
+    for i, block in enumerate(message["content"]):  # text blocks only, in two pieces each
+        text = block["text"]
+        out.append(("content_block_start", {"type": "content_block_start", "index": i,
+                                            "content_block": {"type": "text", "text": ""}}))
+        for piece in (text[: len(text) // 2], text[len(text) // 2 :]):
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": i,
+                                                "delta": {"type": "text_delta", "text": piece}}))
+        out.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    out.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": message["stop_reason"]},
+                                  "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    return [*out, ("message_stop", {"type": "message_stop"})]
+
+
+class MessagesApi(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        message = answer(body)
+        if body.get("stream"):
+            kind = "text/event-stream"
+            data = "".join(f"event: {n}\\ndata: {json.dumps(d)}\\n\\n" for n, d in events(message)).encode()
+        else:
+            kind, data = "application/json", json.dumps(message).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), MessagesApi)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+api_url = f"http://127.0.0.1:{server.server_address[1]}"'''
+
+ANTHROPIC_CLIENT = '''import anthropic
+
+client = lunatrace.monitor(anthropic.Anthropic(api_key="sk-ant-offline", base_url=api_url))
+# With a real key: lunatrace.monitor(anthropic.Anthropic()) and nothing else changes.'''
+
+ANTHROPIC_AGENT = '''WEATHER = {
+    "name": "get_weather",
+    "description": "The current weather in a city.",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+
+
+@lunatrace.trace(type="tool")
+def get_weather(city: str) -> str:
+    return f"sunny, 21°C in {city}"
+
+
+@lunatrace.trace(type="agent")
+def weather_agent(question: str) -> str:
+    messages = [{"role": "user", "content": question}]
+    while True:
+        reply = client.messages.create(
+            model="claude-sonnet-4-5", max_tokens=300, system="Use the tools.",
+            messages=messages, tools=[WEATHER],
+        )
+        if reply.stop_reason != "tool_use":
+            return reply.content[0].text
+        messages.append({"role": "assistant", "content": reply.content})
+        results = [
+            {"type": "tool_result", "tool_use_id": block.id, "content": get_weather(**block.input)}
+            for block in reply.content
+            if block.type == "tool_use"
+        ]
+        messages.append({"role": "user", "content": results})
+
+
+print(weather_agent("What is the weather in Paris?"))
+lunatrace.flush()
+trace = lunatrace.show()'''
+
+ANTHROPIC_STREAM = '''with lunatrace.identify("user-42"):
+    with client.messages.stream(
+        model="claude-sonnet-4-5", max_tokens=300,
+        messages=[{"role": "user", "content": "Once more, streamed."}], tags=["streamed"],
+    ) as stream:
+        for text in stream.text_stream:
+            print(text, end="", flush=True)
+print()
+lunatrace.flush()
+trace = lunatrace.show()'''
+
+
 def md(text: str) -> nbformat.NotebookNode:
     return new_markdown_cell(text)
 
@@ -264,6 +377,25 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             'print(len(received), "events received by the server")\n'
             "server.shutdown()"
         ),
+        md(SERVER_NOTE),
+    ],
+    "06_anthropic.ipynb": [
+        md(
+            "# Anthropic\n\n"
+            "`lunatrace.monitor(client)` traces every Messages API call of an `anthropic` client: "
+            "the prompt, the tool calls, the usage, streams. Runs offline: a small stand-in for the "
+            "Messages API runs inside the notebook, and the client is pointed at it."
+        ),
+        code(SETUP),
+        code(ANTHROPIC_SERVER),
+        code(ANTHROPIC_CLIENT),
+        md(
+            "An agent that calls a tool: each `messages.create` is an `llm` run named by the model "
+            "that answered, under the agent, with the tool call in its output."
+        ),
+        code(ANTHROPIC_AGENT),
+        md("A stream: `text_stream` as usual; the run ends with the stream, with the time to first token."),
+        code(ANTHROPIC_STREAM),
         md(SERVER_NOTE),
     ],
 }

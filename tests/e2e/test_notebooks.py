@@ -51,6 +51,7 @@ def test_expected_notebooks_are_stored_without_outputs() -> None:
         "03_llama_index.ipynb",
         "04_threads_users_feedback.ipynb",
         "05_offline_store_and_push.ipynb",
+        "06_anthropic.ipynb",
     ]
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
