@@ -23,6 +23,14 @@ from typing import Any
 from lunatrace.integrations.providers.streams import StreamRun
 
 
+def _ended(run: StreamRun, exc: BaseException) -> None:
+    """The stream stopped with ``exc``: its end (the whole answer), or its failure."""
+    if isinstance(exc, StopIteration | StopAsyncIteration):
+        run.finish(cancelled=False)
+    else:
+        run.fail(exc)
+
+
 class _Items:
     """The stream's own iterator; each item goes to the run, and its end ends the run."""
 
@@ -38,11 +46,8 @@ class _Items:
     def __next__(self) -> Any:
         try:
             item = next(self.items)
-        except StopIteration:
-            self.run.finish(cancelled=False)
-            raise
         except BaseException as exc:
-            self.run.fail(exc)
+            _ended(self.run, exc)
             raise
         self.run.add(item)
         return item
@@ -61,11 +66,8 @@ class _AsyncItems:
     async def __anext__(self) -> Any:
         try:
             item = await self.items.__anext__()
-        except StopAsyncIteration:
-            self.run.finish(cancelled=False)
-            raise
         except BaseException as exc:
-            self.run.fail(exc)
+            _ended(self.run, exc)
             raise
         self.run.add(item)
         return item
