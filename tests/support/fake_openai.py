@@ -40,6 +40,7 @@ class Script:
     model: str = ANSWERING_MODEL
     usage: tuple[int, int, int] = (12, 7, 4)  # prompt, completion, cached prompt tokens
     item_delay_s: float = 0.0  # between streamed items
+    delay_s: float = 0.0  # before each answer (Lunary prices no call under 10 ms)
 
 
 def error(status: int, message: str, kind: str = "invalid_request_error", code: str | None = None) -> Json:
@@ -139,7 +140,8 @@ class FakeOpenAI:
                     for index in range(choices)
                 ],
                 "usage": self._usage(),
-            }
+            },
+            delay_s=self.script.delay_s,
         )
 
     def _chunk(self, choices: list[dict[str, Any]], usage: Any = None) -> tuple[None, dict[str, Any]]:
@@ -185,7 +187,9 @@ class FakeOpenAI:
             items.append(self._chunk([{"index": index, "delta": {}, "finish_reason": finish}]))
         if (body.get("stream_options") or {}).get("include_usage"):
             items.append(self._chunk([], self._usage()))
-        return Sse([*items, (None, "[DONE]")], item_delay_s=self.script.item_delay_s)
+        return Sse(
+            [*items, (None, "[DONE]")], delay_s=self.script.delay_s, item_delay_s=self.script.item_delay_s
+        )
 
     # --- Responses --------------------------------------------------------------------
 
@@ -238,7 +242,7 @@ class FakeOpenAI:
         body = request.body or {}
         output = self._output()
         if not body.get("stream"):
-            return Json(self._response(body, "completed", output))
+            return Json(self._response(body, "completed", output), delay_s=self.script.delay_s)
         events: list[tuple[str | None, Any]] = []
 
         def event(kind: str, **data: Any) -> None:
@@ -265,7 +269,7 @@ class FakeOpenAI:
                 )
             event("response.output_item.done", output_index=index, item=item)
         event("response.completed", response=self._response(body, "completed", output))
-        return Sse(events, item_delay_s=self.script.item_delay_s)
+        return Sse(events, delay_s=self.script.delay_s, item_delay_s=self.script.item_delay_s)
 
     # --- Embeddings -------------------------------------------------------------------
 
@@ -282,7 +286,8 @@ class FakeOpenAI:
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(str(text).split()) for text in texts)
         usage = {"prompt_tokens": tokens, "total_tokens": tokens}
-        return Json({"object": "list", "data": data, "model": EMBEDDING_MODEL, "usage": usage})
+        answer = {"object": "list", "data": data, "model": EMBEDDING_MODEL, "usage": usage}
+        return Json(answer, delay_s=self.script.delay_s)
 
 
 @contextmanager
