@@ -261,6 +261,10 @@ class LangChainEnd(NamedTuple):
         parent = None if self.parent is None else run_key(self.parent)
         return _ENDINGS[self.hook](_Ending(rid, state, marks, parent, runs), self.outcome, self.inputs)
 
+    def ended_run(self) -> str:
+        """The run this record ends (see ``events.HookRecord.dropped``)."""
+        return run_key(self.run_id)
+
 
 class _Ending(NamedTuple):
     rid: str
