@@ -464,6 +464,10 @@ class FrameworkHook(Protocol):
     def build(self, ts_ms: int, ns: int, runs: RunRegistry) -> dict[str, Any] | None: ...
 
 
+# A hook that ends a run also has ``ended_run() -> str``, the run's id as the registry
+# keeps it: if the sink drops the record, the run is noted (see ``HookRecord.dropped``).
+
+
 class HookRecord(NamedTuple):
     """A :class:`FrameworkHook` stamped by the tracer that queued it."""
 
@@ -478,6 +482,20 @@ class HookRecord(NamedTuple):
         except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: a bug costs one event
             failed(f"mapping {type(self.hook).__name__}", exc, "that event is not recorded")
             return None
+
+    def dropped(self) -> None:
+        """Called by the sink that drops this record (its queue full, or shut down), on the
+        caller's thread. A record that ended a run leaves the run open in the registry,
+        with no end to come: it is noted there, so that the tracer's sweep closes it as
+        the dropped end it is (counted in ``stats()``), not as a run abandoned an hour
+        later, which would report a run that succeeded as failed."""
+        ended = getattr(self.hook, "ended_run", None)
+        if ended is None:
+            return
+        try:
+            self.runs.end_dropped(ended())
+        except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
+            failed("noting a dropped end", exc)
 
 
 # What a sink receives: a queued record, or a raw dict carrying its own timestamp under

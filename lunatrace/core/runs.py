@@ -80,6 +80,8 @@ class RunRegistry:
         # Runs left out by an ignore rule, bounded like ``_recent``; empty unless rules are set.
         self.ignored: OrderedDict[str, Ignored] = OrderedDict()
         self._paused: OrderedDict[str, str] = OrderedDict()  # conversation -> run that paused
+        # Runs whose end a full queue dropped (their start may still be queued), bounded.
+        self._ends_dropped: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self.open)
@@ -164,6 +166,24 @@ class RunRegistry:
         """Know ``run_id`` as a parent (bounded: the oldest are forgotten); ``sampled``
         ``None`` adopts a run whose sampling was decided elsewhere."""
         _bounded(self._recent, run_id, Known(run_type, sampled))
+
+    def end_dropped(self, run_id: str) -> None:
+        """Note that ``run_id``'s end was dropped before it was built (any thread)."""
+        _bounded(self._ends_dropped, run_id, None)
+
+    def close_dropped(self) -> list[tuple[str, RunState]]:
+        """Close the open runs whose end was dropped, and return them: they will get no end,
+        and are not abandoned (their end was counted as dropped). A run whose start is
+        still queued stays noted until it opens."""
+        closed = []
+        for rid in list(self._ends_dropped):
+            if rid in self.open:
+                self._ends_dropped.pop(rid, None)
+                self.take_marks(rid)
+                state = self.close(rid)
+                if state is not None:
+                    closed.append((rid, state))
+        return closed
 
     def ignore(self, run_id: str, parent: str | None, drop: bool) -> None:
         """Remember ``run_id`` as ignored (bounded: the oldest are forgotten)."""

@@ -496,7 +496,12 @@ class Tracer:
             self.close_abandoned(ABANDONED_AFTER_S)
 
     def close_abandoned(self, max_age_s: float) -> int:
-        """End as errors the runs open longer than ``max_age_s`` (they would stay 'started')."""
+        """End as errors the runs open longer than ``max_age_s`` (they would stay 'started').
+
+        Runs whose end the queue dropped are closed first, with no event: their end was
+        counted as dropped (``stats()``), and they did not fail."""
+        for rid, state in self.runs.close_dropped():
+            self._ended(rid, state)
         stale = self.runs.stale(self._now_ns() - max_age_s * 1e9)
         for rid in stale:
             self.error_run(rid, f"run abandoned: no end after {max_age_s:.0f} s")

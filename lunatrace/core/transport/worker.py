@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 
 from lunatrace.core.config import Config
-from lunatrace.core.events import EventError, RawEvent
+from lunatrace.core.events import EventError, HookRecord, RawEvent
 from lunatrace.core.guard import swallowed
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport.batch import Item, sized_batches
@@ -137,6 +137,8 @@ class BatchWorker:
         queue = self._queue
         if self._closed or len(queue) >= self._max_queue:
             self._drop()
+            if type(event) is HookRecord:
+                event.dropped()  # a run's end: the run must not wait for it
             return
         queue.append(event)
         if len(queue) >= self._wake_at and not self._wake.is_set():
