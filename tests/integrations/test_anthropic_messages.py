@@ -324,6 +324,17 @@ def test_monitor_is_in_place_idempotent_and_reversible(memory_sink: MemorySink, 
     assert len(llm_events(memory_sink)[0]) == 1
 
 
+def test_a_vertex_client_is_monitored_the_same_way(memory_sink: MemorySink, api: FakeAnthropic) -> None:
+    api.also_at("/projects/p1/locations/us-east5/publishers/anthropic/models/claude-sonnet-4-5:rawPredict")
+    vertex = anthropic.AnthropicVertex(
+        region="us-east5", project_id="p1", access_token="tok", base_url=api.url
+    )
+    assert ask(lunatrace.monitor(vertex)).content[0].text == "Hello there!"
+    assert "model" not in api.provider.requests[0].body  # Vertex sends it in the path
+    start, end = only_run(memory_sink)
+    assert start["name"] == fa.MODEL and end["tokensUsage"] == {"prompt": 12, "completion": 7}
+
+
 def test_monitor_refuses_what_is_not_an_anthropic_client() -> None:
     with pytest.raises(TypeError):
         lt_anthropic.monitor(object())

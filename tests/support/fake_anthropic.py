@@ -207,6 +207,10 @@ class FakeAnthropic:
     def _options(self, options: dict[str, Any]) -> dict[str, Any]:
         return {"api_key": "sk-ant-test", "base_url": self.url, "max_retries": 0, **options}
 
+    def also_at(self, path: str) -> None:
+        """Answer the Messages API at ``path`` too (Vertex puts the model in the path)."""
+        self.provider.route("POST", path, self._reply)
+
     def script(self, *answers: Answer) -> None:
         """Answer the next requests with ``answers``, in order."""
         self.answers.extend(answers)
