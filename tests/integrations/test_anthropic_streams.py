@@ -163,6 +163,20 @@ def test_a_stream_dropped_unfinished_ends_when_collected(memory_sink: MemorySink
     assert end["event"] == "end" and end["metadata"]["cancelled"] is True
 
 
+def test_a_created_stream_dropped_unfinished_ends_when_collected(
+    memory_sink: MemorySink, api: FakeAnthropic
+) -> None:
+    api.script(fa.Answer(content=(fa.text("abcdefghijkl"),)))
+    stream = lunatrace.monitor(api.client()).messages.create(**ARGS, stream=True)
+    kinds = [next(stream).type, next(stream).type]
+    del stream
+    gc.collect()
+    assert kinds == ["message_start", "content_block_start"]
+    _, end = only_run(memory_sink)
+    assert end["event"] == "end" and end["metadata"]["cancelled"] is True
+    assert end["output"] == {"role": "assistant", "content": ""}
+
+
 def test_a_stream_cut_mid_way_fails_the_run(memory_sink: MemorySink, api: FakeAnthropic) -> None:
     api.fault(fa.stream_of(fa.Answer(content=(fa.text("abcdefghijkl"),)), cut_after=4))
     stream = lunatrace.monitor(api.client()).messages.create(**ARGS, stream=True)
