@@ -2,7 +2,7 @@
 
 ``monitor(client)`` (also ``lunatrace.monitor(client)``) instruments an ``Anthropic`` or
 ``AsyncAnthropic`` instance in place (any client whose ``messages`` is the SDK's
-``Messages`` resource: the Bedrock and Vertex clients too): ``messages.create`` (plain or
+``Messages`` resource: ``AnthropicVertex`` and ``AnthropicBedrock`` too): ``messages.create`` (plain or
 ``stream=True``), ``messages.stream(...)`` and, where the release has it,
 ``messages.parse``. ``unmonitor(client)`` undoes it. See docs/anthropic.md. Importing
 this module imports ``anthropic`` (``import lunatrace`` alone does not).
