@@ -145,6 +145,112 @@ print()
 lunatrace.flush()
 trace = lunatrace.show()'''
 
+# The OpenAI notebook: a stand-in for the Chat Completions API (JSON, and server-sent events
+# for streams) inside the notebook, a monitored client, a tool-calling agent, a stream.
+OPENAI_SERVER = '''import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL = "gpt-4o-mini-2024-07-18"  # the model that answers a request for "gpt-4o-mini"
+USAGE = {"prompt_tokens": 38, "completion_tokens": 11, "total_tokens": 49}
+
+
+def completion(body: dict) -> dict:
+    """A scripted reply: call the weather tool first, then answer from its result."""
+    if body.get("tools") and body["messages"][-1]["role"] == "user":
+        call = {"id": "call_1", "type": "function",
+                "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}
+        message, finish = {"role": "assistant", "content": None, "tool_calls": [call]}, "tool_calls"
+    else:
+        message, finish = {"role": "assistant", "content": "It is sunny in Paris, 21°C."}, "stop"
+    return {"id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": MODEL,
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": USAGE}
+
+
+def chunks(reply: dict, include_usage: bool) -> str:
+    """The same text reply as OpenAI streams it, with a usage chunk when asked for."""
+    words = reply["choices"][0]["message"]["content"].split(" ")
+    deltas = [{"role": "assistant", "content": ""}] + [{"content": w + " "} for w in words]
+    choices = [[{"index": 0, "delta": d, "finish_reason": None}] for d in deltas]
+    out = [dict(reply, object="chat.completion.chunk", choices=c, usage=None) for c in choices]
+    if include_usage:
+        out.append(dict(reply, object="chat.completion.chunk", choices=[], usage=USAGE))
+    return "".join(f"data: {json.dumps(c)}\\n\\n" for c in out) + "data: [DONE]\\n\\n"
+
+
+class ChatCompletionsApi(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        reply = completion(body)
+        if body.get("stream"):
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            kind, data = "text/event-stream", chunks(reply, include_usage).encode()
+        else:
+            kind, data = "application/json", json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), ChatCompletionsApi)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"'''
+
+OPENAI_CLIENT = '''import openai
+
+client = lunatrace.monitor(openai.OpenAI(api_key="sk-offline", base_url=base_url))
+# With a real key: lunatrace.monitor(openai.OpenAI()) and nothing else changes.'''
+
+OPENAI_AGENT = '''WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+@lunatrace.trace(type="tool")
+def get_weather(city: str) -> str:
+    return f"sunny, 21°C in {city}"
+
+
+@lunatrace.trace(type="agent")
+def weather_agent(question: str) -> str:
+    messages = [{"role": "system", "content": "Use the tools."}, {"role": "user", "content": question}]
+    while True:
+        reply = client.chat.completions.create(model="gpt-4o-mini", messages=messages, tools=[WEATHER])
+        message = reply.choices[0].message
+        if not message.tool_calls:
+            return message.content
+        messages.append(message)
+        for call in message.tool_calls:
+            result = get_weather(**json.loads(call.function.arguments))
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": result})
+
+
+print(weather_agent("What is the weather in Paris?"))
+lunatrace.flush()
+trace = lunatrace.show()'''
+
+OPENAI_STREAM = '''with lunatrace.identify("user-42"):
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "Once more, streamed."}],
+        stream=True, stream_options={"include_usage": True}, tags=["streamed"],
+    )
+    for chunk in stream:
+        if chunk.choices:
+            print(chunk.choices[0].delta.content or "", end="", flush=True)
+print()
+lunatrace.flush()
+trace = lunatrace.show()'''
+
 
 def md(text: str) -> nbformat.NotebookNode:
     return new_markdown_cell(text)
@@ -396,6 +502,30 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         code(ANTHROPIC_AGENT),
         md("A stream: `text_stream` as usual; the run ends with the stream, with the time to first token."),
         code(ANTHROPIC_STREAM),
+        md(SERVER_NOTE),
+    ],
+    "07_openai.ipynb": [
+        md(
+            "# OpenAI\n\n"
+            "`lunatrace.monitor(client)` traces every call of an `openai` client: the messages, "
+            "the tool calls, the usage, streams, without LangChain. Runs offline: a small stand-in "
+            "for the Chat Completions API runs inside the notebook, and the client is pointed at it."
+        ),
+        code(SETUP),
+        code(OPENAI_SERVER),
+        code(OPENAI_CLIENT),
+        md(
+            "An agent that calls a tool: each `chat.completions.create` is an `llm` run named by "
+            "the model that answered (`gpt-4o-mini-2024-07-18`), under the agent, with the tool call "
+            "in its output and the usage OpenAI reported."
+        ),
+        code(OPENAI_AGENT),
+        md(
+            "A stream: iterate it as usual; the run ends with the stream, with the usage of its last "
+            "chunk (`include_usage`) and the time to first token. The per-call `tags=` never reaches "
+            "OpenAI."
+        ),
+        code(OPENAI_STREAM),
         md(SERVER_NOTE),
     ],
 }
