@@ -52,6 +52,7 @@ def test_expected_notebooks_are_stored_without_outputs() -> None:
         "04_threads_users_feedback.ipynb",
         "05_offline_store_and_push.ipynb",
         "06_anthropic.ipynb",
+        "07_openai.ipynb",
     ]
     for name in NAMES:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
