@@ -22,6 +22,8 @@ PREVIEW_CHARS = 160
 TEXT_CHARS = 16_384  # searchable text kept per event: a huge document is searched by its start
 _TEXT_FIELDS = ("name", "input", "output", "error", "tags", "threadTags", "metadata", "message")
 _INPUT_ROLES = frozenset({"user", "system"})
+# Fields that hold what a person typed or read, shown first when a value has several.
+_TEXT_KEYS = ("question", "query", "input", "prompt", "text", "content", "answer", "output", "result")
 
 
 def fts5_available(db: sqlite3.Connection) -> bool:
@@ -99,6 +101,10 @@ def _readable(value: Any) -> Any:
             value = value["messages"]
         elif isinstance(value, Mapping) and len(value) == 1:
             value = next(iter(value.values()))
+        elif isinstance(value, Mapping) and (key := next((k for k in _TEXT_KEYS if k in value), None)):
+            value = value[key]
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return " | ".join(value)
         else:
             break
     return value
@@ -202,9 +208,7 @@ def run_cost(start: Mapping[str, Any] | None, end: Mapping[str, Any]) -> tuple[f
     return None if found is None else (found, True)
 
 
-def facts_of(
-    events: Iterable[tuple[Mapping[str, Any], str]], start_of: StartLookup
-) -> dict[str, TraceFacts]:
+def facts_of(events: Iterable[tuple[Mapping[str, Any], str]], start_of: StartLookup) -> dict[str, TraceFacts]:
     """The facts each trace gets from ``(event, its trace id)`` pairs, in stored order."""
     facts: dict[str, TraceFacts] = {}
     for event, trace in events:
