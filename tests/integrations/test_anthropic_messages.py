@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -19,6 +20,7 @@ from lunatrace.core.transport import MemorySink
 from lunatrace.integrations import anthropic as lt_anthropic
 from tests.support import fake_anthropic as fa
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_lunary import FakeLunary
 
 
 @pytest.fixture
@@ -143,13 +145,22 @@ def test_tool_use_history_and_tools_are_in_openai_format(memory_sink: MemorySink
 
 
 def test_the_prompt_is_recorded_as_sent_even_if_the_list_changes_after(
-    memory_sink: MemorySink, api: FakeAnthropic
+    lunary_server: FakeLunary, tmp_path: Path, api: FakeAnthropic
 ) -> None:
+    # Events are converted on the worker, here not before the flush: long after the append.
+    lunatrace.configure(
+        project_key=lunary_server.key,
+        api_url=lunary_server.url,
+        store_path=tmp_path / "spool.db",
+        flush_interval=60,
+    )
     client = lunatrace.monitor(api.client())
     messages = list(USER)
     answer = ask(client, messages=messages)
     messages.append({"role": "assistant", "content": answer.content})  # the next turn, as chat loops do
-    start, _ = only_run(memory_sink)
+    messages.append({"role": "user", "content": "And tomorrow?"})
+    assert lunatrace.flush(10)
+    (start,) = [e for e in lunary_server.events if e["event"] == "start"]
     assert start["input"] == [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
