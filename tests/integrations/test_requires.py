@@ -37,6 +37,7 @@ else:
     [
         ("lunatrace.integrations.llama_index", "llama_index,llama_index_instrumentation", "llama-index"),
         ("lunatrace.integrations.langchain", "langchain_core,langchain,langgraph", "langchain"),
+        ("lunatrace.integrations.anthropic", "anthropic", "anthropic"),
     ],
 )
 def test_a_missing_framework_names_the_extra(module: str, hidden: str, extra: str) -> None:
