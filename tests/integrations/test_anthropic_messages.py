@@ -164,6 +164,20 @@ def test_the_prompt_is_recorded_as_sent_even_if_the_list_changes_after(
     assert start["input"] == [{"role": "user", "content": "What is the weather in Paris?"}]
 
 
+def test_one_shot_iterables_reach_both_the_api_and_the_run(
+    memory_sink: MemorySink, api: FakeAnthropic
+) -> None:
+    client = lunatrace.monitor(api.client())
+    system = ({"type": "text", "text": t} for t in ("Be brief.",))
+    ask(client, messages=(m for m in USER), system=system, tools=(t for t in [WEATHER_TOOL]))
+    (body,) = api.bodies()
+    assert body["messages"] == USER and body["system"] == [{"type": "text", "text": "Be brief."}]
+    assert body["tools"] == [WEATHER_TOOL]
+    start, _ = only_run(memory_sink)
+    assert start["input"] == [{"role": "system", "content": "Be brief."}, *USER]
+    assert start["params"]["tools"][0]["function"]["name"] == "get_weather"
+
+
 def test_system_blocks_images_params_and_thinking(memory_sink: MemorySink, api: FakeAnthropic) -> None:
     api.script(fa.Answer(content=(fa.thinking("The user wants a caption."), fa.text("A cat."))))
     client = lunatrace.monitor(api.client())
