@@ -37,6 +37,7 @@ from lunatrace.integrations.providers import Answer, ProviderCall, Request
 from lunatrace.integrations.providers.inplace import in_place, in_place_async
 from lunatrace.integrations.providers.methods import begin, returned
 from lunatrace.integrations.providers.params import given
+from lunatrace.integrations.providers.patching import Wrapper
 
 # Set by ``with_raw_response`` / ``with_streaming_response``: the call returns the HTTP
 # response, not a ``Message``, and is left untraced.
@@ -121,7 +122,10 @@ def _hook(manager: Any, trace: Callable[[Any], Any]) -> None:
     )
 
 
-def _stream_wrapper(trace: Callable[[Any, ProviderCall, StreamedMessage], Any]) -> Any:
+def _stream_wrapper(trace: Callable[[Any, ProviderCall, StreamedMessage], Any]) -> Wrapper:
+    """The wrapper of a ``stream`` method: its extras taken out, the SDK's manager returned
+    with ``trace(request, call, accumulator)`` as the request it will make."""
+
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def stream(*args: Any, **kwargs: Any) -> Any:
             call, accumulator = begin(STREAM, kwargs)
@@ -152,8 +156,8 @@ def _sync_request(request: Callable[[], Any], call: ProviderCall, accumulator: S
 
 class _AsyncRequest:
     """The async manager's request (an awaitable it awaits once, on ``async with``),
-    awaited through, its raw stream returned traced. Not a coroutine:
-    a manager never entered leaves only the SDK's own un-awaited request behind."""
+    awaited through, its raw stream returned traced. Not a coroutine: a manager never
+    entered leaves only the SDK's own un-awaited request behind."""
 
     __slots__ = ("accumulator", "call", "request")
 

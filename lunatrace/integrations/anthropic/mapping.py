@@ -98,8 +98,6 @@ def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any]:
         if field(choice, "disable_parallel_tool_use"):
             params["parallel_tool_calls"] = False
         params["tool_choice"] = openai_tool_choice(choice)
-    if _is_list(params.get("stop")):
-        params["stop"] = [str(s) for s in params["stop"]]
     return params
 
 
@@ -109,10 +107,8 @@ def _block_text(content: Any) -> Any:
         return content or ""
     if not _is_list(content):
         return to_jsonable(content)
-    parts = [_input_part(block) for block in content]
-    if all(isinstance(p, Mapping) and p.get("type") == "text" for p in parts):
-        return "".join(str(p["text"]) for p in parts)
-    return parts
+    joined = _joined([_input_part(block) for block in content])
+    return "" if joined is None else joined
 
 
 def _input_part(block: Any) -> Any:
