@@ -15,6 +15,7 @@ from lunatrace.core.transport import MemorySink
 from lunatrace.integrations.langchain import CallbackHandler
 from tests.support import fake_anthropic as fa
 from tests.support.fake_anthropic import FakeAnthropic
+from tests.support.fake_lunary import FakeLunary
 
 
 @pytest.fixture
@@ -58,3 +59,17 @@ def test_an_abandoned_stream_is_swept(memory_sink: MemorySink, api: FakeAnthropi
     assert "abandoned" in error["error"]["message"]
     stream.close()  # the run is closed already: nothing more is sent
     assert [e["event"] for e in memory_sink.events if e["type"] == "llm"] == ["start", "error"]
+
+
+def test_calls_in_a_project_block_go_to_that_project(
+    memory_sink: MemorySink, lunary_server: FakeLunary, api: FakeAnthropic
+) -> None:
+    client = lunatrace.monitor(api.client())
+    with lunatrace.project(lunary_server.key, api_url=lunary_server.url):
+        client.messages.create(**ARGS)
+        stream = client.messages.create(**ARGS, stream=True)
+    list(stream)  # read outside the block: its run still goes where it was started
+    assert lunatrace.flush(10)
+    assert [e for e in memory_sink.events if e["type"] == "llm"] == []
+    received = [(e["type"], e["event"]) for e in lunary_server.events]
+    assert received == [("llm", "start"), ("llm", "end")] * 2
