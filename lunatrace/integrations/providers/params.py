@@ -26,12 +26,12 @@ def given(value: Any) -> bool:
 
 
 def pick(kwargs: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
-    """The arguments named in ``names`` (call name -> OpenAI name) that were given; the
-    first of two that map to one name wins. ``tools`` are converted on the worker."""
+    """The arguments named in ``names`` (call name -> OpenAI name) that were given; of two
+    that map to one name, the first given wins. ``tools`` are converted on the worker."""
     params: dict[str, Any] = {}
-    for key, target in names.items():
-        value = kwargs.get(key)
-        if target not in params and given(value):
+    for key, value in kwargs.items():  # a call passes a few of the many names
+        target = names.get(key)
+        if target is not None and target not in params and given(value):
             params[target] = value
     tools = params.get("tools")
     if tools is not None:
