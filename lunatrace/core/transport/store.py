@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from lunatrace.core.timestamps import format_timestamp, parse_timestamp
-from lunatrace.core.transport.trace_index import facts_of, fts5_available, search_table_sql
+from lunatrace.core.transport.trace_index import TEXT_ROW_BITS, facts_of, fts5_available, search_table_sql
 
 logger = logging.getLogger("lunatrace")
 
@@ -101,6 +101,7 @@ ALTER TABLE traces ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE traces ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE traces ADD COLUMN cost REAL;
 ALTER TABLE traces ADD COLUMN cost_estimated INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE traces ADD COLUMN text_rows INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS events_unindexed ON events(id) WHERE indexed = 0
 """
@@ -580,9 +581,9 @@ class EventStore:
 
     def _search_clause(self) -> str:
         if self.search_mode == "fts5":
-            return "trace_id IN (SELECT trace_id FROM trace_text WHERE trace_text MATCH ?)"
+            return f"seq IN (SELECT rowid >> {TEXT_ROW_BITS} FROM trace_text WHERE trace_text MATCH ?)"
         if self.search_mode == "like":
-            return "trace_id IN (SELECT trace_id FROM trace_text WHERE body LIKE ? ESCAPE '\\')"
+            return f"seq IN (SELECT rowid >> {TEXT_ROW_BITS} FROM trace_text WHERE body LIKE ? ESCAPE '\\')"
         raise StoreError(
             f"cannot search {self.path}: its search index needs SQLite's FTS5 module, which this Python's "
             f"SQLite ({sqlite3.sqlite_version}) lacks"

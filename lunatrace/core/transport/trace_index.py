@@ -36,14 +36,23 @@ def fts5_available(db: sqlite3.Connection) -> bool:
         return False
 
 
+# A text row's id names its trace: the trace's ``seq`` (the row id of its first event,
+# stable: VACUUM keeps an INTEGER PRIMARY KEY) shifted left by this many bits, plus the
+# row's number within the trace. A search then reads only the full-text index (the ids
+# of matching rows), never a stored column, and joins on an integer.
+TEXT_ROW_BITS = 24
+MAX_TEXT_ROWS = (1 << TEXT_ROW_BITS) - 1  # a trace's text rows beyond this are not kept
+
+
 def search_table_sql(fts5: bool) -> str:
-    """The search text table: full-text indexed with FTS5, else a plain table scanned with LIKE."""
+    """The search text table: a contentless FTS5 index (it keeps no copy of the text: the
+    events hold it), else a plain table scanned with LIKE."""
     if fts5:
         return (
             "CREATE VIRTUAL TABLE IF NOT EXISTS trace_text USING fts5("
-            "body, trace_id UNINDEXED, tokenize='unicode61 remove_diacritics 2')"
+            "body, content='', tokenize='unicode61 remove_diacritics 2')"
         )
-    return "CREATE TABLE IF NOT EXISTS trace_text (body TEXT NOT NULL, trace_id TEXT NOT NULL)"
+    return "CREATE TABLE IF NOT EXISTS trace_text (body TEXT NOT NULL)"
 
 
 def _strings(value: Any, out: list[str], keys: bool = False) -> None:
@@ -150,6 +159,7 @@ class TraceFacts:
         self.estimated = self.estimated or estimated
 
     def apply(self, db: sqlite3.Connection, trace: str, with_text: bool) -> None:
+        body = " ".join(t for t in self.text if t) if with_text else ""
         db.execute(
             _UPDATE_FACTS,
             {
@@ -160,11 +170,15 @@ class TraceFacts:
                 "completion": self.completion_tokens,
                 "cost": self.cost,
                 "estimated": int(self.estimated),
+                "text": int(bool(body)),
             },
         )
-        body = " ".join(t for t in self.text if t)
-        if body and with_text:
-            db.execute("INSERT INTO trace_text (body, trace_id) VALUES (?, ?)", (body, trace))
+        if not body:
+            return
+        row = db.execute("SELECT seq, text_rows FROM traces WHERE trace_id = ?", (trace,)).fetchone()
+        if row is not None and 0 < row[1] <= MAX_TEXT_ROWS:
+            rowid = (int(row[0]) << TEXT_ROW_BITS) | (int(row[1]) - 1)
+            db.execute("INSERT INTO trace_text (rowid, body) VALUES (?, ?)", (rowid, body))
 
 
 _UPDATE_FACTS = """
@@ -174,7 +188,8 @@ UPDATE traces SET
     prompt_tokens = prompt_tokens + :prompt,
     completion_tokens = completion_tokens + :completion,
     cost = CASE WHEN :cost IS NULL THEN cost ELSE COALESCE(cost, 0) + :cost END,
-    cost_estimated = MAX(cost_estimated, :estimated)
+    cost_estimated = MAX(cost_estimated, :estimated),
+    text_rows = text_rows + :text
 WHERE trace_id = :trace
 """
 

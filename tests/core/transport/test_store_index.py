@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from lunatrace.core.transport import store as store_module
 from lunatrace.core.transport.store import SCHEMA_VERSION, EventStore, StoreError, open_existing
+from tests.support.previous_store import as_previous_release
 
 BASE_MS = 1_780_000_000_000  # 2026-05-28
 
@@ -57,21 +58,6 @@ def failed_trace(message: str, start_ms: int = 0) -> list[dict[str, Any]]:
         {"type": "chain", "event": "error", "runId": root, "timestamp": _ts(start_ms + 40),
          "error": {"message": message, "stack": "Traceback..."}},
     ]  # fmt: skip
-
-
-def as_previous_release(path: Path) -> None:
-    """Take a store back to schema version 0: exactly the tables and columns the previous
-    release creates, with what it writes in them (its summary columns are unchanged)."""
-    db = sqlite3.connect(path)
-    for column in ("input_preview", "output_preview", "prompt_tokens", "completion_tokens", "cost",
-                   "cost_estimated"):  # fmt: skip
-        db.execute(f"ALTER TABLE traces DROP COLUMN {column}")
-    db.execute("DROP INDEX events_unindexed")
-    db.execute("ALTER TABLE events DROP COLUMN indexed")
-    db.execute("DROP TABLE trace_text")
-    db.execute("PRAGMA user_version = 0")
-    db.commit()
-    db.close()
 
 
 def previous_release_append(path: Path, event: dict[str, Any]) -> None:
