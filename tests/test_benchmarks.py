@@ -17,6 +17,7 @@ TINY = {
     "langchain_overhead.py": ["--invokes", "20", "--rounds", "1", "--warmup", "5"],
     "llama_index_overhead.py": ["--calls", "20", "--queries", "2", "--rounds", "1"],
     "payloads.py": ["--invokes", "16", "--rounds", "1", "--messages", "10", "--documents", "5"],
+    "store_search.py": ["--traces", "200", "--repeat", "1"],
     "transport.py": ["--events", "2000"],
     "view_render.py": ["--runs", "50", "--repeat", "1"],
 }
