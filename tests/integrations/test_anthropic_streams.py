@@ -262,3 +262,21 @@ async def test_async_stream_left_early_and_refused(memory_sink: MemorySink, api:
     (_, error), (_, end) = runs(memory_sink)
     assert error["event"] == "error" and "Internal server error" in error["error"]["message"]
     assert end["output"]["content"] == "Hell" and end["metadata"]["cancelled"] is True
+
+
+def test_the_beta_messages_api_is_traced_the_same_way(memory_sink: MemorySink, api: FakeAnthropic) -> None:
+    api.script(TOOL_ANSWER, TOOL_ANSWER, TOOL_ANSWER)
+    beta = lunatrace.monitor(api.client()).beta.messages
+    betas = {"betas": ["token-efficient-tools-2025-02-19"]}
+    assert beta.create(**ARGS, **betas).content[1].text == "Let me look."
+    assert [event.type for event in beta.create(**ARGS, **betas, stream=True)][-1] == "message_stop"
+    with beta.stream(**ARGS, **betas) as stream:
+        assert stream.get_final_message().stop_reason == "tool_use"
+    assert [request.headers.get("anthropic-beta") for request in api.provider.requests] == [
+        "token-efficient-tools-2025-02-19"
+    ] * 3
+    assert len(runs(memory_sink)) == 3
+    for start, end in runs(memory_sink):
+        assert start["name"] == fa.MODEL
+        assert end["output"] == TOOL_OUTPUT
+        assert end["tokensUsage"] == {"prompt": 120, "completion": 30, "promptCached": 100}

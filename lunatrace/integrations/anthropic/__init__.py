@@ -2,10 +2,11 @@
 
 ``monitor(client)`` (also ``lunatrace.monitor(client)``) instruments an ``Anthropic`` or
 ``AsyncAnthropic`` instance in place (any client whose ``messages`` is the SDK's
-``Messages`` resource: ``AnthropicVertex`` and ``AnthropicBedrock`` too): ``messages.create`` (plain or
-``stream=True``), ``messages.stream(...)`` and, where the release has it,
-``messages.parse``. ``unmonitor(client)`` undoes it. See docs/anthropic.md. Importing
-this module imports ``anthropic`` (``import lunatrace`` alone does not).
+``Messages`` resource: ``AnthropicVertex`` and ``AnthropicBedrock`` too):
+``messages.create`` (plain or ``stream=True``), ``messages.stream(...)``,
+``messages.parse`` where the release has it, and the same of ``beta.messages``.
+``unmonitor(client)`` undoes it. See docs/anthropic.md. Importing this module imports
+``anthropic`` (``import lunatrace`` alone does not).
 """
 
 from __future__ import annotations
@@ -30,15 +31,26 @@ from lunatrace.integrations.providers.inplace import in_place, in_place_async  #
 
 Client = TypeVar("Client")
 
-SYNC_PATCHES = (
-    Patch("messages", "create", traced(MESSAGES, in_place)),
-    Patch("messages", "parse", traced(MESSAGES, in_place)),
-    Patch("messages", "stream", traced_stream),
+# The Messages API and its beta twin (``client.beta.messages``: the same calls with
+# ``betas=[...]``, the same message and event shapes).
+RESOURCES = ("messages", "beta.messages")
+SYNC_PATCHES = tuple(
+    patch
+    for path in RESOURCES
+    for patch in (
+        Patch(path, "create", traced(MESSAGES, in_place)),
+        Patch(path, "parse", traced(MESSAGES, in_place)),
+        Patch(path, "stream", traced_stream),
+    )
 )
-ASYNC_PATCHES = (
-    Patch("messages", "create", traced_async(MESSAGES, in_place_async)),
-    Patch("messages", "parse", traced_async(MESSAGES, in_place_async)),
-    Patch("messages", "stream", traced_async_stream),
+ASYNC_PATCHES = tuple(
+    patch
+    for path in RESOURCES
+    for patch in (
+        Patch(path, "create", traced_async(MESSAGES, in_place_async)),
+        Patch(path, "parse", traced_async(MESSAGES, in_place_async)),
+        Patch(path, "stream", traced_async_stream),
+    )
 )
 
 
