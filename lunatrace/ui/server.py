@@ -172,6 +172,7 @@ class ViewerHandler(BaseHTTPRequestHandler):
                 return HTTPStatus.OK, list_page([], 0, ListQuery(), self.server.store_path, 0)
             return HTTPStatus.NOT_FOUND, not_found_page(f"No store at {self.server.store_path} yet.")
         if path in ("/", "/traces"):
+            store.index_pending()  # what an older release wrote since (a read when there is none)
             query = ListQuery.parse(params)
             filters, problems = query.store_filters()
             total = store.count_traces(**filters)

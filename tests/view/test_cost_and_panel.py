@@ -13,6 +13,8 @@ from lunatrace.ui.server import ViewerServer
 from lunatrace.view.html import render_html
 from lunatrace.view.model import build_trace
 from lunatrace.view.text import render_text
+from tests.support.previous_store import previous_release_append
+from tests.view.conftest import store_path
 from tests.view.test_ui_server import get
 
 T0 = "2026-06-01T10:00:00.000Z"
@@ -105,3 +107,13 @@ def test_search_and_filters_are_in_every_page_link_and_a_bad_time_is_said(serve:
     assert "until: cannot read &#x27;tomorrow-ish&#x27; as a time" in page and "30 traces" in page
     status, _, page = get(server, "/?q=password&errors=1")
     assert 'id="no-match"' in page and 'name="errors" value="1" checked' in page
+
+
+def test_the_list_indexes_what_an_older_release_wrote_while_it_ran(serve: Any) -> None:
+    _record("refund")
+    lunatrace.flush()
+    server: ViewerServer = serve()
+    late = {"type": "chain", "event": "start", "runId": "late-run", "name": "late", "input": "zebra crossing"}
+    previous_release_append(store_path(), late)
+    _, _, page = get(server, "/?q=zebra")
+    assert 'data-trace-id="late-run"' in page and "zebra crossing" in page

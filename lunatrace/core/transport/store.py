@@ -440,6 +440,8 @@ class EventStore:
         processes at once (each chunk is claimed inside its write transaction)."""
         done = 0
         try:
+            if not self._query("SELECT 1 FROM events WHERE indexed = 0 LIMIT 1"):
+                return 0  # read only: checking takes no write lock
             while True:
                 with self._transaction() as db:
                     rows = db.execute(

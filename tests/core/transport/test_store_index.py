@@ -4,7 +4,6 @@ of a store an older release wrote, with several processes at it."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import sqlite3
 import uuid
@@ -17,9 +16,7 @@ from hypothesis import strategies as st
 
 from lunatrace.core.transport import store as store_module
 from lunatrace.core.transport.store import SCHEMA_VERSION, EventStore, StoreError, open_existing
-from tests.support.previous_store import as_previous_release
-
-BASE_MS = 1_780_000_000_000  # 2026-05-28
+from tests.support.previous_store import BASE_MS, as_previous_release, previous_release_append
 
 
 def _ts(ms: int) -> str:
@@ -58,22 +55,6 @@ def failed_trace(message: str, start_ms: int = 0) -> list[dict[str, Any]]:
         {"type": "chain", "event": "error", "runId": root, "timestamp": _ts(start_ms + 40),
          "error": {"message": message, "stack": "Traceback..."}},
     ]  # fmt: skip
-
-
-def previous_release_append(path: Path, event: dict[str, Any]) -> None:
-    """A root start written the way the previous release writes it (no ``indexed`` column)."""
-    db = sqlite3.connect(path)
-    db.execute(
-        "INSERT INTO events (run_id, parent_run_id, trace_id, type, name, event, status, ts_ms, tokens,"
-        " user_id, tags, state, body) VALUES (?, NULL, ?, ?, ?, 'start', 'started', ?, 0, NULL, NULL, 2, ?)",
-        (event["runId"], event["runId"], event["type"], event["name"], BASE_MS, json.dumps(event)),
-    )
-    db.execute(
-        "INSERT INTO traces (trace_id, seq, name, type, started_ms) VALUES (?, last_insert_rowid(), ?, ?, ?)",
-        (event["runId"], event["name"], event["type"], BASE_MS),
-    )
-    db.commit()
-    db.close()
 
 
 def test_each_trace_says_what_it_was_tokens_split_and_an_estimated_cost(tmp_path: Path) -> None:
