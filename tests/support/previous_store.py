@@ -19,6 +19,7 @@ def as_previous_release(path: Path) -> None:
                    "cost_estimated", "text_rows"):  # fmt: skip
         db.execute(f"ALTER TABLE traces DROP COLUMN {column}")
     db.execute("DROP INDEX events_unindexed")
+    db.execute("DROP INDEX traces_seq")
     db.execute("ALTER TABLE events DROP COLUMN indexed")
     db.execute("DROP TABLE trace_text")
     db.execute("PRAGMA user_version = 0")

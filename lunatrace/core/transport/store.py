@@ -103,7 +103,8 @@ ALTER TABLE traces ADD COLUMN cost REAL;
 ALTER TABLE traces ADD COLUMN cost_estimated INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE traces ADD COLUMN text_rows INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE events ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;
-CREATE INDEX IF NOT EXISTS events_unindexed ON events(id) WHERE indexed = 0
+CREATE INDEX IF NOT EXISTS events_unindexed ON events(id) WHERE indexed = 0;
+CREATE INDEX IF NOT EXISTS traces_seq ON traces(seq)
 """
 
 
