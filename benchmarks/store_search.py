@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -119,7 +120,7 @@ def main() -> None:
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="lunatrace-bench-"))
+    folder = Path(tempfile.mkdtemp(prefix="lunatrace-bench-search-"))
 
     baseline = EventStore(folder / "previous.db")
     baseline._index = lambda db, events: None  # type: ignore[method-assign]  # the previous release's work
@@ -166,6 +167,7 @@ def main() -> None:
     )
     assert migrated.count_traces(search=RARE) == sum(1 for n in range(args.traces) if is_rare(n))
     migrated.close()
+    shutil.rmtree(folder)  # two stores of a few hundred MB at the default size
 
 
 if __name__ == "__main__":
