@@ -179,7 +179,7 @@ def test_a_stream_with_usage_reports_it(memory_sink: MemorySink, fake: FakeOpenA
     ]
     client = lunatrace.monitor(openai.OpenAI(**fake.client_options()))
     stream = ask(client, stream=True, stream_options={"include_usage": True})
-    assert isinstance(stream, openai.Stream)
+    assert type(stream) is openai.Stream  # the client's own, observed in place
     assert memory_sink.events == []  # nothing read yet: no run yet
     chunks = [chunk.model_dump() for chunk in stream]
     assert chunks == bare
@@ -248,7 +248,7 @@ async def test_an_async_stream(memory_sink: MemorySink, fake: FakeOpenAI) -> Non
     stream = await client.chat.completions.create(
         model="gpt-4o-mini", messages=QUESTION, stream=True, stream_options={"include_usage": True}
     )
-    assert isinstance(stream, openai.AsyncStream)
+    assert type(stream) is openai.AsyncStream
     async with stream:
         pieces = [chunk.choices[0].delta.content async for chunk in stream if chunk.choices]
     assert "".join(p or "" for p in pieces) == fo.Script().text

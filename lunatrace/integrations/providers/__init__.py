@@ -25,8 +25,9 @@ way for every provider. Writing one takes four pieces:
    synchronous client, ``traced_async(endpoint)`` for an asynchronous one. The wrapper
    pops the per-call extras (``user_id``, ``user_props``, ``tags``, ``metadata``,
    ``parent``, ``name``: :mod:`.extras`) before the client sees the arguments, returns
-   the client's own result (a stream: a transparent stand-in, :mod:`.streams`) and
-   re-raises the client's own exception (recorded with its message on the run).
+   the client's own result (a stream: the same object, observed in place,
+   :mod:`.inplace`) and re-raises the client's own exception (recorded with its message
+   on the run).
 
 3. **monitor/unmonitor** for the provider's module: pick the patches by the client's
    class, then ``instrument(client, patches)`` / ``uninstrument(client)``
@@ -47,22 +48,23 @@ from __future__ import annotations
 
 from lunatrace.integrations.providers.calls import Answer, ProviderCall, Request
 from lunatrace.integrations.providers.extras import EXTRA_KEYWORDS, CallExtras, take_extras
+from lunatrace.integrations.providers.inplace import in_place, in_place_async
 from lunatrace.integrations.providers.methods import Endpoint, traced, traced_async
 from lunatrace.integrations.providers.patching import Patch, instrument, is_monitored, uninstrument
-from lunatrace.integrations.providers.streams import Accumulator, AsyncTracedStream, StreamRun, TracedStream
+from lunatrace.integrations.providers.streams import Accumulator, StreamRun
 
 __all__ = [
     "EXTRA_KEYWORDS",
     "Accumulator",
     "Answer",
-    "AsyncTracedStream",
     "CallExtras",
     "Endpoint",
     "Patch",
     "ProviderCall",
     "Request",
     "StreamRun",
-    "TracedStream",
+    "in_place",
+    "in_place_async",
     "instrument",
     "is_monitored",
     "take_extras",

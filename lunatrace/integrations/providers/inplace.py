@@ -1,17 +1,16 @@
 """Streams traced in place: the client's own stream object, with its items and its
-``close`` observed, for clients whose stream class decides ``isinstance`` itself.
+``close`` observed.
 
-The stand-ins of :mod:`.streams` pass ``isinstance`` by answering the wrapped type from
-``__class__``. Some clients refuse that: anthropic's ``Stream`` has, in older releases
-(0.60 among them), a metaclass whose ``__instancecheck__`` answers ``False`` for
-anything but a real ``Stream`` (written to warn about an old subclass), so a stand-in
-would fail the application's ``isinstance(stream, anthropic.Stream)``. Here the stream stays the
-client's object, its type untouched. Stainless-generated clients read every item of a
-stream through its ``_iterator`` attribute (``__iter__``, ``__next__``, the SDK's own
-helpers over it) and release it with ``close()`` (also from ``__exit__``): both are
-replaced on the instance by observers that report to the same :class:`~.streams.StreamRun`
-as a stand-in does. They hold the stream only weakly, so a dropped stream is still freed
-at once, and its run ended, as without lunatrace.
+The stream a traced method returns is the very object the client made, its type
+untouched (``type(s) is openai.Stream``): a proxy would not do, since ``isinstance``
+against a proxy depends on the client (anthropic's ``Stream`` has, in older releases,
+0.60 among them, a metaclass whose ``__instancecheck__`` answers ``False`` for anything
+but a real ``Stream``). Stainless-generated clients (openai, anthropic) read every item
+of a stream through its ``_iterator`` attribute (``__iter__``, ``__next__``, the SDK's
+own helpers over it) and release it with ``close()`` (also from ``__exit__``): both are
+replaced on the instance by observers that report to the stream's
+:class:`~.streams.StreamRun`. They hold the stream only weakly, so a dropped stream is
+still freed at once, and its run ended, as without lunatrace.
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 A provider describes each endpoint once (an :class:`Endpoint`); :func:`traced` and
 :func:`traced_async` turn that description into the wrapper :class:`~.patching.Patch`
 installs. The wrapper takes the per-call extras out of the keyword arguments, calls the
-original with the rest, and returns exactly what it returned (a stream: its stand-in,
-see :mod:`.streams`) or raises exactly what it raised. Its own failures go to the guard.
+original with the rest, and returns exactly what it returned (a stream: the same
+object, observed in place, see :mod:`.inplace`) or raises exactly what it raised. Its
+own failures go to the guard.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any, Protocol
 from lunatrace.core.guard import failed
 from lunatrace.integrations.providers.calls import Answer, ProviderCall, Request
 from lunatrace.integrations.providers.extras import EXTRA_KEYWORDS, take_extras
-from lunatrace.integrations.providers.streams import Accumulator, AsyncTracedStream, StreamRun, TracedStream
+from lunatrace.integrations.providers.inplace import in_place, in_place_async
+from lunatrace.integrations.providers.streams import Accumulator, StreamRun
 
 _EFFECT = "the call is unaffected"
 # What a stream the client returned is handed back as, reporting to its run.
@@ -93,10 +95,10 @@ def returned(
 
 
 def traced(
-    endpoint: Endpoint, stand_in: StandIn = TracedStream
+    endpoint: Endpoint, stand_in: StandIn = in_place
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """The wrapper for a synchronous method; a stream it returns is wrapped by
-    ``stand_in`` (:class:`TracedStream`, or :func:`~.inplace.in_place`)."""
+    """The wrapper for a synchronous method; a stream it returns is observed by
+    ``stand_in`` (:func:`~.inplace.in_place`: the client's own stream, in place)."""
 
     def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
         def traced_call(*args: Any, **kwargs: Any) -> Any:
@@ -116,11 +118,10 @@ def traced(
 
 
 def traced_async(
-    endpoint: Endpoint, stand_in: StandIn = AsyncTracedStream
+    endpoint: Endpoint, stand_in: StandIn = in_place_async
 ) -> Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]]:
     """The wrapper for a coroutine method (``AsyncOpenAI``, ``AsyncAnthropic``); a stream
-    it returns is wrapped by ``stand_in`` (:class:`AsyncTracedStream`, or
-    :func:`~.inplace.in_place_async`)."""
+    it returns is observed by ``stand_in`` (:func:`~.inplace.in_place_async`)."""
 
     def wrap(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def traced_call(*args: Any, **kwargs: Any) -> Any:
