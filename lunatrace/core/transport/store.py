@@ -48,6 +48,7 @@ BUSY_TIMEOUT_MS = 30_000
 OPEN_RETRY_S = 0.02
 SCHEMA_VERSION = 1
 INDEX_CHUNK = 2_000  # events indexed per transaction when migrating: a short write lock each
+SCAN_ABOVE = 2_000  # a search matching more traces is listed by walking the list (see list_traces)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -253,6 +254,7 @@ class EventStore:
         self.damaged = 0  # rows set aside by this connection (see ``pending``)
         self._damage_reported = False
         self.search_mode: str | None = None  # 'fts5', 'like' (no FTS5 here), None: cannot search
+        self._matches: dict[str, int] = {}  # search -> traces it last matched (see list_traces)
         try:
             _create_private(self.path)
             self._db = sqlite3.connect(
@@ -553,11 +555,12 @@ class EventStore:
 
     # --- reading ----------------------------------------------------------------------
 
-    def _filters(self, filters: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    def _filters(self, filters: Mapping[str, Any], scan: bool = False) -> tuple[str, list[Any]]:
         """The ``WHERE`` clause of :data:`FILTERS` given by keyword: equality on ``name``,
         ``type``, ``status``, ``user``; a root tag; ``search`` (every word somewhere in the
         trace); ``since_ms``/``until_ms`` (start time, until exclusive); ``errors`` (only
-        traces with an error)."""
+        traces with an error). ``scan``: match a search while walking the list in order
+        rather than looking each match up (see :meth:`list_traces`)."""
         unknown = set(filters) - set(FILTERS)
         if unknown:
             raise TypeError(f"unknown trace filter(s): {', '.join(sorted(unknown))}")
@@ -578,7 +581,7 @@ class EventStore:
         if filters.get("errors"):
             clauses.append("(errors > 0 OR status = 'error')")
         for term in search_terms(filters.get("search") or ""):
-            clauses.append(self._search_clause())
+            clauses.append(("+" if scan else "") + self._search_clause())
             params.append(_fts_term(term) if self.search_mode == "fts5" else _like_term(term))
         return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
 
@@ -594,8 +597,18 @@ class EventStore:
 
     def list_traces(self, limit: int = 20, offset: int = 0, **filters: Any) -> list[TraceSummary]:
         """The most recent traces first (by start time), with totals over each tree;
-        ``filters`` as :meth:`_filters` reads them."""
-        where, params = self._filters(filters)
+        ``filters`` as :meth:`_filters` reads them.
+
+        A search matching few traces is fastest looking each one up (the ``seq`` index)
+        and sorting them; one matching thousands, walking the list newest first until the
+        page is full (sorting them all costs more). How many match decides: the count a
+        page asks for first (:meth:`count_traces`) is remembered for that.
+        """
+        search = filters.get("search")
+        matches = self._matches.get(str(search)) if search else None
+        if search and matches is None:
+            matches = self.count_traces(**filters)
+        where, params = self._filters(filters, scan=matches is not None and matches > SCAN_ABOVE)
         rows = self._query(
             f"SELECT {_SUMMARY_COLUMNS} FROM traces{where}"
             " ORDER BY started_ms DESC, seq DESC LIMIT ? OFFSET ?",
@@ -605,7 +618,12 @@ class EventStore:
 
     def count_traces(self, **filters: Any) -> int:
         where, params = self._filters(filters)
-        return int(self._query(f"SELECT COUNT(*) FROM traces{where}", params)[0][0])
+        count = int(self._query(f"SELECT COUNT(*) FROM traces{where}", params)[0][0])
+        if filters.get("search"):
+            if len(self._matches) > 64:
+                self._matches.clear()
+            self._matches[str(filters["search"])] = count  # a hint for the list's plan, never its answer
+        return count
 
     def trace_events(self, trace_id: str) -> list[dict[str, Any]]:
         """Every readable wire event of a trace, in stored order (empty if the trace is
