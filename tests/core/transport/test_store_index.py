@@ -268,3 +268,22 @@ def test_a_full_text_store_opened_without_fts5_still_takes_events_and_says_why_i
     assert store.count_traces() == 1
     with pytest.raises(StoreError, match="needs SQLite's FTS5 module"):
         store.list_traces(search="q")
+
+
+def test_both_ways_of_listing_a_search_give_the_same_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = EventStore(tmp_path / "events.db")
+    for n in range(60):
+        store.append(qa_trace(f"refund {n}" if n % 3 else f"password {n}", "ok", n * 1000), delivered=False)
+
+    def pages() -> list[list[str]]:
+        store._matches.clear()
+        return [
+            [s.trace_id for s in store.list_traces(limit=7, offset=o, search="refund")] for o in (0, 7, 35)
+        ]
+
+    looked_up = pages()  # 40 matches: each looked up, then sorted
+    monkeypatch.setattr(store_module, "SCAN_ABOVE", 10)
+    assert pages() == looked_up  # walked newest first instead
+    assert [len(p) for p in looked_up] == [7, 7, 5]
