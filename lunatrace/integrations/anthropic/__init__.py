@@ -27,7 +27,6 @@ from lunatrace.integrations.anthropic.endpoints import (  # noqa: E402
 )
 from lunatrace.integrations.providers import Patch, instrument, is_monitored, traced, traced_async  # noqa: E402
 from lunatrace.integrations.providers import uninstrument as _uninstrument  # noqa: E402
-from lunatrace.integrations.providers.inplace import in_place, in_place_async  # noqa: E402
 
 Client = TypeVar("Client")
 
@@ -38,8 +37,8 @@ SYNC_PATCHES = tuple(
     patch
     for path in RESOURCES
     for patch in (
-        Patch(path, "create", traced(MESSAGES, in_place)),
-        Patch(path, "parse", traced(MESSAGES, in_place)),
+        Patch(path, "create", traced(MESSAGES)),
+        Patch(path, "parse", traced(MESSAGES)),
         Patch(path, "stream", traced_stream),
     )
 )
@@ -47,8 +46,8 @@ ASYNC_PATCHES = tuple(
     patch
     for path in RESOURCES
     for patch in (
-        Patch(path, "create", traced_async(MESSAGES, in_place_async)),
-        Patch(path, "parse", traced_async(MESSAGES, in_place_async)),
+        Patch(path, "create", traced_async(MESSAGES)),
+        Patch(path, "parse", traced_async(MESSAGES)),
         Patch(path, "stream", traced_async_stream),
     )
 )

@@ -12,8 +12,8 @@ that returns that raw stream traced. Every helper of the SDK then works exactly 
 without lunatrace, and the run ends with the raw stream: read to its end, closed
 (leaving the ``with`` block) or garbage-collected.
 
-Streams are traced in place (:mod:`lunatrace.integrations.providers.inplace`): older
-releases' ``Stream`` answers ``isinstance`` for its own instances only.
+Streams are traced in place (:mod:`lunatrace.integrations.providers.inplace`), as every
+provider's are: older releases' ``Stream`` answers ``isinstance`` for its own instances only.
 """
 
 from __future__ import annotations
