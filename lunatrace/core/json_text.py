@@ -46,6 +46,20 @@ def dumps(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
+def converted_json(value: Any, floats: bool = True) -> str:
+    """:func:`dumps` of data the general conversion made, from orjson when ``floats`` is
+    false: such data holds only exact built-in types (anything else goes back to
+    :func:`dumps`), strings that encode as UTF-8, integers within 64 bits and no float,
+    the one value the two encoders write differently."""
+    if floats or orjson is None:
+        return dumps(value)
+    try:
+        data: bytes = orjson.dumps(value, None, _ORJSON_OPTIONS)
+    except TypeError:  # a subclass of a built-in type (an IntEnum, a str subclass)
+        return dumps(value)
+    return data.decode("utf-8")
+
+
 def _c_json(value: Any, default: Callable[[Any], Any]) -> str:
     """Compact JSON (non-ASCII kept, NaN refused) from CPython's C encoder called directly,
     without ``JSONEncoder.encode``'s two Python frames and object per call."""

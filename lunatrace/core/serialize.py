@@ -31,8 +31,8 @@ from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from pathlib import PurePath
 from typing import Any
 
+from lunatrace.core.json_text import converted_json, plain_json
 from lunatrace.core.json_text import dumps as dumps  # re-exported: the compact form events are written in
-from lunatrace.core.json_text import plain_json
 
 logger = logging.getLogger("lunatrace")
 
@@ -574,19 +574,20 @@ def truncation_marker(dropped: int, *, at_least: bool = False) -> str:
     return f"…[lunatrace: truncated {'at least ' if at_least else ''}{dropped} characters]"
 
 
-def cap_size(value: Any, max_bytes: int, *, complete: bool = True) -> Any:
+def cap_size(value: Any, max_bytes: int, *, complete: bool = True, floats: bool = True) -> Any:
     """Keep JSON-ready ``value`` within ``max_bytes`` of JSON, marking what was cut.
 
     Long strings are shortened first, keeping the structure readable; if the structure
     itself is still too large it is replaced by a truncated JSON preview string.
     ``complete=False``: ``value`` is only the beginning of the field (its conversion
     stopped, see :class:`_Encoder`), so the preview's count is a lower bound.
+    ``floats=False``: ``value`` holds no float, so a faster encoder measures it.
     """
-    text = dumps(value)
+    text = converted_json(value, floats)
     if len(text.encode("utf-8")) <= max_bytes:
         return value
     shortened = _shorten_strings(value, shorten_limit(max_bytes))
-    text = dumps(shortened)
+    text = converted_json(shortened, floats)
     if len(text.encode("utf-8")) <= max_bytes:
         return shortened
     budget = max(0, max_bytes - 80)
@@ -722,10 +723,10 @@ class FieldEncoder:
             text = self._plain_json(value)
             if text is not None:
                 return None if text == "null" else text
-        data = self.encode(value, masked=masked)
+        data, floats = self._converted(value, masked)
         if data is None:
             return None
-        return encode_basestring(data) if type(data) is str else dumps(data)
+        return encode_basestring(data) if type(data) is str else converted_json(data, floats)
 
     def _plain_json(self, value: Any) -> str | None:
         """``value`` as JSON if the general conversion would leave it as it is, else ``None``.
@@ -775,8 +776,13 @@ class FieldEncoder:
         return list(out)
 
     def encode(self, value: Any, *, masked: bool = True) -> Any:
+        return self._converted(value, masked)[0]
+
+    def _converted(self, value: Any, masked: bool) -> tuple[Any, bool]:
+        """:meth:`encode`'s result, and whether it may hold a float (the JSON encoders
+        differ on none of the rest: see :func:`~lunatrace.core.json_text.converted_json`)."""
         if type(value) is str and (self.mask is None or not masked):
-            return self.encode_text(value)  # the commonest field: what the general path would do
+            return self.encode_text(value), False  # the commonest field: what the general path would do
         encoder = _Encoder(self.secrets, self.max_bytes)
         data = encoder.convert(value)
         complete = not encoder.stopped
@@ -793,8 +799,9 @@ class FieldEncoder:
                         "lunatrace: the mask hook raised %s; affected fields are fully masked",
                         type(exc).__name__,
                     )
-                return MASKED
+                return MASKED, False
             complete = complete and not encoder.stopped
+        floats = encoder.floats > 0
         if encoder.max_json_bytes() <= self.max_bytes:
-            return data  # certainly within the cap: no need to measure it exactly
-        return cap_size(data, self.max_bytes, complete=complete)
+            return data, floats  # certainly within the cap: no need to measure it exactly
+        return cap_size(data, self.max_bytes, complete=complete, floats=floats), floats
