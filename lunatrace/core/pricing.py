@@ -61,6 +61,16 @@ def _compiled() -> tuple[tuple[re.Pattern[str], str, float, float, float], ...]:
     return tuple(rows)
 
 
+@lru_cache(maxsize=1024)
+def _row_for(model: str) -> tuple[str, float, float, float] | None:
+    """The first row whose pattern matches ``model`` (unit, input, output, caching): a
+    trace's llm runs share a few model names, and the table has 160 patterns."""
+    for pattern, unit, input_cost, output_cost, caching in _compiled():
+        if pattern.search(model):
+            return unit, input_cost, output_cost, caching
+    return None
+
+
 def _length(value: Any) -> int:
     """``JSON.stringify(value).length`` (a string as it is), in UTF-16 code units."""
     if value is None:
@@ -70,9 +80,9 @@ def _length(value: Any) -> int:
 
 
 def _from_table(call: LlmCall) -> float:
-    for pattern, unit, input_cost, output_cost, caching in _compiled():
-        if not pattern.search(call.model):
-            continue
+    row = _row_for(call.model)
+    if row is not None:
+        unit, input_cost, output_cost, caching = row
         if unit == "TOKENS":
             prompt = (input_cost * call.prompt_tokens) / 1e6 - (caching * call.cached_prompt_tokens) / 1e6
             return prompt + (output_cost * call.completion_tokens) / 1e6
@@ -80,8 +90,7 @@ def _from_table(call: LlmCall) -> float:
             return input_cost * (call.duration_ms or 0)
         if unit == "CHARACTERS":
             return (input_cost * _length(call.input)) / 1e6 + (output_cost * _length(call.output)) / 1e6
-        return 0.0  # a unit the server does not price (IMAGES)
-    return 0.0
+    return 0.0  # no row, or a unit the server does not price (IMAGES)
 
 
 def _from_legacy(call: LlmCall) -> float | None:
