@@ -5,30 +5,34 @@ served from a *separate process* on 127.0.0.1, so that its CPU is not counted. T
 
 * ``create``: ``chat.completions.create(...)``, a JSON answer;
 * ``stream``: ``chat.completions.create(..., stream=True, stream_options={"include_usage": True})``
-  read to its end (10 chunks).
+  read to its end (10 chunks);
+* the same two answered from memory (``recorded``: an answer and its chunks recorded once,
+  returned by a plain function, bare and wrapped by lunatrace as ``monitor`` wraps
+  ``create``): lunatrace's own work, without the HTTP round trip and its noise.
 
 Two clients, measured in interleaved rounds so that machine noise hits both alike: the
-bare client (the baseline) and a monitored one, delivering to a fake Lunary server in
-another process. Three clocks per call: the calling thread's CPU time (``time.thread_time``:
-what the application pays), the whole process's CPU time around the calls *and*
-``lunatrace.flush()`` (the background worker included), and the wall time (the local round
-trip included). Printed: the bare client's cost, the monitored one's, the cost added, and
-the ratio monitored/bare.
+bare client (the baseline) and a monitored one, delivering to the benchmarks' bare
+ingestion endpoint (``bare_server.py``) in another process. Three clocks per call: the
+calling thread's CPU time (``time.thread_time``: what the application pays), the whole
+process's CPU time around the calls *and* ``lunatrace.flush()`` (the background worker
+included), and the wall time (the local round trip included). Printed: the bare
+client's cost, the monitored one's, the cost added, and the ratio monitored/bare.
 
-Run: ``.venv/bin/python benchmarks/openai_overhead.py [--calls 300] [--rounds 5]``
+Run: ``.venv/bin/python benchmarks/openai_overhead.py [--calls 100] [--rounds 30]``
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -36,41 +40,40 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from langchain_overhead import start_server  # noqa: E402 - the same out-of-process fake Lunary server
+from bare_server import running as bare_lunary  # noqa: E402 - the bare ingestion endpoint, in a process of its own
 
-FAKE_OPENAI = """
-import sys
-sys.path.insert(0, sys.argv[1])
-from tests.support.fake_openai import running
-with running() as fake:
-    print(fake.base_url, flush=True)
-    sys.stdin.read()  # until the benchmark closes it
-"""
 MESSAGES = [
     {"role": "system", "content": "You answer in one sentence."},
     {"role": "user", "content": "What is the capital of France?"},
 ]
 Sample = tuple[float, float, float]  # µs per call: calling thread, whole process, wall
+OPERATIONS = ("create", "stream", "create, recorded", "stream, recorded")
 
 
-def start_fake_openai() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-c", FAKE_OPENAI, str(ROOT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    url = proc.stdout.readline().strip()
-    if not url:
-        raise RuntimeError("the fake OpenAI server did not start")
-    return proc, url
+def serve_openai(conn: Any) -> None:
+    """The fake OpenAI API, in a process of its own, until the benchmark closes ``conn``."""
+    from tests.support.fake_openai import running
+
+    with running() as fake:
+        conn.send(fake.base_url)
+        try:
+            conn.recv()
+        except EOFError:
+            pass
 
 
-def stop(proc: subprocess.Popen[str]) -> None:
-    assert proc.stdin is not None
-    proc.stdin.close()
-    proc.wait(10)
+@contextmanager
+def fake_openai() -> Iterator[str]:
+    """The base URL of the fake OpenAI API (spawned: its CPU is not the benchmark's)."""
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    server = context.Process(target=serve_openai, args=(theirs,), daemon=True)
+    server.start()
+    try:
+        yield str(ours.recv())
+    finally:
+        ours.close()
+        server.join(10)
 
 
 def operations(client: Any) -> dict[str, Callable[[], Any]]:
@@ -84,6 +87,46 @@ def operations(client: Any) -> dict[str, Callable[[], Any]]:
         return sum(1 for _ in chunks)
 
     return {"create": create, "stream": stream}
+
+
+class Replay:
+    """A recorded stream, read as the client's own ``Stream`` is (through ``_iterator``)."""
+
+    def __init__(self, chunks: list[Any]) -> None:
+        self._iterator = iter(chunks)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self._iterator
+
+    def close(self) -> None:
+        pass
+
+
+def recorded(bare: Any) -> dict[str, dict[str, Callable[[], Any]]]:
+    """The same two calls answered from memory (an answer and chunks recorded once from
+    the server), bare and through lunatrace's wrapper: lunatrace's own work alone."""
+    from lunatrace.integrations.openai.chat import ChatEndpoint
+    from lunatrace.integrations.providers import traced
+
+    answer = operations(bare)["create"]()
+    chunks = list(bare.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True))
+
+    def create(**kwargs: Any) -> Any:
+        return answer
+
+    def stream(**kwargs: Any) -> Any:
+        return Replay(chunks)
+
+    out: dict[str, dict[str, Callable[[], Any]]] = {}
+    for name, wrap in (("bare", lambda method: method), ("monitored", traced(ChatEndpoint()))):
+        plain, streamed = wrap(create), wrap(stream)
+        out[name] = {
+            "create, recorded": lambda plain=plain: plain(model="gpt-4o-mini", messages=MESSAGES),
+            "stream, recorded": lambda streamed=streamed: sum(
+                1 for _ in streamed(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+            ),
+        }
+    return out
 
 
 def measure(operation: Callable[[], Any], count: int) -> Sample:
@@ -105,8 +148,8 @@ def measure(operation: Callable[[], Any], count: int) -> Sample:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300, help="calls of each kind per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=100, help="calls of each kind per round")
+    parser.add_argument("--rounds", type=int, default=30)
     args = parser.parse_args()
 
     import openai
@@ -114,45 +157,42 @@ def main() -> None:
     import lunatrace
 
     key = str(uuid.uuid4())
-    lunary, lunary_url = start_server(key)
-    fake, base_url = start_fake_openai()
-    spool = tempfile.TemporaryDirectory(prefix="lunatrace-bench-")
-    try:
-        lunatrace.configure(project_key=key, api_url=lunary_url, store_path=Path(spool.name) / "events.db")
+    with bare_lunary(key) as lunary_url, fake_openai() as base_url, tempfile.TemporaryDirectory() as spool:
+        lunatrace.configure(project_key=key, api_url=lunary_url, store_path=Path(spool) / "events.db")
         options = {"base_url": base_url, "api_key": "sk-bench", "max_retries": 0}
         clients = {
             "bare": openai.OpenAI(**options),
             "monitored": lunatrace.monitor(openai.OpenAI(**options)),
         }
-        ops = {name: operations(client) for name, client in clients.items()}
+        replays = recorded(clients["bare"])
+        ops = {name: {**operations(client), **replays[name]} for name, client in clients.items()}
         for name in clients:  # warm-up: imports, connections, tiktoken, caches
             for operation in ops[name].values():
                 measure(operation, max(5, args.calls // 10))
         results: dict[tuple[str, str], list[Sample]] = {}
-        for _ in range(args.rounds):
-            for name in clients:
-                for op_name, operation in ops[name].items():
-                    results.setdefault((op_name, name), []).append(measure(operation, args.calls))
+        for round_ in range(args.rounds):
+            order = list(clients) if round_ % 2 == 0 else list(reversed(clients))  # no drift favours one
+            for op_name in OPERATIONS:
+                for name in order:
+                    results.setdefault((op_name, name), []).append(measure(ops[name][op_name], args.calls))
         report(results, args.rounds, args.calls)
         for client in clients.values():
             client.close()
-    finally:
         lunatrace.shutdown(10)
-        stop(fake)
-        stop(lunary)
-        spool.cleanup()
 
 
 def report(results: dict[tuple[str, str], list[Sample]], rounds: int, calls: int) -> None:
-    print(f"median of {rounds} interleaved rounds of {calls} calls; µs per call")
-    for op_name in ("create", "stream"):
+    """Medians over the rounds; ``added`` is the median of each round's difference (the two
+    clients of a round ran back to back, so the machine's load hits both alike)."""
+    print(f"median of {rounds} interleaved rounds of {calls} calls each; µs per call")
+    for op_name in OPERATIONS:
         for clock, index in (("calling thread", 0), ("whole process", 1), ("wall", 2)):
-            bare, ours = (
-                statistics.median(r[index] for r in results[(op_name, n)]) for n in ("bare", "monitored")
-            )
+            bare_runs, ours_runs = ([r[index] for r in results[(op_name, n)]] for n in ("bare", "monitored"))
+            bare, ours = statistics.median(bare_runs), statistics.median(ours_runs)
+            added = statistics.median(b - a for a, b in zip(bare_runs, ours_runs, strict=True))
             print(
-                f"{op_name:6} {clock:14}  bare {bare:8.1f}  monitored {ours:8.1f}"
-                f"  added {ours - bare:+7.1f}  -> monitored/bare x{ours / bare:4.2f}"
+                f"{op_name:16} {clock:14}  bare {bare:8.1f}  monitored {ours:8.1f}"
+                f"  added {added:+7.1f}  -> monitored/bare x{ours / bare:4.2f}"
             )
 
 
