@@ -215,3 +215,19 @@ def test_a_call_inside_a_langchain_tool_nests_under_the_tool(
     tool_start = next(e for e in memory_sink.events if e["event"] == "start" and e["type"] == "tool")
     (llm,) = llm_starts(memory_sink)
     assert llm["parentRunId"] == tool_start["runId"]
+
+
+def test_a_call_in_a_project_block_goes_to_that_project(fake: FakeOpenAI, tmp_path: Any) -> None:
+    from tests.support.fake_lunary import FakeLunary
+
+    other = FakeLunary().start()
+    try:
+        client = lunatrace.monitor(openai.OpenAI(**fake.client_options()))
+        with lunatrace.project(other.key, other.url):
+            stream = ask(client, stream=True)
+        for _ in stream:  # read outside the block: the run stays in the project it began in
+            pass
+        assert lunatrace.flush(10)
+        assert [(e["event"], e["type"]) for e in other.events] == [("start", "llm"), ("end", "llm")]
+    finally:
+        other.stop()
