@@ -6,41 +6,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from lunatrace.core.serialize import to_jsonable
+from lunatrace.integrations.providers.params import OPENAI_PARAMS
 
 # ``with_raw_response`` / ``with_streaming_response`` call the traced method with this
 # header and get the HTTP response back, not the answer: such calls are left untraced.
 RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
 
-# Keyword arguments kept as the run's params, under OpenAI Chat Completions names.
-PARAM_NAMES = {
-    "temperature": "temperature",
-    "max_tokens": "max_tokens",
-    "max_completion_tokens": "max_tokens",
-    "max_output_tokens": "max_tokens",
-    "top_p": "top_p",
-    "stop": "stop",
-    "seed": "seed",
-    "n": "n",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-    "logit_bias": "logit_bias",
-    "logprobs": "logprobs",
-    "top_logprobs": "top_logprobs",
-    "response_format": "response_format",
-    "tools": "tools",
-    "functions": "functions",
-    "tool_choice": "tool_choice",
-    "function_call": "function_call",
-    "parallel_tool_calls": "parallel_tool_calls",
-    "reasoning_effort": "reasoning_effort",
-    "verbosity": "verbosity",
-    "service_tier": "service_tier",
-    "modalities": "modalities",
-    "previous_response_id": "previous_response_id",
-    "truncation": "truncation",
-    "dimensions": "dimensions",
-    "encoding_format": "encoding_format",
-}
+# Keyword arguments kept as the run's params, under OpenAI Chat Completions names: those of
+# Chat Completions, and the Responses API's and Embeddings' own.
+_OWN_PARAMS = ("verbosity", "service_tier", "modalities", "previous_response_id", "truncation")
+PARAM_NAMES = OPENAI_PARAMS | {name: name for name in (*_OWN_PARAMS, "dimensions", "encoding_format")}
 
 
 def is_raw_call(kwargs: Mapping[str, Any]) -> bool:

@@ -16,6 +16,35 @@ from typing import Any
 
 from lunatrace.core.serialize import Deferred, to_jsonable
 
+# The Chat Completions parameters under their own names, and the names other OpenAI APIs
+# give the same ones: the start of every integration's table of names.
+OPENAI_PARAMS = {
+    **{
+        name: name
+        for name in (
+            "temperature",
+            "max_tokens",
+            "top_p",
+            "stop",
+            "seed",
+            "n",
+            "frequency_penalty",
+            "presence_penalty",
+            "logit_bias",
+            "logprobs",
+            "top_logprobs",
+            "response_format",
+            "tools",
+            "functions",
+            "tool_choice",
+            "function_call",
+            "parallel_tool_calls",
+            "reasoning_effort",
+        )
+    },
+    "max_completion_tokens": "max_tokens",
+    "max_output_tokens": "max_tokens",
+}
 # The clients' "argument not given" sentinels (``NOT_GIVEN``, ``omit``): never parameters.
 _SENTINELS = frozenset({"NotGiven", "Omit"})
 
