@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from lunatrace.core.usage import Usage, add_usage, usage_from_mapping
+from lunatrace.integrations.providers.params import OPENAI_PARAMS
 
 logger = logging.getLogger("lunatrace")
 HIDDEN_TAG = "langsmith:hidden"
@@ -30,31 +31,11 @@ _PAUSES = frozenset({"GraphInterrupt", "NodeInterrupt"})
 
 # invocation_params key -> OpenAI parameter name. Only these are sent, so credentials
 # (api keys, headers, clients) in invocation params can never leak into ``params``.
-_PARAM_NAMES = {
-    "temperature": "temperature",
-    "max_tokens": "max_tokens",
-    "max_completion_tokens": "max_tokens",
-    "max_output_tokens": "max_tokens",
+_PARAM_NAMES = OPENAI_PARAMS | {
     "max_tokens_to_sample": "max_tokens",
     "num_predict": "max_tokens",
-    "top_p": "top_p",
     "top_k": "top_k",
-    "stop": "stop",
     "stop_sequences": "stop",
-    "seed": "seed",
-    "n": "n",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-    "logit_bias": "logit_bias",
-    "logprobs": "logprobs",
-    "top_logprobs": "top_logprobs",
-    "response_format": "response_format",
-    "tools": "tools",
-    "functions": "functions",
-    "tool_choice": "tool_choice",
-    "function_call": "function_call",
-    "parallel_tool_calls": "parallel_tool_calls",
-    "reasoning_effort": "reasoning_effort",
 }
 _LS_PARAMS = (("ls_temperature", "temperature"), ("ls_max_tokens", "max_tokens"), ("ls_stop", "stop"))
 
