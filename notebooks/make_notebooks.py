@@ -33,6 +33,28 @@ SETUP = """import lunatrace
 print(lunatrace.get_tracer().config.store_path)  # where traces go while no key is set"""
 
 
+# The HTTP side of the notebooks' stand-in APIs, after their ``respond(body)``, which gives
+# the content type and the bytes of each answer.
+STAND_IN_SERVER = '''
+
+class StandInApi(BaseHTTPRequestHandler):
+    def do_POST(self):
+        kind, data = respond(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(200)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), StandInApi)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+server_url = f"http://127.0.0.1:{server.server_address[1]}"'''
+
+
 # The Anthropic notebook: a stand-in for the Messages API (JSON and streamed answers) inside
 # the notebook, a monitored client, a tool-using agent, and a streamed answer.
 ANTHROPIC_SERVER = '''import json
@@ -71,28 +93,15 @@ def events(message: dict) -> list:
     return [*out, ("message_stop", {"type": "message_stop"})]
 
 
-class MessagesApi(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        message = answer(body)
-        if body.get("stream"):
-            kind = "text/event-stream"
-            data = "".join(f"event: {n}\\ndata: {json.dumps(d)}\\n\\n" for n, d in events(message)).encode()
-        else:
-            kind, data = "application/json", json.dumps(message).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), MessagesApi)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-api_url = f"http://127.0.0.1:{server.server_address[1]}"'''
+def respond(body: dict) -> tuple:
+    """The answer's content type and bytes: JSON, or the events of a stream."""
+    message = answer(body)
+    if body.get("stream"):
+        blocks = (f"event: {n}\\ndata: {json.dumps(d)}\\n\\n" for n, d in events(message))
+        return "text/event-stream", "".join(blocks).encode()
+    return "application/json", json.dumps(message).encode()
+''' + STAND_IN_SERVER + '''
+api_url = server_url'''
 
 ANTHROPIC_CLIENT = '''import anthropic
 
@@ -178,28 +187,15 @@ def chunks(reply: dict, include_usage: bool) -> str:
     return "".join(f"data: {json.dumps(c)}\\n\\n" for c in out) + "data: [DONE]\\n\\n"
 
 
-class ChatCompletionsApi(BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        reply = completion(body)
-        if body.get("stream"):
-            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            kind, data = "text/event-stream", chunks(reply, include_usage).encode()
-        else:
-            kind, data = "application/json", json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
-server = ThreadingHTTPServer(("127.0.0.1", 0), ChatCompletionsApi)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"'''
+def respond(body: dict) -> tuple:
+    """The answer's content type and bytes: JSON, or the chunks of a stream."""
+    reply = completion(body)
+    if body.get("stream"):
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        return "text/event-stream", chunks(reply, include_usage).encode()
+    return "application/json", json.dumps(reply).encode()
+''' + STAND_IN_SERVER + '''
+base_url = f"{server_url}/v1"'''
 
 OPENAI_CLIENT = '''import openai
 
