@@ -197,3 +197,16 @@ def test_a_run_open_across_configure_ends_under_the_new_configuration(tmp_path: 
     assert lunatrace.stats()["stored"] == 1  # the end, counted by the tracer now in force
     (summary,) = EventStore(store).list_traces()
     assert (summary.name, summary.status) == ("spans", "success")
+
+
+def test_monitor_dispatches_by_the_clients_module_and_refuses_anything_else() -> None:
+    import openai
+
+    from lunatrace.integrations.providers import is_monitored
+
+    client = openai.OpenAI(api_key="sk-example", base_url="http://127.0.0.1:9/v1")
+    assert lunatrace.monitor(client) is client and is_monitored(client)
+    assert lunatrace.unmonitor(client) is client and not is_monitored(client)
+    for other in (object(), "a client", openai):
+        with pytest.raises(TypeError, match="provider client"):
+            lunatrace.monitor(other)
