@@ -209,7 +209,9 @@ def test_a_paused_and_resumed_graph_reads_as_one_story(
     page.goto(viewer())
     expect(page.locator("table.lt-list tbody tr")).to_have_count(1)  # one story, not two traces
     page.get_by_role("link", name="approval").click()
-    expect(page.locator(".lt-tree .lt-badge-interrupted")).to_have_count(2)  # the root, and the node that asked
+    expect(page.locator(".lt-tree .lt-badge-interrupted")).to_have_count(
+        2
+    )  # the root, and the node that asked
     expect(page.locator("#run-panel .lt-badge-interrupted")).to_have_count(1)  # the root, beside the tree
     link = page.get_by_role("link", name="resumes ↑")
     expect(link).to_be_visible()
@@ -282,14 +284,19 @@ def test_the_list_says_what_each_trace_was_with_tokens_and_cost(
     assert headings[6].lower() == "tokens\nprompt + completion"
     previews = rows.locator("td.lt-io").all_inner_texts()
     assert previews[0] == "Is there a student discount?\n→ Yes, 50% with a school address."
-    assert previews[1] == "Where is my invoice?\n→ TimeoutError: the vector store timed out on 'Where is my invoice?'"
+    assert (
+        previews[1]
+        == "Where is my invoice?\n→ TimeoutError: the vector store timed out on 'Where is my invoice?'"
+    )
     assert previews[5] == "What is the refund policy?\n→ Refunds are accepted within 30 days."
     assert len(set(previews)) == 6  # six rows named RunnableSequence, each one told apart
     expect(rows.nth(5).locator("td.lt-tokens")).to_have_text("1200 + 300")
     # gpt-4o-mini in Lunary's table: 0.15 and 0.60 USD per million prompt and completion tokens
     cost = rows.nth(5).locator(".lt-cost")
     expect(cost).to_have_text("~$0.00036")
-    expect(cost).to_have_attribute("title", re.compile(r"^estimated from Lunary's price table of \d{4}-\d\d-\d\d$"))
+    expect(cost).to_have_attribute(
+        "title", re.compile(r"^estimated from Lunary's price table of \d{4}-\d\d-\d\d$")
+    )
     expect(rows.nth(0).locator(".lt-cost")).to_have_text("$0.25")  # metadata.cost wins, and is not "~"
     expect(rows.nth(1).locator(".lt-cost")).to_have_count(0)  # failed before any llm call: no cost, not $0
     expect(page.locator(".lt-note")).to_contain_text("~$: estimated from Lunary's price table")
