@@ -231,3 +231,11 @@ def test_a_call_in_a_project_block_goes_to_that_project(fake: FakeOpenAI, tmp_pa
         assert [(e["event"], e["type"]) for e in other.events] == [("start", "llm"), ("end", "llm")]
     finally:
         other.stop()
+
+
+def test_raw_response_calls_pass_through_untraced(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
+    client = lunatrace.monitor(openai.OpenAI(**fake.client_options()))
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=QUESTION, tags="x")
+    assert raw.http_request.url.path == fo.CHAT and raw.parse().choices[0].message.content == fo.Script().text
+    assert "tags" not in fake.last_body(fo.CHAT)  # the extras are still kept from the provider
+    assert memory_sink.events == []  # the HTTP response, not an answer: nothing to record
