@@ -186,7 +186,9 @@ CONTRAST = """(selector) => {
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_readable_in_light_and_dark(scheme: str, viewer: Callable[[], str], page: Page) -> None:
+def test_readable_in_light_and_dark(
+    scheme: str, viewer: Callable[[], str], page: Page, tmp_path: Path
+) -> None:
     record()
     url = viewer()
     page.emulate_media(color_scheme=scheme)
@@ -198,6 +200,9 @@ def test_readable_in_light_and_dark(scheme: str, viewer: Callable[[], str], page
     assert (background == "rgb(255, 255, 255)") == (scheme == "light")
     for selector, minimum in ((".lt-name", 7.0), (".lt-title", 7.0), (".lt-status.lt-error", 3.0)):
         assert page.evaluate(CONTRAST, selector) >= minimum, (scheme, selector)
+    for selector in ("#run-panel h2", "#run-panel .lt-facts"):  # the side panel too
+        assert page.evaluate(CONTRAST, selector) >= 3.0, (scheme, selector)
+    shoot(page, tmp_path, f"failed-trace-{scheme}")
 
 
 def test_a_paused_and_resumed_graph_reads_as_one_story(
