@@ -9,6 +9,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from lunatrace.core import pricing_data
 from lunatrace.core.pricing import SOURCE, LlmCall, estimate, format_cost, user_cost
@@ -48,9 +50,9 @@ def test_later_migrations_win_over_earlier_rows() -> None:
 
 
 def _call(
-    model: str, prompt: int = 0, completion: int = 0, input: object = None, output: object = None  # noqa: A002
+    model: str, prompt: int = 0, completion: int = 0, sent: object = None, answer: object = None
 ) -> LlmCall:
-    return LlmCall(model, prompt, completion, duration_ms=800, input=input, output=output)
+    return LlmCall(model, prompt, completion, duration_ms=800, input=sent, output=answer)
 
 
 def test_tokens_are_priced_per_million_and_cached_prompt_tokens_are_taken_off() -> None:
@@ -64,7 +66,7 @@ def test_tokens_are_priced_per_million_and_cached_prompt_tokens_are_taken_off() 
 
 def test_characters_are_the_json_text_of_the_input_and_output() -> None:
     prompt = [{"role": "user", "content": "héllo"}]
-    call = _call("gemini-pro", input=prompt, output="hi there")
+    call = _call("gemini-pro", sent=prompt, answer="hi there")
     input_chars = len('[{"role":"user","content":"héllo"}]')
     assert estimate(call) == pytest.approx(round((0.125 * input_chars + 0.375 * 8) / 1e6, 10))
 
@@ -99,3 +101,19 @@ def test_a_cost_the_application_set_is_a_number_in_metadata() -> None:
 )
 def test_costs_read_as_money_never_in_exponent_form(cost: float, estimated: bool, shown: str) -> None:
     assert format_cost(cost, estimated) == shown
+
+
+@given(
+    model=st.text(max_size=40),
+    prompt=st.integers(0, 10**7),
+    completion=st.integers(0, 10**7),
+    cached=st.integers(0, 10**7),
+    duration=st.one_of(st.none(), st.integers(0, 10**6)),
+)
+def test_any_call_gets_a_number_or_none_and_never_an_error(
+    model: str, prompt: int, completion: int, cached: int, duration: int | None
+) -> None:
+    found = estimate(LlmCall(model, prompt, completion, cached, duration))
+    assert found is None or isinstance(found, float)
+    if duration is None or duration < 10 or not model:
+        assert found is None

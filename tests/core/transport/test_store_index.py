@@ -287,3 +287,24 @@ def test_both_ways_of_listing_a_search_give_the_same_pages(
     monkeypatch.setattr(store_module, "SCAN_ABOVE", 10)
     assert pages() == looked_up  # walked newest first instead
     assert [len(p) for p in looked_up] == [7, 7, 5]
+
+
+def test_a_thread_reads_as_its_latest_exchange_and_its_messages_are_searched(tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.db")
+    thread = "thread-1"
+
+    def message(n: int, role: str, content: str) -> dict[str, Any]:
+        return {"type": "thread", "event": "chat", "runId": f"m{n}", "parentRunId": thread,
+                "timestamp": _ts(n * 100), "message": {"role": role, "content": content}}  # fmt: skip
+
+    store.append(
+        [message(1, "user", "Hi, my parcel is late"), message(2, "assistant", "Sorry! Which order?")],
+        delivered=False,
+    )
+    store.append(
+        [message(3, "user", "Order 1234"), message(4, "assistant", "It ships tomorrow.")], delivered=False
+    )
+    [summary] = store.list_traces()
+    assert (summary.trace_id, summary.name) == (thread, "thread")
+    assert (summary.input_preview, summary.output_preview) == ("Order 1234", "It ships tomorrow.")
+    assert store.count_traces(search="parcel") == store.count_traces(search="ships tomorrow") == 1
