@@ -237,16 +237,18 @@ async def test_async_create_stream(memory_sink: MemorySink, api: FakeAnthropic) 
 
 
 async def test_async_stream_manager(memory_sink: MemorySink, api: FakeAnthropic) -> None:
-    api.script(*[TOOL_ANSWER] * 4)
+    api.script(*[TOOL_ANSWER] * 6)
     results = []
     for client in (api.async_client(), lunatrace.monitor(api.async_client())):
+        async with client.messages.stream(**ARGS) as stream:
+            events = dumped([event async for event in stream])
         async with client.messages.stream(**ARGS) as stream:
             text = [piece async for piece in stream.text_stream]
         async with client.messages.stream(**ARGS) as stream:
             final = (await stream.get_final_message()).model_dump()
-        results.append((text, final))
+        results.append((events, text, final))
     assert results[0] == results[1]
-    assert [end["output"] for _, end in runs(memory_sink)] == [TOOL_OUTPUT, TOOL_OUTPUT]
+    assert [end["output"] for _, end in runs(memory_sink)] == [TOOL_OUTPUT] * 3
 
 
 async def test_async_stream_left_early_and_refused(memory_sink: MemorySink, api: FakeAnthropic) -> None:
