@@ -443,8 +443,16 @@ class EventStore:
         processes at once (each chunk is claimed inside its write transaction)."""
         done = 0
         try:
-            if not self._query("SELECT 1 FROM events WHERE indexed = 0 LIMIT 1"):
+            left = int(self._query("SELECT COUNT(*) FROM events WHERE indexed = 0")[0][0])
+            if not left:
                 return 0  # read only: checking takes no write lock
+            if left > chunk:  # seconds, not milliseconds: say why the command waits
+                logger.warning(
+                    "lunatrace: indexing %d event(s) of %s for search, previews and costs (once: the store "
+                    "was written by an older release)...",
+                    left,
+                    self.path,
+                )
             while True:
                 with self._transaction() as db:
                     rows = db.execute(

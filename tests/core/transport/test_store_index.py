@@ -308,3 +308,20 @@ def test_a_thread_reads_as_its_latest_exchange_and_its_messages_are_searched(tmp
     assert (summary.trace_id, summary.name) == (thread, "thread")
     assert (summary.input_preview, summary.output_preview) == ("Order 1234", "It ships tomorrow.")
     assert store.count_traces(search="parcel") == store.count_traces(search="ships tomorrow") == 1
+
+
+def test_a_long_migration_says_why_the_command_waits(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.db"
+    store = EventStore(path)
+    store.append([e for n in range(10) for e in qa_trace(f"q{n}", "a", n * 1000)], delivered=False)
+    store.close()
+    as_previous_release(path)
+    with caplog.at_level("WARNING", logger="lunatrace"):
+        EventStore(path).index_pending(chunk=8)
+    assert "indexing 40 event(s)" in caplog.text and "written by an older release" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="lunatrace"):
+        assert open_existing(path).index_pending() == 0
+    assert caplog.text == ""
