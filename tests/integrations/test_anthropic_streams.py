@@ -282,3 +282,65 @@ def test_the_beta_messages_api_is_traced_the_same_way(memory_sink: MemorySink, a
         assert start["name"] == fa.MODEL
         assert end["output"] == TOOL_OUTPUT
         assert end["tokensUsage"] == {"prompt": 120, "completion": 30, "promptCached": 100}
+
+
+def test_server_tool_blocks_and_unknown_deltas_are_kept(memory_sink: MemorySink, api: FakeAnthropic) -> None:
+    search = {
+        "type": "server_tool_use",
+        "id": "srvtoolu_01",
+        "name": "web_search",
+        "input": {"query": "Paris"},
+    }
+    result = {
+        "type": "web_search_tool_result",
+        "tool_use_id": "srvtoolu_01",
+        "content": [
+            {
+                "type": "web_search_result",
+                "title": "Paris",
+                "url": "https://example.org/paris",
+                "encrypted_content": "abc",
+                "page_age": None,
+            }
+        ],
+    }
+    answer = fa.Answer(content=(search, result, fa.text("Paris is sunny.")))
+    events = answer.events()
+    cited = (
+        "content_block_delta",
+        {
+            "type": "content_block_delta",
+            "index": 2,
+            "delta": {
+                "type": "citations_delta",
+                "citation": {
+                    "type": "web_search_result_location",
+                    "url": "https://example.org/paris",
+                    "title": "Paris",
+                    "encrypted_index": "x",
+                    "cited_text": "sunny",
+                },
+            },
+        },
+    )
+    events.insert(-3, cited)  # a delta kind the run does not collect: passed through, ignored
+    api.fault(fa.Sse(events))
+    api.script(answer)
+    client = lunatrace.monitor(api.client())
+    streamed = list(client.messages.create(**ARGS, stream=True))
+    assert [e.type for e in streamed].count("content_block_delta") == len(
+        [e for e in events if e[0] == "content_block_delta"]
+    )
+    client.messages.create(**ARGS)
+    (_, from_stream), (_, from_json) = runs(memory_sink)
+    for end in (from_stream, from_json):
+        output = end["output"]
+        assert output["tool_calls"] == [
+            {
+                "type": "function",
+                "id": "srvtoolu_01",
+                "function": {"name": "web_search", "arguments": '{"query": "Paris"}'},
+            }
+        ]
+        assert output["content"][0]["type"] == "web_search_tool_result"
+        assert output["content"][1] == {"type": "text", "text": "Paris is sunny."}
