@@ -27,30 +27,22 @@ from lunatrace.integrations.anthropic.endpoints import (  # noqa: E402
 )
 from lunatrace.integrations.providers import Patch, instrument, is_monitored, traced, traced_async  # noqa: E402
 from lunatrace.integrations.providers import uninstrument as _uninstrument  # noqa: E402
+from lunatrace.integrations.providers.patching import Wrapper  # noqa: E402
 
 Client = TypeVar("Client")
 
 # The Messages API and its beta twin (``client.beta.messages``: the same calls with
 # ``betas=[...]``, the same message and event shapes).
 RESOURCES = ("messages", "beta.messages")
-SYNC_PATCHES = tuple(
-    patch
-    for path in RESOURCES
-    for patch in (
-        Patch(path, "create", traced(MESSAGES)),
-        Patch(path, "parse", traced(MESSAGES)),
-        Patch(path, "stream", traced_stream),
-    )
-)
-ASYNC_PATCHES = tuple(
-    patch
-    for path in RESOURCES
-    for patch in (
-        Patch(path, "create", traced_async(MESSAGES)),
-        Patch(path, "parse", traced_async(MESSAGES)),
-        Patch(path, "stream", traced_async_stream),
-    )
-)
+
+
+def _patches_of(create: Wrapper, stream: Wrapper) -> tuple[Patch, ...]:
+    methods = (("create", create), ("parse", create), ("stream", stream))
+    return tuple(Patch(path, method, wrap) for path in RESOURCES for method, wrap in methods)
+
+
+SYNC_PATCHES = _patches_of(traced(MESSAGES), traced_stream)
+ASYNC_PATCHES = _patches_of(traced_async(MESSAGES), traced_async_stream)
 
 
 def _patches(client: Any) -> tuple[Patch, ...]:
