@@ -100,6 +100,18 @@ def test_the_input_is_what_was_sent_even_if_the_list_changes_after(
     assert second["input"] == [*QUESTION, {"role": "assistant", "content": fo.Script().text}, messages[-1]]
 
 
+def test_messages_and_tools_given_as_generators_are_read_once(
+    memory_sink: MemorySink, fake: FakeOpenAI
+) -> None:
+    client = lunatrace.monitor(openai.OpenAI(**fake.client_options()))
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=(m for m in QUESTION), tools=(t for t in [WEATHER])
+    )
+    assert fake.last_body(fo.CHAT)["messages"] == QUESTION and fake.last_body(fo.CHAT)["tools"] == [WEATHER]
+    start, _ = one_run(memory_sink.events)
+    assert start["input"] == QUESTION and start["params"]["tools"] == [WEATHER]
+
+
 def test_tools_tool_choice_and_tool_calls(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
     fake.script.tool_calls = [("get_weather", '{"city": "Paris"}')]
     client = lunatrace.monitor(openai.OpenAI(**fake.client_options()))

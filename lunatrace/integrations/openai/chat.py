@@ -17,9 +17,9 @@ from typing import Any
 from lunatrace.core.messages import to_openai_message, to_openai_messages
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field, is_raw_call, plain, schema_format
+from lunatrace.integrations.openai.common import PARAM_NAMES, field, plain, schema_format
 from lunatrace.integrations.providers import Answer, Request
-from lunatrace.integrations.providers.params import pick
+from lunatrace.integrations.providers.params import is_raw_response, pick, snapshot
 
 
 def _message(message: Any) -> dict[str, Any]:
@@ -40,14 +40,13 @@ class ChatEndpoint:
     run_type = "llm"
 
     def request(self, kwargs: Mapping[str, Any]) -> Request | None:
-        if is_raw_call(kwargs):
+        if is_raw_response(kwargs):
             return None
+        snapshot(kwargs, "tools")  # a generator is read once, here, and handed on as a list
         params = pick(kwargs, PARAM_NAMES)
         if isinstance(params.get("response_format"), type):
             params["response_format"] = Deferred(schema_format, params["response_format"])
-        messages = kwargs.get("messages")
-        copied = list(messages) if isinstance(messages, list | tuple) else messages
-        return Request(kwargs.get("model"), Deferred(_messages, copied), params)
+        return Request(kwargs.get("model"), Deferred(_messages, snapshot(kwargs, "messages")), params)
 
     def answer(self, result: Any) -> Answer:
         return Answer(

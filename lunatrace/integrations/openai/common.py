@@ -8,19 +8,10 @@ from typing import Any
 from lunatrace.core.serialize import to_jsonable
 from lunatrace.integrations.providers.params import OPENAI_PARAMS
 
-# ``with_raw_response`` / ``with_streaming_response`` call the traced method with this
-# header and get the HTTP response back, not the answer: such calls are left untraced.
-RAW_RESPONSE_HEADER = "X-Stainless-Raw-Response"
-
 # Keyword arguments kept as the run's params, under OpenAI Chat Completions names: those of
 # Chat Completions, and the Responses API's and Embeddings' own.
 _OWN_PARAMS = ("verbosity", "service_tier", "modalities", "previous_response_id", "truncation")
 PARAM_NAMES = OPENAI_PARAMS | {name: name for name in (*_OWN_PARAMS, "dimensions", "encoding_format")}
-
-
-def is_raw_call(kwargs: Mapping[str, Any]) -> bool:
-    headers = kwargs.get("extra_headers")
-    return isinstance(headers, Mapping) and RAW_RESPONSE_HEADER in headers
 
 
 def field(obj: Any, name: str) -> Any:

@@ -11,23 +11,18 @@ from collections.abc import Mapping
 from typing import Any
 
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field, is_raw_call
+from lunatrace.integrations.openai.common import PARAM_NAMES, field
 from lunatrace.integrations.providers import Answer, Request
-from lunatrace.integrations.providers.params import pick
+from lunatrace.integrations.providers.params import is_raw_response, pick, snapshot
 
 
 class EmbeddingsEndpoint:
     run_type = "embed"
 
     def request(self, kwargs: Mapping[str, Any]) -> Request | None:
-        if is_raw_call(kwargs):
+        if is_raw_response(kwargs):
             return None
-        texts = kwargs.get("input")
-        return Request(
-            kwargs.get("model"),
-            list(texts) if isinstance(texts, list | tuple) else texts,
-            pick(kwargs, PARAM_NAMES),
-        )
+        return Request(kwargs.get("model"), snapshot(kwargs, "input"), pick(kwargs, PARAM_NAMES))
 
     def answer(self, result: Any) -> Answer:
         data = field(result, "data") or ()

@@ -1,4 +1,5 @@
-"""A call's parameters as the run's ``params``: OpenAI names, tools as OpenAI function schemas.
+"""A call's arguments as its run records them: ``params`` under OpenAI names, tools as
+OpenAI function schemas, lists copied as they were sent, raw-response calls told apart.
 
 Lunary shows and compares parameters under OpenAI's names whatever the provider, so each
 provider lists which of its keyword arguments are kept and under what name
@@ -11,7 +12,7 @@ built-in tool (``{"type": "web_search"}``) is kept as given.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from lunatrace.core.serialize import Deferred, to_jsonable
@@ -103,3 +104,29 @@ def function_choice(choice: Mapping[str, Any]) -> Any:
     if "name" in choice and choice.get("type") in ("function", "tool"):
         return {"type": "function", "function": {"name": str(choice["name"])}}
     return dict(choice)
+
+
+# Set by ``with_raw_response`` / ``with_streaming_response`` (Stainless clients): the call
+# returns the HTTP response, not the answer, and is left untraced.
+_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
+
+
+def is_raw_response(kwargs: Mapping[str, Any]) -> bool:
+    """Whether the call asks for the HTTP response rather than the answer."""
+    headers = kwargs.get("extra_headers")
+    return isinstance(headers, Mapping) and any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
+
+
+def snapshot(kwargs: Mapping[str, Any], key: str) -> Any:
+    """The value of an iterable keyword, copied: the application may append to its list
+    after the call (the next turn), and the run must record the prompt as it was sent. A
+    one-shot iterable (a generator) is materialized once and handed on as that list."""
+    value = kwargs.get(key)
+    if isinstance(value, list | tuple):
+        return list(value)
+    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping) and given(value):
+        value = list(value)
+        if isinstance(kwargs, dict):
+            kwargs[key] = value
+        return list(value)
+    return value
