@@ -18,7 +18,7 @@ provider's are: older releases' ``Stream`` answers ``isinstance`` for its own in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Mapping
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from lunatrace.core.guard import failed
@@ -36,39 +36,16 @@ from lunatrace.integrations.anthropic.streamed import StreamedMessage
 from lunatrace.integrations.providers import Answer, ProviderCall, Request
 from lunatrace.integrations.providers.inplace import in_place, in_place_async
 from lunatrace.integrations.providers.methods import begin, returned
-from lunatrace.integrations.providers.params import given
+from lunatrace.integrations.providers.params import is_raw_response, snapshot
 from lunatrace.integrations.providers.patching import Wrapper
 
-# Set by ``with_raw_response`` / ``with_streaming_response``: the call returns the HTTP
-# response, not a ``Message``, and is left untraced.
-_RAW_RESPONSE_HEADER = "x-stainless-raw-response"
 # The part of ``metadata`` the Messages API takes itself: it is passed on to the API, the
 # whole mapping is recorded as the run's metadata.
 PROVIDER_METADATA_KEYS = frozenset({"user_id"})
 
 
-def _snapshot(kwargs: Mapping[str, Any], key: str) -> Any:
-    """The value of an iterable keyword, copied: the application may append to its list
-    after the call (the next turn), and the run must record the prompt as it was sent. A
-    one-shot iterable (a generator) is materialized once and handed on as that list."""
-    value = kwargs.get(key)
-    if isinstance(value, list | tuple):
-        return list(value)
-    if isinstance(value, Iterable) and not isinstance(value, str | bytes | Mapping) and given(value):
-        value = list(value)
-        if isinstance(kwargs, dict):
-            kwargs[key] = value
-        return list(value)
-    return value
-
-
 def _prompt(value: tuple[Any, Any]) -> list[dict[str, Any]]:
     return input_messages(*value)
-
-
-def _raw_response(kwargs: Mapping[str, Any]) -> bool:
-    headers = kwargs.get("extra_headers")
-    return isinstance(headers, Mapping) and any(str(k).lower() == _RAW_RESPONSE_HEADER for k in headers)
 
 
 class MessagesEndpoint:
@@ -78,10 +55,10 @@ class MessagesEndpoint:
     provider_metadata = PROVIDER_METADATA_KEYS
 
     def request(self, kwargs: Mapping[str, Any]) -> Request | None:
-        if _raw_response(kwargs):
+        if is_raw_response(kwargs):
             return None
-        system, messages = _snapshot(kwargs, "system"), _snapshot(kwargs, "messages")
-        _snapshot(kwargs, "tools")  # read by ``request_params``: a generator is read once
+        system, messages = snapshot(kwargs, "system"), snapshot(kwargs, "messages")
+        snapshot(kwargs, "tools")  # read by ``request_params``: a generator is read once
         return Request(request_model(kwargs), Deferred(_prompt, (system, messages)), request_params(kwargs))
 
     def answer(self, result: Any) -> Answer:
