@@ -156,6 +156,7 @@ _SHAPE_CHECKS = tuple(sorted((size, literal) for size, literals, _, _ in _SHAPES
 # characters; when full, it starts again.
 _CLEAN_MAX_ENTRIES = 16_384
 _CLEAN_MAX_CHARS = 4_000_000
+_CLEAN_MAX_TEXT = 100_000  # a longer text is neither looked up (hashed) nor kept alive
 _SHORTEST_SCRUBBED = _SHAPE_CHECKS[0][0]  # below it, only a lone surrogate (not ASCII) changes a text
 
 
@@ -183,6 +184,8 @@ def scrub_text(text: str, extra_secrets: tuple[str, ...] = ()) -> str:
     Lone surrogates (from ``surrogateescape`` decoding) are replaced too: they cannot be
     encoded as UTF-8, so they would break the JSON body of the whole batch.
     """
+    if len(text) > _CLEAN_MAX_TEXT:
+        return _scrubbed(text, extra_secrets)
     if text in _clean_texts.texts:
         for secret in extra_secrets:
             if secret and secret in text:

@@ -824,6 +824,12 @@ def test_a_text_scrubbed_unchanged_is_remembered_and_one_that_changes_is_not() -
     assert FieldEncoder(64_000)._plain_json([clean, {"content": dirty}]) is None
 
 
+def test_a_very_long_text_is_scrubbed_but_not_kept_alive() -> None:
+    text = "plain prose " * 10_000  # 120,000 characters
+    assert scrub_text(text) == text
+    assert text not in _clean_texts.texts
+
+
 def test_a_remembered_text_still_loses_a_configured_secret() -> None:
     text = "connect with my-project-key-123 please"
     assert scrub_text(text) == text and text in _clean_texts.texts
