@@ -17,9 +17,9 @@ from typing import Any
 from lunatrace.core.messages import to_openai_message, to_openai_messages
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field, plain, schema_format
+from lunatrace.integrations.openai.common import field, plain, request_params, schema_format
 from lunatrace.integrations.providers import Answer, Request
-from lunatrace.integrations.providers.params import is_raw_response, pick, snapshot
+from lunatrace.integrations.providers.params import snapshot
 
 
 def _message(message: Any) -> dict[str, Any]:
@@ -40,10 +40,9 @@ class ChatEndpoint:
     run_type = "llm"
 
     def request(self, kwargs: Mapping[str, Any]) -> Request | None:
-        if is_raw_response(kwargs):
+        params = request_params(kwargs)
+        if params is None:
             return None
-        snapshot(kwargs, "tools")  # a generator is read once, here, and handed on as a list
-        params = pick(kwargs, PARAM_NAMES)
         if isinstance(params.get("response_format"), type):
             params["response_format"] = Deferred(schema_format, params["response_format"])
         return Request(kwargs.get("model"), Deferred(_messages, snapshot(kwargs, "messages")), params)

@@ -6,12 +6,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from lunatrace.core.serialize import to_jsonable
-from lunatrace.integrations.providers.params import OPENAI_PARAMS
+from lunatrace.integrations.providers.params import OPENAI_PARAMS, is_raw_response, pick, snapshot
 
 # Keyword arguments kept as the run's params, under OpenAI Chat Completions names: those of
 # Chat Completions, and the Responses API's and Embeddings' own.
 _OWN_PARAMS = ("verbosity", "service_tier", "modalities", "previous_response_id", "truncation")
 PARAM_NAMES = OPENAI_PARAMS | {name: name for name in (*_OWN_PARAMS, "dimensions", "encoding_format")}
+
+
+def request_params(kwargs: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A call's params (its tools read once, a generator handed on as a list); ``None`` for
+    a raw-response call, which is left untraced."""
+    if is_raw_response(kwargs):
+        return None
+    snapshot(kwargs, "tools")
+    return pick(kwargs, PARAM_NAMES)
 
 
 def field(obj: Any, name: str) -> Any:

@@ -11,18 +11,17 @@ from collections.abc import Mapping
 from typing import Any
 
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field
+from lunatrace.integrations.openai.common import field, request_params
 from lunatrace.integrations.providers import Answer, Request
-from lunatrace.integrations.providers.params import is_raw_response, pick, snapshot
+from lunatrace.integrations.providers.params import snapshot
 
 
 class EmbeddingsEndpoint:
     run_type = "embed"
 
     def request(self, kwargs: Mapping[str, Any]) -> Request | None:
-        if is_raw_response(kwargs):
-            return None
-        return Request(kwargs.get("model"), snapshot(kwargs, "input"), pick(kwargs, PARAM_NAMES))
+        params = request_params(kwargs)
+        return None if params is None else Request(kwargs.get("model"), snapshot(kwargs, "input"), params)
 
     def answer(self, result: Any) -> Answer:
         data = field(result, "data") or ()

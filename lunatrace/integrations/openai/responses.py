@@ -21,9 +21,9 @@ from typing import Any
 from lunatrace.core.messages import content_of, role_of
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
-from lunatrace.integrations.openai.common import PARAM_NAMES, field, plain, schema_format
+from lunatrace.integrations.openai.common import field, plain, request_params, schema_format
 from lunatrace.integrations.providers import Answer, Request
-from lunatrace.integrations.providers.params import given, is_raw_response, pick, snapshot
+from lunatrace.integrations.providers.params import given, snapshot
 
 _PART_TEXTS = frozenset({"input_text", "output_text", "text", "summary_text"})
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
@@ -164,10 +164,9 @@ class ResponsesEndpoint:
     run_type = "llm"
 
     def request(self, kwargs: Mapping[str, Any]) -> Request | None:
-        if is_raw_response(kwargs):
+        params = request_params(kwargs)
+        if params is None:
             return None
-        snapshot(kwargs, "tools")  # a generator is read once, here, and handed on as a list
-        params = pick(kwargs, PARAM_NAMES)
         text_format = kwargs.get("text_format")  # parse()'s pydantic class
         text = kwargs.get("text")
         if isinstance(text_format, type):
