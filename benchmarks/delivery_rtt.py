@@ -63,7 +63,12 @@ def run(url: str, tmp: Path, rate: float, seconds: float, rtt: float) -> None:
     stats = lunatrace.stats()
     destination = lunatrace.get_tracer().sink.destination  # type: ignore[attr-defined]
     requests = destination.main.requests + destination.lane.requests
-    print(f"round trip {rtt * 1000:.0f} ms, target {rate:.0f} invokes/s for {seconds:.1f} s (defaults)")
+    settings = lunatrace.get_tracer().config
+    print(
+        f"round trip {rtt * 1000:.0f} ms, target {rate:.0f} invokes/s for {seconds:.1f} s"
+        f" (queue_size {settings.queue_size}, batch_max_events {settings.batch_max_events},"
+        f" batch_max_bytes {settings.batch_max_bytes})"
+    )
     print(
         f"invokes: {invokes} in {produced:.2f} s ({invokes / produced:.0f}/s,"
         f" {8 * invokes / produced:.0f} events/s)"
@@ -74,7 +79,7 @@ def run(url: str, tmp: Path, rate: float, seconds: float, rtt: float) -> None:
     )
     print(
         f"requests: {requests}, {stats['sent'] / max(1, requests):.0f} events each on average;"
-        f" final flush {flush_s:.2f} s ({'complete' if flushed else 'incomplete'})"
+        f" final flush {flush_s:.2f} s (flush() {flushed}: False once events were dropped)"
     )
     lunatrace.shutdown(10)
 
