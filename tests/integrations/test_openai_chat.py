@@ -270,6 +270,16 @@ async def test_an_async_stream(memory_sink: MemorySink, fake: FakeOpenAI) -> Non
     assert "cancelled" not in end["metadata"]  # read to its end before the block closed it
 
 
+async def test_an_async_stream_closed_early(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
+    client = lunatrace.monitor(openai.AsyncOpenAI(**fake.client_options()))
+    stream = await client.chat.completions.create(model="gpt-4o-mini", messages=QUESTION, stream=True)
+    read = [await stream.__anext__() for _ in range(3)]  # the role chunk and two pieces
+    await stream.close()
+    _, end = one_run(memory_sink.events)
+    assert end["output"]["content"] == "".join(c.choices[0].delta.content for c in read) == "Paris is "
+    assert end["metadata"]["cancelled"] is True
+
+
 def test_the_stream_helper_is_traced_once(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
     client = lunatrace.monitor(openai.OpenAI(**fake.client_options()))
     with client.chat.completions.stream(model="gpt-4o-mini", messages=QUESTION) as stream:

@@ -134,6 +134,19 @@ def test_output_tool_calls_and_a_reasoning_summary(memory_sink: MemorySink, fake
     }
 
 
+def test_an_incomplete_response_says_so(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
+    reply = fake.reply(fo.RESPONSES, {})
+    body = {**reply.body, "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"}}  # type: ignore[union-attr]
+    fake.queue(fo.RESPONSES, replace(reply, body=body))
+    response = lunatrace.monitor(openai.OpenAI(**fake.client_options())).responses.create(
+        model="gpt-4o-mini", input="Capital of France?", max_output_tokens=5
+    )
+    assert response.status == "incomplete"
+    _, end = one_run(memory_sink.events)
+    assert end["event"] == "end" and end["metadata"] == {"status": "incomplete"}
+    assert end["output"]["content"] == fo.Script().text
+
+
 def test_a_streamed_response(memory_sink: MemorySink, fake: FakeOpenAI) -> None:
     bare = [
         event.model_dump()
