@@ -126,7 +126,11 @@ def run_demo(full: bool = False, out: TextIO | None = None) -> DemoResult:
                 print(f"  failed: {type(exc).__name__}: {exc}\n", file=stream)
                 continue
             elapsed = time.perf_counter() - started
-            for trace in _traces_of(copy.events[before:], config.uses_server):
+            shown, kept = _traces_of(copy.events[before:], config.uses_server)
+            if not kept:
+                failed.append(part.title)
+                print(f"  not kept in {config.store_path} (see above why); shown as traced:", file=stream)
+            for trace in shown:
                 traces.append(trace)
                 print(render_text(trace, full=full), file=stream)
             if answer is not None:
@@ -139,19 +143,27 @@ def run_demo(full: bool = False, out: TextIO | None = None) -> DemoResult:
     return DemoResult(traces, failed)
 
 
-def _traces_of(events: list[dict[str, Any]], uses_server: bool) -> list[Trace]:
-    """The traces among ``events``: from the store when local, else from the copy."""
+def _traces_of(events: list[dict[str, Any]], uses_server: bool) -> tuple[list[Trace], bool]:
+    """The traces among ``events``, read back from the store when local (so the demo shows
+    what ``lunatrace show`` will), else from the copy; and whether the store kept them. When
+    it did not (a damaged store, a full disk: the sink has logged why), the demo shows the
+    copy and says so instead of failing."""
     assembled = build_trace(events)
+    copies = [
+        Trace(id=root.id, roots=[root], runs={run.id: run for run, _ in root.walk()})
+        for root in assembled.roots
+    ]
     if uses_server:
-        return [
-            Trace(id=root.id, roots=[root], runs={run.id: run for run, _ in root.walk()})
-            for root in assembled.roots
-        ]
-    from lunatrace.view.load import load_trace
+        return copies, True
+    from lunatrace.core.transport.store import StoreError
+    from lunatrace.view.load import TraceNotFound, load_trace
 
     lunatrace.flush()
     store_path = lunatrace.get_tracer().config.store_path
-    return [load_trace(store_path, root.id) for root in assembled.roots]
+    try:
+        return [load_trace(store_path, trace.id) for trace in copies], True
+    except (TraceNotFound, StoreError):
+        return copies, False
 
 
 def _next_steps(traces: list[Trace], steps: int, uses_server: bool, stream: TextIO) -> None:

@@ -119,3 +119,19 @@ def test_demo_with_a_key_sends_everything_to_the_server(lunary_server: FakeLunar
     (feedback,) = [e for e in events if e["event"] == "feedback"]
     assert feedback["runId"] == messages[1]["runId"]  # the answer, which names the exchange
     assert exchange["feedback"] == {"thumb": "up", "comment": "Great pick!"}
+
+
+def test_demo_with_an_unusable_store_shows_what_it_traced_and_fails(tmp_path: Path) -> None:
+    """A store that cannot be opened (here its folder is a file) loses the events with a
+    counted message; the demo still shows every trace, from what it traced, says the store
+    did not keep it, and exits 1 instead of ending in a traceback."""
+    (tmp_path / "not-a-folder").write_text("x")
+    store_path = tmp_path / "not-a-folder" / "events.db"
+    result, _ = run_demo({**os.environ, "LUNATRACE_STORE": str(store_path)})
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "dropped_store_unusable" in result.stderr
+    assert result.stdout.count(f"not kept in {store_path} (see above why); shown as traced:") == 4
+    for root in ("└─ agent travel_agent", "└─ chain support_graph", "└─ chain RetrieverQueryEngine", "└─ thread thread"):
+        assert root in result.stdout, root
