@@ -11,8 +11,9 @@ way for every provider. Writing one takes four pieces:
      (OpenAI-format messages; copy any list the application may change after the call,
      and convert on the worker with ``core.serialize.Deferred``) and its params under
      OpenAI names (:func:`.params.pick` with the provider's table of names: tools become
-     OpenAI function schemas, sentinels such as ``NOT_GIVEN`` are skipped). ``None``
-     leaves the call untraced.
+     OpenAI function schemas, sentinels such as ``NOT_GIVEN`` are skipped;
+     :func:`.params.snapshot` copies a list and reads a generator once). ``None`` leaves
+     the call untraced (:func:`.params.is_raw_response`: a ``with_raw_response`` call).
    - ``answer(result) -> Answer``: the output message, usage in the wire shape
      (``core.usage.usage_from_mapping``; ``None`` makes core estimate and flag it), the
      model id the provider answered with, and extra metadata.
