@@ -133,5 +133,6 @@ def test_demo_with_an_unusable_store_shows_what_it_traced_and_fails(tmp_path: Pa
     assert "Traceback" not in result.stdout + result.stderr
     assert "dropped_store_unusable" in result.stderr
     assert result.stdout.count(f"not kept in {store_path} (see above why); shown as traced:") == 4
-    for root in ("└─ agent travel_agent", "└─ chain support_graph", "└─ chain RetrieverQueryEngine", "└─ thread thread"):
-        assert root in result.stdout, root
+    roots = ("agent travel_agent", "chain support_graph", "chain RetrieverQueryEngine", "thread thread")
+    for root in roots:
+        assert f"└─ {root}" in result.stdout, root
