@@ -48,7 +48,7 @@ echo "== pytest"
 # releases of the supported ranges (pyproject's "langchain", "openai" and "anthropic"
 # extras), in a venv of their own.
 LANGCHAIN_OLDEST=("langchain-core==1.0.0" "langchain==1.0.0" "langgraph==1.0.0")
-PROVIDERS_OLDEST=("openai==1.99.0" "anthropic==0.60.0")
+PROVIDERS_OLDEST=("openai==1.99.1" "anthropic==0.60.0")
 echo "== pytest (integrations, oldest supported: ${LANGCHAIN_OLDEST[*]} ${PROVIDERS_OLDEST[*]})"
 if [ ! -x .venv-oldest/bin/python ]; then
   "$PYTHON" -m venv .venv-oldest
