@@ -16,7 +16,7 @@ TINY = {
     "langchain_floor.py": ["--invokes", "20", "--rounds", "1"],
     "langchain_overhead.py": ["--invokes", "20", "--rounds", "1", "--warmup", "5"],
     "llama_index_overhead.py": ["--calls", "20", "--queries", "2", "--rounds", "1"],
-    "openai_overhead.py": ["--calls", "5", "--rounds", "1"],
+    "provider_overhead.py": ["--calls", "5", "--rounds", "1"],
     "payloads.py": ["--invokes", "16", "--rounds", "1", "--messages", "10", "--documents", "5"],
     "store_search.py": ["--traces", "200", "--repeat", "1"],
     "transport.py": ["--events", "2000"],
