@@ -264,6 +264,7 @@ def test_the_real_rate_limit_is_waited_out_and_every_event_delivered_once(
         api_url=server.url,
         store_path=tmp_path / "spool" / "events.db",
         batch_max_events=1,
+        batch_max_bytes=1,  # one event a request even once a backlog builds (it grows batches)
         **{**REAL_DELIVERY, "retry_timeout": 90.0},  # longer than the 60 s window
     )
     started = time.monotonic()
