@@ -226,16 +226,15 @@ def test_a_paused_and_resumed_graph_reads_as_one_story(
     expect(page.locator(f"#run-{paused} > summary .lt-badge-interrupted")).to_be_visible()
 
 
-SHOTS = Path("/tmp/shots")  # the screenshots worth looking at are copied here too
-
-
 def shoot(page: Page, tmp_path: Path, name: str) -> Path:
-    """A full-page screenshot under the test's directory, copied to :data:`SHOTS`."""
+    """A full-page screenshot under the test's directory, also copied to the folder
+    ``LUNATRACE_TEST_SCREENSHOTS`` names, when set, to be looked at after the run."""
     path = tmp_path / "shots" / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(path, SHOTS / path.name)
+    if folder := os.environ.get("LUNATRACE_TEST_SCREENSHOTS"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, Path(folder) / path.name)
     return path
 
 
