@@ -212,7 +212,9 @@ def _texts_of(value: Any, out: list[str]) -> list[str]:
 
 def _overhead(value: Any) -> int:
     """OpenAI's per-message overhead of a message list: 3 tokens a message, 3 for the reply."""
-    if type(value) is list or (isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)):
+    if type(value) is list or (
+        isinstance(value, Sequence) and not isinstance(value, str | bytes | bytearray)
+    ):
         messages = 0
         for item in value:
             if (type(item) is dict or isinstance(item, Mapping)) and "role" in item:
