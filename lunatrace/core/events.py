@@ -24,6 +24,7 @@ backwards would put a child before its parent.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -179,6 +180,7 @@ _CAMEL_STEP = re.compile(r"[-_][a-z]", re.IGNORECASE)
 RESERVED_PREFIX = "metadata."
 
 
+@functools.lru_cache(maxsize=1024)
 def server_camel(key: str) -> str:
     """A key as the server camel-cases it before reading it (``template_id`` -> ``templateId``)."""
     return _CAMEL_STEP.sub(lambda match: match.group()[1].upper(), key) if ("_" in key or "-" in key) else key
@@ -194,9 +196,12 @@ def flatten_metadata(metadata: Any, encoder: FieldEncoder) -> dict[str, Any]:
     version the server does not have fails the event, and LangChain copies metadata to
     every child run: a link is sent only when given as ``template_version_id``.)
     """
-    if not isinstance(metadata, Mapping):
+    if type(metadata) is dict and encoder.keeps_flat(metadata):
+        data: Any = metadata  # what the conversion would make of it: itself
+    elif isinstance(metadata, Mapping):
+        data = encoder.encode(dict(metadata))
+    else:
         return {}
-    data = encoder.encode(dict(metadata))
     if not isinstance(data, dict):
         return {"metadata": data} if data is not None else {}
     out: dict[str, Any] = {}

@@ -690,6 +690,9 @@ class _PlainCheck:
         return False
 
 
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
 class FieldEncoder:
     """Converts one event field: JSON-ready, secrets scrubbed, user mask applied, size-capped.
 
@@ -753,6 +756,30 @@ class FieldEncoder:
             if secret in text:
                 return None
         return text
+
+    def keeps_flat(self, value: dict[Any, Any]) -> bool:
+        """Whether :meth:`encode` would return ``value`` itself: a dict of scalars (strings,
+        numbers, booleans, ``None``) that the conversion leaves as it is (see
+        :class:`_PlainCheck`), holding no configured secret, with no mask to apply, and
+        certainly within the cap. Most metadata is one; it is read back as data (to be
+        flattened), so the JSON fast path does not apply to it."""
+        if self.mask is not None or len(value) > MAX_ITEMS:
+            return False
+        secrets = self.secrets
+        bound = 2  # an upper bound of its JSON, as ``_Encoder.max_json_bytes`` counts
+        for key, item in value.items():
+            cls = type(item)
+            if cls not in _SCALAR_TYPES or type(key) is not str:
+                return False
+            if cls is str:
+                bound += 6 * (len(key) + len(item)) + 6
+                if secrets and any(secret in item or secret in key for secret in secrets):
+                    return False
+            else:
+                bound += 6 * len(key) + 36
+                if secrets and any(secret in key for secret in secrets):
+                    return False
+        return bound <= self.max_bytes and _PlainCheck(self.max_bytes).fits(value, 0)
 
     def encode_text(self, value: str) -> str:
         """A string field (a run name, a tag, a user id, a payload string): scrubbed and

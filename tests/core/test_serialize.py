@@ -849,3 +849,63 @@ def test_ordinary_text_about_tokens_and_keys_takes_the_fast_path() -> None:
     ] * 30
     encoder = FieldEncoder(64_000, secrets=("my-project-key-123",))
     assert encoder._plain_json(history) == dumps(history)
+
+
+_flat_keys = st.one_of(
+    st.text(max_size=12),
+    st.sampled_from(["api_key", "token", "max_tokens", "my-project-key-123", "sk-" + "A" * 30, *SECRET_KEYS]),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    value=st.dictionaries(
+        _flat_keys, st.one_of(_awkward_leaves, st.lists(_plain_leaves, max_size=2)), max_size=6
+    ),
+    max_bytes=st.integers(min_value=64, max_value=100_000),
+)
+def test_flat_dicts_are_kept_as_they_are_only_when_the_conversion_would_keep_them(
+    value: dict[Any, Any], max_bytes: int
+) -> None:
+    encoder = FieldEncoder(max_bytes, secrets=("my-project-key-123",))
+    if encoder.keeps_flat(value):
+        assert encoder.encode(value) == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"note": "holds my-project-key-123"},
+        {"my-project-key-123": 1},
+        {"api_key": "abc"},
+        {"note": "see https://user:pw@host/x"},
+        {"x": float("nan")},
+        {"n": 2**64},
+        {"text": "x" * 70_000},
+        {"nested": {"a": 1}},
+        {"listed": [1, 2]},
+        {"deferred": Deferred(str, 1)},
+        {1: "a non-string key"},
+    ],
+    ids=[
+        "secret-value",
+        "secret-key-text",
+        "secret-key",
+        "url-password",
+        "nan",
+        "huge-int",
+        "over-the-cap",
+        "nested",
+        "list",
+        "deferred",
+        "int-key",
+    ],
+)
+def test_a_flat_dict_the_conversion_changes_is_not_kept(value: dict[Any, Any]) -> None:
+    assert not FieldEncoder(64_000, secrets=("my-project-key-123",)).keeps_flat(value)
+
+
+def test_a_flat_dict_is_kept_unless_a_mask_applies() -> None:
+    metadata = {"ls_provider": "openai", "step": 2, "ratio": 0.5, "ok": True, "none": None}
+    assert FieldEncoder(64_000, secrets=("my-project-key-123",)).keeps_flat(metadata)
+    assert not FieldEncoder(64_000, mask=lambda value: "hidden").keeps_flat(metadata)
