@@ -102,6 +102,7 @@ def new_run_id() -> str:
 
 
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_is_canonical = _CANONICAL_UUID.fullmatch
 
 
 def uuid_from_seed(seed: str) -> str:
@@ -271,8 +272,11 @@ def _tags_json(value: Any, encoder: FieldEncoder) -> str | None:
 
 
 def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
+    value = raw[key]
+    if type(value) is str and _is_canonical(value):
+        return value  # the common case, without run_id_str's calls
     try:
-        return run_id_str(raw[key])
+        return run_id_str(value)
     except Exception:  # noqa: BLE001 - a user's id object whose __str__ fails
         raise EventError(f"{key} is not a run id: {_shown(raw.get(key))}") from None
 
@@ -573,14 +577,21 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
     parts.append(f',"timestamp":"{format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))}"')
     trailer: dict[str, Any] = {}  # metadata, usage and runtime: written last, see below
     for key, value in raw.items():
-        if value is None or key in _HEADER_FIELDS or key.startswith("_"):
+        if value is None:
             continue
-        if key in _TRAILER_FIELDS:
+        field = _FIELDS.get(key)
+        if field is None:  # a field of no known name: plain JSON, unless it is internal
+            if key.startswith("_"):
+                continue
+            field = _Field(_field_prefix(key), _plain_json)
+        elif field is _HEADER:
+            continue
+        elif field is _TRAILER:
             trailer[key] = value
             continue
-        text = _FIELD_WRITERS.get(key, _plain_json)(value, encoder)
+        text = field.write(value, encoder)
         if text is not None:
-            parts.append(_field_prefix(key))
+            parts.append(field.prefix)
             parts.append(text)
     metadata = flatten_metadata(trailer["metadata"], encoder) if "metadata" in trailer else None
     tokens = _tokens(trailer.get("tokensUsage"))
@@ -656,6 +667,26 @@ _FIELD_WRITERS: dict[str, Callable[[Any, FieldEncoder], str | None]] = {
     "userId": _text_json,
     "name": _text_json,
     "templateVersionId": _template_json,
+    "params": _plain_json,
+    "userProps": _plain_json,
+    "error": _plain_json,
 }
 # Fields written after the loop: metadata and usage take what the estimate adds.
 _TRAILER_FIELDS = frozenset({"metadata", "tokensUsage", "runtime"})
+
+
+class _Field(NamedTuple):
+    prefix: str  # ``,"key":``
+    write: Callable[[Any, FieldEncoder], str | None]
+
+
+# Every field an event may hold, looked up once per field: header fields (written
+# before the loop) and trailer fields (after it) are markers; the others carry their
+# prefix and writer.
+_HEADER = _Field("", _plain_json)
+_TRAILER = _Field("", _plain_json)
+_FIELDS: dict[str, _Field] = {
+    **{key: _HEADER for key in _HEADER_FIELDS},
+    **{key: _TRAILER for key in _TRAILER_FIELDS},
+    **{key: _Field(_field_prefix(key), write) for key, write in _FIELD_WRITERS.items()},
+}
