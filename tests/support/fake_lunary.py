@@ -58,7 +58,7 @@ DUPLICATE_START = "Run with this ID already exists in the database."
 BODY_LIMIT = 20 * 1024 * 1024  # koa-bodyparser jsonLimit "20mb"
 ORPHAN_DELAY = 5.0  # registerRunEvent's setTimeout(5000) before its one retry
 RATE_LIMIT = 100_000  # requests per minute per client: server.sh's default (a stock server: 150)
-RATE_LIMIT_WINDOW = 60.0
+RATE_LIMIT_WINDOW = 60.0  # koa-ratelimit's ``duration`` in the real server: fixed, 60 s
 RATE_LIMIT_MESSAGE = "Sometimes You Just Have to Slow Down."
 JSON_TYPES = (
     "application/json",
@@ -118,6 +118,7 @@ class Fault:
     delay: float = 0.0  # seconds to wait before answering
     reset: bool = False  # drop the connection without an answer
     process: bool = False  # process the events first, then apply the fault
+    retry_after: float | None = None  # a 429 of a used-up window, that resets in so many seconds
 
 
 @dataclass
@@ -506,13 +507,15 @@ class FakeLunary:
         body_limit: int = BODY_LIMIT,
         orphan_delay: float = ORPHAN_DELAY,
         rate_limit: int = RATE_LIMIT,
+        rate_window: float = RATE_LIMIT_WINDOW,
     ) -> None:
         self.key = key or str(uuid.uuid4())
         self.private_key = str(uuid.uuid4())
         self.valid_keys = {self.key}  # public keys; clear it to make every key unknown
         self.body_limit = body_limit
         self.orphan_delay = orphan_delay  # the real server sleeps 5 s; tests that make orphans lower it
-        self.rate_limit = rate_limit
+        self.rate_limit = rate_limit  # requests per window (the real server's MAX_REQUESTS_PER_MINUTE)
+        self.rate_window = rate_window  # seconds; shorter than the real 60 s, tests of the limit are quick
         self.template_versions: set[int] = set()  # existing template version ids (none by default)
         self.events: list[dict[str, Any]] = []  # accepted events, cleaned, in processing order
         self.runs: dict[str, dict[str, Any]] = {}  # stored runs by id: the ``run`` table's rows
@@ -599,16 +602,11 @@ class FakeLunary:
             self._faults.append(Fault(status=status, body=raw, headers=dict(headers or {})))
 
     def rate_limit_next(self, count: int, retry_after: float = 1) -> None:
-        """Answer 429 like the real limiter (plain text, ``Retry-After``; the real one counts
-        whole seconds, a fraction here keeps tests short)."""
+        """Answer 429 like the real limiter with its window used up (plain text, the limit's
+        headers, ``Retry-After``; the real one counts whole seconds, a fraction here keeps
+        tests short), whatever the fake's own count says."""
         for _ in range(count):
-            self._faults.append(
-                Fault(
-                    status=429,
-                    body=RATE_LIMIT_MESSAGE.encode(),
-                    headers={"Retry-After": f"{retry_after:g}", "Content-Type": TEXT_CONTENT_TYPE},
-                )
-            )
+            self._faults.append(Fault(status=429, retry_after=retry_after))
 
     def malformed_next(self, count: int) -> None:
         """Answer 200 with a body that is not JSON."""
@@ -692,23 +690,39 @@ class FakeLunary:
         return "private" if key.lower() == self.private_key.lower() else None
 
     def _count_request(self) -> tuple[Reply | None, dict[str, str]]:
-        """koa-ratelimit's memory driver: ``rate_limit`` requests per window per client."""
+        """koa-ratelimit's memory driver: ``rate_limit`` requests per window per client. A
+        window starts with the first request after the previous one ended; every answer
+        carries the limiter's headers (the requests left after this one, the reset in Unix
+        seconds with microseconds, the limit), and a request past the limit gets the 429."""
         with self._lock:
             now = time.time()
             if now > self._limit_reset:
-                self._limit_reset, self._limit_remaining = now + RATE_LIMIT_WINDOW, self.rate_limit
+                self._limit_reset, self._limit_remaining = now + self.rate_window, self.rate_limit
             else:
                 self._limit_remaining = max(self._limit_remaining - 1, 0)
             remaining, reset = self._limit_remaining, self._limit_reset
-        headers = {
-            "Rate-Limit-Remaining": str(max(remaining - 1, 0)),
-            "Rate-Limit-Reset": f"{reset:.6f}",
-            "Rate-Limit-Total": str(self.rate_limit),
-        }
+        headers = self._limit_headers(max(remaining - 1, 0), reset)
         if remaining:
             return None, headers
-        retry = {**headers, "Retry-After": str(int(reset - now)), "Content-Type": TEXT_CONTENT_TYPE}
-        return Reply(429, RATE_LIMIT_MESSAGE.encode(), retry), headers
+        return self._too_many(headers, reset - now), headers
+
+    def _limit_headers(self, remaining: int, reset: float) -> dict[str, str]:
+        return {
+            "Rate-Limit-Remaining": str(remaining),
+            "Rate-Limit-Reset": js_number(round(reset, 6)),
+            "Rate-Limit-Total": str(self.rate_limit),
+        }
+
+    def _too_many(self, headers: dict[str, str], resets_in: float) -> Reply:
+        """The limiter's 429: ``Retry-After`` in whole seconds to the reset (``| 0``)."""
+        retry = {**headers, "Retry-After": str(int(resets_in)), "Content-Type": TEXT_CONTENT_TYPE}
+        return Reply(429, RATE_LIMIT_MESSAGE.encode(), retry)
+
+    def rate_limited(self, retry_after: float) -> Reply:
+        """The 429 of a window used up that resets in ``retry_after`` seconds, said as is."""
+        reply = self._too_many(self._limit_headers(0, time.time() + retry_after), retry_after)
+        reply.headers["Retry-After"] = f"{retry_after:g}"
+        return reply
 
     def _route(
         self, method: str, path: str, headers: dict[str, str], body: bytes, project: str | None
@@ -1205,6 +1219,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and not fault.process:
             if fault.reset:
                 return Reply(-1, b"")
+            if fault.retry_after is not None:
+                return fake.rate_limited(fault.retry_after)
             return Reply(fault.status or 500, fault.body or b"", dict(fault.headers))
         headers = {name.lower(): value for name, value in self.headers.items()}
         reply = fake.answer(method, self.path, headers, body)

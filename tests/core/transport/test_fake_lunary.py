@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
@@ -84,3 +85,41 @@ def test_down_then_up_on_the_same_port(lunary_server: FakeLunary) -> None:
     lunary_server.start()
     assert lunary_server.port == port
     assert _post(lunary_server, {"events": []}).status_code == 200
+
+
+def test_the_rate_limiter_counts_as_the_real_one() -> None:
+    """koa-ratelimit's memory driver: the window starts at its first request; every answer
+    says the requests left after it, the reset (Unix seconds) and the limit; past the limit,
+    a plain-text 429 with ``Retry-After`` in whole seconds to the reset. A refused key is
+    answered before the limiter and not counted."""
+    with FakeLunary(rate_limit=3, rate_window=60.0) as server:
+        started = time.time()
+        unknown = _post(server, {"events": []}, key=str(uuid.uuid4()))
+        assert unknown.status_code == 401 and "Rate-Limit-Remaining" not in unknown.headers
+        answers = [_post(server, {"events": [_event()]}) for _ in range(4)]
+        assert [a.status_code for a in answers] == [200, 200, 200, 429]
+        assert [a.headers["Rate-Limit-Remaining"] for a in answers] == ["2", "1", "0", "0"]
+        assert {a.headers["Rate-Limit-Total"] for a in answers} == {"3"}
+        (reset,) = {float(a.headers["Rate-Limit-Reset"]) for a in answers}
+        assert started + 60 <= reset <= time.time() + 60
+        limited = answers[-1]
+        assert limited.text == "Sometimes You Just Have to Slow Down."
+        assert limited.headers["Content-Type"] == "text/plain; charset=utf-8"
+        assert limited.headers["Retry-After"] in {"58", "59"}  # ``| 0``: truncated
+        assert len(server.events) == 3
+
+
+def test_the_rate_limit_window_starts_again_after_its_reset() -> None:
+    with FakeLunary(rate_limit=1, rate_window=0.2) as server:
+        assert [_post(server, {"events": []}).status_code for _ in range(2)] == [200, 429]
+        time.sleep(0.25)
+        again = _post(server, {"events": []})
+        assert (again.status_code, again.headers["Rate-Limit-Remaining"]) == (200, "0")
+
+
+def test_an_injected_429_carries_the_limiter_s_headers(lunary_server: FakeLunary) -> None:
+    lunary_server.rate_limit_next(1, retry_after=2.5)
+    limited = _post(lunary_server, {"events": [_event()]})
+    assert (limited.status_code, limited.headers["Retry-After"]) == (429, "2.5")
+    assert limited.headers["Rate-Limit-Remaining"] == "0"
+    assert 0 < float(limited.headers["Rate-Limit-Reset"]) - time.time() <= 2.5
