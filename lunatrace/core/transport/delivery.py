@@ -39,6 +39,9 @@ class Counters:
     dropped_at_exit: int = 0  # not kept within the exit bound (their encoding or write hung)
     failed_invalid: int = 0  # not an event: a record that cannot be converted, a damaged store row
     failed_refused: int = 0  # refused by the server for good
+    # Requests, not events: how delivery kept to the server's rate limit (see ``pacing``).
+    paced: int = 0  # requests held back to stay within the limit
+    rate_limited: int = 0  # requests answered 429 anyway (a shared budget, a caller who could not wait)
 
     @property
     def dropped(self) -> int:
@@ -86,6 +89,11 @@ class Feed(Protocol):
     def backlogged(self) -> bool:
         """Whether events pile up behind the batch being sent (the queue is half full):
         they are better kept in the spool than dropped from a full queue."""
+
+    def waited_until(self) -> float:
+        """The earliest deadline of a caller waiting for delivery (``flush``, ``shutdown``);
+        ``math.inf`` when none waits, or none with a bound: a pacing wait must not make it
+        miss its bound."""
 
 
 class Destination(Protocol):

@@ -17,6 +17,7 @@ from lunatrace.core.transport.batch import Item, as_pairs
 from lunatrace.core.transport.delivery import Counters, Feed, Settle
 from lunatrace.core.transport.http import IngestClient
 from lunatrace.core.transport.lanes import Lane, SlowLane
+from lunatrace.core.transport.pacing import Pacer
 from lunatrace.core.transport.resend import resend
 from lunatrace.core.transport.sender import Sender
 from lunatrace.core.transport.store import LOCAL, SPOOLED, EventStore, StoreError, lease_owner, set_aside
@@ -157,11 +158,14 @@ class ServerDestination:
         self.counters = feed.counters
         self.stop = feed.stopping
         self.client = IngestClient(config)
-        self.sender = Sender(config, self.client, self.counters, self.stop, feed.backlogged)
+        # One rate-limit budget for every request the destination makes: the server counts
+        # its lanes' and its spool's requests together.
+        pacer = Pacer(feed.waited_until)
+        self.sender = Sender(config, self.client, self.counters, self.stop, feed.backlogged, pacer)
         self.spool = Spool(config, self.counters, SPOOLED)
         runs = self.sender.server_runs
-        self.main = Lane(config, runs, self.stop, feed.backlogged)
-        self.lane = SlowLane(config, runs, self.stop)
+        self.main = Lane(config, runs, self.stop, pacer, feed.backlogged)
+        self.lane = SlowLane(config, runs, self.stop, pacer)
         self.online = True
         # Whether an earlier process left spooled events is not known until the store is
         # read, on the worker's thread: at the first tick, before the first batch.

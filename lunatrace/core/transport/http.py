@@ -20,6 +20,7 @@ import requests.auth
 
 from lunatrace._version import __version__
 from lunatrace.core.config import Config, mask_key, redact
+from lunatrace.core.transport.pacing import Budget, read_budget
 
 USER_AGENT = f"lunatrace-py/{__version__}"
 DUPLICATE_START = "Run with this ID already exists in the database."
@@ -42,6 +43,7 @@ class Answer:
     results: list[dict[str, Any]] = field(default_factory=list)
     retry_after: float | None = None
     detail: str = ""
+    budget: Budget | None = None  # the server's rate limit, when the answer says it
 
 
 def encode_batch(bodies: list[str]) -> bytes:
@@ -164,6 +166,13 @@ def no_answer(exc: BaseException, url: str, timeouts: tuple[float, float]) -> st
 
 
 def classify(response: requests.Response) -> Answer:
+    """What an answer means for delivery, with the rate-limit budget it gives."""
+    answer = _classify(response)
+    answer.budget = read_budget(response.headers, time.time(), time.monotonic())
+    return answer
+
+
+def _classify(response: requests.Response) -> Answer:
     status = response.status_code
     if 300 <= status < 400:
         location = response.headers.get("Location") or "an unnamed location"

@@ -30,6 +30,7 @@ from lunatrace.core.guard import failed
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.delivery import Counters, Settle
 from lunatrace.core.transport.http import IngestClient
+from lunatrace.core.transport.pacing import Pacer
 from lunatrace.core.transport.sender import Sender
 from lunatrace.core.transport.stalls import STARTS, ServerRuns
 
@@ -44,6 +45,7 @@ class Lane:
         config: Config,
         server_runs: ServerRuns,
         stop: threading.Event,
+        pacer: Pacer,
         backlogged: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
@@ -51,7 +53,7 @@ class Lane:
         self.stop = stop
         self.counters = Counters()  # written by the lane's thread only; merged by collect()
         self._client = IngestClient(config)
-        self._sender = Sender(config, self._client, self.counters, stop, backlogged)
+        self._sender = Sender(config, self._client, self.counters, stop, backlogged, pacer)
         self._sender.server_runs = server_runs
         self._in_flight: list[Item] = []
         self._waiting: deque[tuple[list[Item], Settle]] = deque()
@@ -148,8 +150,8 @@ class SlowLane(Lane):
 
     name = "lunatrace-slow-lane"
 
-    def __init__(self, config: Config, server_runs: ServerRuns, stop: threading.Event) -> None:
-        super().__init__(config, server_runs, stop)
+    def __init__(self, config: Config, server_runs: ServerRuns, stop: threading.Event, pacer: Pacer) -> None:
+        super().__init__(config, server_runs, stop, pacer)
         self._blocked: set[str] = set()  # runs whose events must go through the lane
 
     def divide(self, items: list[Item], started_before: set[str]) -> tuple[list[Item], list[Item]]:

@@ -19,6 +19,7 @@ from lunatrace.core.config import Config, mask_key, redact
 from lunatrace.core.transport.batch import Item
 from lunatrace.core.transport.delivery import Counters
 from lunatrace.core.transport.http import DUPLICATE_START, Answer, IngestClient, Kind, encode_batch
+from lunatrace.core.transport.pacing import Pacer
 from lunatrace.core.transport.stalls import ServerRuns
 
 logger = logging.getLogger("lunatrace")
@@ -50,9 +51,11 @@ class Sender:
         counters: Counters,
         stop: threading.Event,
         backlogged: Callable[[], bool] = lambda: False,
+        pacer: Pacer | None = None,
     ) -> None:
         self.config = config
         self.backlogged = backlogged  # True: stop retrying early, events are piling up
+        self.pacer = pacer or Pacer()  # shared by the senders of a destination
         self.client = client
         self.counters = counters
         self.stop = stop
@@ -74,9 +77,11 @@ class Sender:
     ) -> list[Item]:
         """Deliver ``items`` in order; return those not delivered (empty on success).
 
-        Retries end at ``deadline`` (monotonic seconds), when :attr:`stop` is set, or when
-        :attr:`backlogged` says events are piling up behind this batch (they are better
-        kept in the spool than dropped from a full queue).
+        Every request waits its turn under the server's rate limit (see ``pacing``); that
+        wait moves ``deadline`` on, since it is no failure. Retries end at ``deadline``
+        (monotonic seconds), when :attr:`stop` is set, or when :attr:`backlogged` says
+        events are piling up behind this batch (they are better kept in the spool than
+        dropped from a full queue).
         ``retry`` says the events may have reached the server before, so a duplicate
         start counts as delivered. ``on_settled`` is called with each part the server has
         answered for good (delivered, or refused in a way no retry can fix); it returns
@@ -89,6 +94,12 @@ class Sender:
             part = parts[0]
             if self.disabled is not None or self.stop.is_set():
                 return [item for p in parts for item in p]
+            waited = self.pacer.wait_turn(self.stop)
+            if waited is None:
+                return [item for p in parts for item in p]
+            if waited:
+                self.counters.paced += 1
+                deadline += waited
             # Reaching the server is bounded by the deadline; its answer is awaited as long
             # as the batch will take it (see ``stalls``): given up on earlier, the batch
             # would be sent again while the server is still writing it.
@@ -98,6 +109,7 @@ class Sender:
                 connect=max(deadline - time.monotonic(), 0.05),
                 read=self.server_runs.read_timeout(part, self.client.timeout),
             )
+            self.pacer.observe(answer.budget)
             if answer.kind is Kind.OK and len(answer.results) < len(part):
                 # One result per event, or the server did not take them all: not a success.
                 covered = f"the answer covers {len(answer.results)} of {len(part)} events"
@@ -119,6 +131,7 @@ class Sender:
                 self._disable(answer)
             else:
                 self._note_unreachable(answer)
+                self.counters.rate_limited += answer.status == 429
                 attempt += 1
                 wait = backoff(attempt, answer.retry_after)
                 if time.monotonic() + wait > deadline or self.backlogged():

@@ -16,6 +16,7 @@ queue itself, so the exit never waits longer than asked and nothing is lost.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -115,6 +116,8 @@ class BatchWorker:
         self._taken = 0
         self._reached: _Marker | None = None  # the flush marker the last drain stopped at
         self._dropped_seen = 0  # ``dropped`` when the last flush was answered
+        self._callers: dict[_Marker, float] = {}  # flushes being waited for, and until when
+        self._callers_lock = threading.Lock()
         self._last_drop_warning = 0.0
         self._thread: threading.Thread | None = None
 
@@ -124,6 +127,13 @@ class BatchWorker:
     def backlogged(self) -> bool:
         """The queue is at least half full: the destination should stop retrying early."""
         return 2 * len(self._queue) >= self._max_queue
+
+    def waited_until(self) -> float:
+        """The earliest deadline of a ``flush`` (or ``shutdown``) blocked now, else ``math.inf``."""
+        if not self._callers:
+            return math.inf
+        with self._callers_lock:
+            return min(self._callers.values(), default=math.inf)
 
     def __repr__(self) -> str:
         return f"BatchWorker(destination={self.destination!r})"
@@ -172,9 +182,15 @@ class BatchWorker:
         if thread is None or not thread.is_alive():
             return not self._queue
         marker = _Marker()
+        with self._callers_lock:
+            self._callers[marker] = math.inf if timeout is None else time.monotonic() + timeout
         self._queue.append(marker)
         self._wake.set()
-        return marker.done.wait(timeout) and marker.clean
+        try:
+            return marker.done.wait(timeout) and marker.clean
+        finally:
+            with self._callers_lock:
+                self._callers.pop(marker, None)
 
     def shutdown(self, timeout: float | None = None) -> bool:
         """Flush within ``timeout``, then keep whatever is left; later events are dropped."""

@@ -231,6 +231,8 @@ def test_stats_is_flat_with_every_reason(start: Any) -> None:
         "dropped_at_exit",
         "failed_invalid",
         "failed_refused",
+        "paced",
+        "rate_limited",
     ]
     assert all(type(value) is int for value in stats.values())
 
