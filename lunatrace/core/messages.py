@@ -28,6 +28,10 @@ ROLE_ALIASES = {
 
 def role_of(value: Any) -> str:
     """Map any framework's role or message type name to an OpenAI role."""
+    if type(value) is str:
+        role = ROLE_ALIASES.get(value)  # a role or type as frameworks spell it: no need to normalise
+        if role is not None:
+            return role
     text = str(value or "").lower()
     text = text.removesuffix("messagechunk").removesuffix("message").removesuffix("chunk")
     return ROLE_ALIASES.get(text, text or "user")
@@ -119,7 +123,7 @@ def to_openai_message(message: Any) -> dict[str, Any]:
     """Normalise one message to ``{role, content, tool_calls?, tool_call_id?, name?}``."""
     if isinstance(message, str):
         return {"role": "user", "content": message}
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):  # an ABC check is slow
         data = to_jsonable(message)
         if not isinstance(data, Mapping):
             return {"role": "user", "content": str(data)}
@@ -127,11 +131,12 @@ def to_openai_message(message: Any) -> dict[str, Any]:
     role = role_of(message.get("role") or message.get("type"))
     if role == "user" and message.get("type") == "chat" and message.get("role"):
         role = str(message["role"])
-    out: dict[str, Any] = {"role": role, "content": content_of(message.get("content"))}
+    content = message.get("content")
+    out: dict[str, Any] = {"role": role, "content": content if type(content) is str else content_of(content)}
     if out["content"] is None and role != "assistant":
         out["content"] = ""
     extra = message.get("additional_kwargs")
-    extra = extra if isinstance(extra, Mapping) else {}
+    extra = extra if type(extra) is dict or isinstance(extra, Mapping) else {}
     calls = message.get("tool_calls") or extra.get("tool_calls")
     if calls and isinstance(calls, Sequence) and not isinstance(calls, str | bytes | bytearray):
         out["tool_calls"] = [tool_call(c) for c in calls]
@@ -160,6 +165,8 @@ def to_openai_messages(
     """
     if messages is None:
         return []
+    if type(messages) is list:  # the common case, without an ABC check
+        return [convert(m) for m in messages]
     if isinstance(messages, str | Mapping) or not isinstance(messages, Sequence):
         return [convert(messages)]
     return [convert(m) for m in messages]

@@ -585,3 +585,37 @@ def test_a_message_seen_twice_is_converted_once_and_never_altered() -> None:
     assert message_to_openai(HumanMessage("hi")) == first  # an equal message, converted anew
     assert generations_to_openai([[ChatGeneration(message=message)]])["role"] == "assistant"
     assert message_to_openai(message) == {"role": "user", "content": "hi"}  # left as it was
+
+
+def test_message_shapes_are_told_apart_by_class_whatever_came_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Message objects are recognised by class (remembered); strings, dicts and
+    ``("human", "hi")`` tuples still convert as themselves, before and after, and past the
+    bound of remembered classes."""
+    from collections import UserDict
+
+    from lunatrace.integrations.langchain import convert
+
+    monkeypatch.setattr(convert, "_OBJECT_CLASSES", {})
+    shapes: list[Any] = [
+        HumanMessage("from an object"),
+        ("human", "from a tuple"),
+        {"role": "user", "content": "from a dict"},
+        UserDict({"role": "assistant", "content": "from a mapping"}),
+        "from a string",
+    ]
+    expected = [
+        {"role": "user", "content": "from an object"},
+        {"role": "user", "content": "from a tuple"},
+        {"role": "user", "content": "from a dict"},
+        {"role": "assistant", "content": "from a mapping"},
+        {"role": "user", "content": "from a string"},
+    ]
+    for order in (shapes, shapes[::-1]):
+        for shape in order:
+            assert convert._message_to_openai(shape) == expected[shapes.index(shape)]
+    assert convert._OBJECT_CLASSES[HumanMessage] is True
+    assert convert._OBJECT_CLASSES[tuple] is False and convert._OBJECT_CLASSES[UserDict] is False
+    monkeypatch.setattr(convert, "MAX_CLASSES", 0)  # full: each class is checked every time
+    monkeypatch.setattr(convert, "_OBJECT_CLASSES", {})
+    assert [convert._message_to_openai(shape) for shape in shapes] == expected
+    assert convert._OBJECT_CLASSES == {}

@@ -42,16 +42,34 @@ def message_to_openai(message: Any) -> dict[str, Any]:
 
 
 def _message_to_openai(message: Any) -> dict[str, Any]:
-    if isinstance(message, str | Mapping):
-        return to_openai_message(message)
-    if isinstance(message, Sequence) and len(message) == 2 and isinstance(message[0], str):
-        return to_openai_message({"role": message[0], "content": message[1]})  # ("human", "hi") tuples
+    if not _is_object(message):
+        if isinstance(message, str | Mapping):
+            return to_openai_message(message)
+        if len(message) == 2 and isinstance(message[0], str):
+            return to_openai_message({"role": message[0], "content": message[1]})  # ("human", "hi") tuples
     # Message fields live in the pydantic instance dict; reading it directly avoids
     # pydantic's slow ``__getattr__`` for the fields a message class does not have.
     fields = getattr(message, "__dict__", None)
-    if not isinstance(fields, Mapping) or not isinstance(fields.get("type"), str):
+    if not (type(fields) is dict or isinstance(fields, Mapping)) or not isinstance(fields.get("type"), str):
         return to_openai_message(message)
     return to_openai_message(fields)
+
+
+# Classes of messages that are neither strings, mappings nor sequences (message objects),
+# by class: the answer depends on the class alone, and two ABC checks per message cost
+# more than the rest of looking at it. Bounded; a class past the bound is checked each time.
+_OBJECT_CLASSES: dict[type, bool] = {}
+MAX_CLASSES = 256
+
+
+def _is_object(message: Any) -> bool:
+    cls = type(message)
+    known = _OBJECT_CLASSES.get(cls)
+    if known is None:
+        known = not isinstance(message, str | Mapping | Sequence)
+        if len(_OBJECT_CLASSES) < MAX_CLASSES:
+            _OBJECT_CLASSES[cls] = known
+    return known
 
 
 def messages_to_openai(messages: Any) -> list[dict[str, Any]]:
@@ -96,7 +114,7 @@ def chain_payload(value: Any, depth: int = 0) -> Any:
         command = {key: getattr(value, key, None) for key in _COMMAND_FIELDS}
         return {k: chain_payload(v, depth + 1) for k, v in command.items() if not _unset(v)}
     to_messages = getattr(value, "to_messages", None)
-    if callable(to_messages) and not isinstance(value, Mapping):
+    if callable(to_messages) and not (type(value) is dict or isinstance(value, Mapping)):
         return messages_to_openai(to_messages())  # ChatPromptValue
     if depth < 6:
         if isinstance(value, dict):

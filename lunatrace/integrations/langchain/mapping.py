@@ -52,7 +52,9 @@ def model_name(serialized: Any, metadata: Mapping[str, Any] | None, invocation_p
         if name:
             return str(name)
     for source in (invocation_params, _kwargs_of(serialized)):
-        if type(source) is dict or isinstance(source, Mapping):  # an ABC check is slow
+        if source is not None and (
+            type(source) is dict or isinstance(source, Mapping)
+        ):  # an ABC check is slow
             for key in ("model", "model_name", "model_id", "deployment_name"):
                 value = source.get(key)
                 if value and isinstance(value, str):
@@ -61,6 +63,8 @@ def model_name(serialized: Any, metadata: Mapping[str, Any] | None, invocation_p
 
 
 def _kwargs_of(serialized: Any) -> Any:
+    if serialized is None:
+        return None
     return serialized.get("kwargs") if type(serialized) is dict or isinstance(serialized, Mapping) else None
 
 
@@ -80,7 +84,9 @@ def class_name(serialized: Any) -> str | None:
 def llm_params(invocation_params: Any, metadata: Mapping[str, Any] | None) -> dict[str, Any]:
     """Call parameters under OpenAI names; never anything outside the known list."""
     params: dict[str, Any] = {}
-    if isinstance(invocation_params, Mapping):
+    if type(invocation_params) is dict or (
+        invocation_params is not None and isinstance(invocation_params, Mapping)
+    ):
         for key, value in invocation_params.items():
             target = _PARAM_NAMES.get(key)
             if target is not None and value is not None and target not in params:
@@ -134,7 +140,7 @@ def usage_of(response: Any) -> Usage | None:
     if total is not None:
         return total
     llm_output = getattr(response, "llm_output", None)
-    if isinstance(llm_output, Mapping):
+    if llm_output is not None and isinstance(llm_output, Mapping):
         for key in ("token_usage", "usage"):
             usage = usage_from_mapping(llm_output.get(key))
             if usage is not None:
@@ -147,14 +153,14 @@ def response_model(response: Any) -> str | None:
     for batch in getattr(response, "generations", None) or ():
         for generation in batch:
             metadata = getattr(getattr(generation, "message", None), "response_metadata", None)
-            if isinstance(metadata, Mapping):
+            if type(metadata) is dict or isinstance(metadata, Mapping):
                 name = metadata.get("model_name") or metadata.get("model")
                 if name:
                     return str(name)
             break
         break
     llm_output = getattr(response, "llm_output", None)
-    if isinstance(llm_output, Mapping):
+    if llm_output is not None and isinstance(llm_output, Mapping):
         name = llm_output.get("model_name") or llm_output.get("model")
         if name:
             return str(name)
