@@ -1,6 +1,7 @@
 """Events that could not go to the server at once reach the real Lunary server later,
 each exactly once: recorded offline then uploaded with ``lunatrace push``, kept in the
-spool while the server refused the key, and held back by the server's real rate limit.
+spool while the server refused the key, and held back by the server's real rate limit
+when another client had used it up (lunatrace's own pacing is test_pacing_real.py).
 
 ``push`` runs as the real command in a process of its own, configured by environment
 variables as in a user's shell. "Exactly once" is read on the server side: the stored
@@ -9,26 +10,21 @@ rows, and the ingestion requests the backend logged for the test's project.
 
 from __future__ import annotations
 
-import itertools
-import json
 import logging
 import os
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import requests
-from requests.structures import CaseInsensitiveDict
 
 import lunatrace
 from lunatrace.core.transport.store import EventStore
 from tests.conftest import REAL_DELIVERY
+from tests.e2e.real.limits import probe, record_posts, window_with
 from tests.e2e.real.stored import Node, Row, assert_finished, current_run, only, stored_runs
 from tests.support.real_lunary import Project, RealLunary
 
@@ -171,60 +167,6 @@ def ratelimited_lunary() -> Iterator[RealLunary]:
     server.stop()
 
 
-@dataclass(frozen=True)
-class Exchange:
-    """One ingestion request lunatrace made, and the server's answer."""
-
-    sent_at: float  # time.monotonic()
-    answered_at: float
-    events: int
-    status: int
-    headers: Mapping[str, str]
-    body: str
-
-
-def record_posts(monkeypatch: pytest.MonkeyPatch) -> list[Exchange]:
-    """Every request lunatrace's HTTP session posts from now on, with its answer, as seen on
-    the wire (requests' own ``Session.post``, wrapped; lunatrace's code is left as it is)."""
-    exchanges: list[Exchange] = []
-    original = requests.Session.post
-
-    def post(session: requests.Session, url: Any, *args: Any, **kwargs: Any) -> requests.Response:
-        sent_at = time.monotonic()
-        response = original(session, url, *args, **kwargs)
-        events = len(json.loads(kwargs["data"])["events"])
-        headers = CaseInsensitiveDict(response.headers)
-        exchanges.append(
-            Exchange(sent_at, time.monotonic(), events, response.status_code, headers, response.text)
-        )
-        return response
-
-    monkeypatch.setattr(requests.Session, "post", post)
-    return exchanges
-
-
-@dataclass(frozen=True)
-class Window:
-    """The rate limiter's state for this client, as the server's headers tell it."""
-
-    remaining: int  # requests still allowed before it answers 429
-    resets_in: float  # seconds until a fresh window
-
-
-def probe(server: RealLunary, project: Project) -> Window:
-    """Ask the server (one request: an empty batch) how much of its window is left."""
-    answer = requests.post(
-        f"{server.url}/v1/runs/ingest",
-        json={"events": []},
-        headers={"Authorization": f"Bearer {project.key}"},
-        timeout=10,
-    )
-    assert answer.status_code in (200, 429), answer.text
-    assert answer.headers["Rate-Limit-Total"] == str(RATE_LIMIT)
-    remaining = int(answer.headers["Rate-Limit-Remaining"]) if answer.status_code == 200 else 0
-    return Window(remaining, float(answer.headers["Rate-Limit-Reset"]) - time.time())
-
-
 def record_events(count: int) -> list[Node]:
     """Exactly ``count`` events: a chain of runs, each the child of the one before (so the
     order of the one-event requests matters), and a feedback when ``count`` is odd."""
@@ -244,56 +186,45 @@ def record_events(count: int) -> list[Node]:
     return nodes
 
 
-def test_the_real_rate_limit_is_waited_out_and_every_event_delivered_once(
+def test_a_window_another_client_used_up_is_waited_out_and_every_event_delivered_once(
     ratelimited_lunary: RealLunary, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """More requests than the server's limit allows: lunatrace waits the ``Retry-After`` it
-    is given (no sooner, and not much longer) and every event is stored, each once."""
+    """Another client of the same address (here the test) used the server's window up
+    before lunatrace's first request, so lunatrace could not pace itself: it meets the
+    429, waits the ``Retry-After`` it is given (no sooner, and not much longer), and every
+    event is stored, each once."""
     server = ratelimited_lunary
     project = server.new_project()
-    window = probe(server, project)
-    if window.resets_in < 5:  # too close to a reset: lunatrace might not meet the limit at all
-        time.sleep(window.resets_in + 0.5)
-        window = probe(server, project)
-    # One request per event: the window's rest, then a 429, then a fresh window's worth.
-    count = window.remaining + RATE_LIMIT
+    window = window_with(server, project, RATE_LIMIT, remaining=0, seconds=5)
+    while window.remaining:
+        window = probe(server, project, RATE_LIMIT)  # the rest of the window, used up
     probed = ingest_requests(server, project)  # the probes count too
     exchanges = record_posts(monkeypatch)
     lunatrace.configure(
         project_key=project.key,
         api_url=server.url,
         store_path=tmp_path / "spool" / "events.db",
-        batch_max_events=1,
-        batch_max_bytes=1,  # one event a request even once a backlog builds (it grows batches)
-        **{**REAL_DELIVERY, "retry_timeout": 90.0},  # longer than the 60 s window
+        **{**REAL_DELIVERY, "flush_interval": 60.0, "retry_timeout": 90.0},  # one batch, at the flush
     )
     started = time.monotonic()
+    count = 5
     expected = record_events(count)
     rows = stored_runs(server, project, timeout=window.resets_in + 30)
     elapsed = time.monotonic() - started
 
-    statuses = [e.status for e in exchanges]
-    assert statuses[: window.remaining] == [200] * window.remaining, statuses
-    limited = [e for e in exchanges if e.status == 429]
-    assert limited and statuses[-RATE_LIMIT:] == [200] * RATE_LIMIT, statuses
-    for refused in limited:
-        assert refused.body == "Sometimes You Just Have to Slow Down."
-        assert refused.headers["Content-Type"].startswith("text/plain")
-        assert refused.headers["Retry-After"].isdigit()
-    first = limited[0]
-    assert abs(int(first.headers["Retry-After"]) - window.resets_in) < 2  # seconds to the reset
-    for refused, following in itertools.pairwise(exchanges):
-        if refused.status == 429:  # lunatrace waited at least what the server asked
-            assert following.sent_at - refused.answered_at >= int(refused.headers["Retry-After"]) - 0.05
+    assert [(e.status, e.events) for e in exchanges] == [(429, count), (200, count)]
+    refused, delivered = exchanges
+    assert refused.body == "Sometimes You Just Have to Slow Down."
+    assert refused.headers["Content-Type"].startswith("text/plain")
+    assert refused.headers["Retry-After"].isdigit()
+    assert abs(int(refused.headers["Retry-After"]) - window.resets_in) < 2  # seconds to the reset
+    assert delivered.sent_at - refused.answered_at >= int(refused.headers["Retry-After"]) - 0.05
     assert elapsed < window.resets_in + 15, f"delivery took {elapsed:.1f} s"
 
-    assert all(e.events == 1 for e in exchanges)
-    assert sum(e.status == 200 for e in exchanges) == count  # each event accepted once
-    assert ingest_requests(server, project) - probed == count  # and processed once by the server
+    assert ingest_requests(server, project) - probed == 1  # processed once by the server
     stats = lunatrace.stats()
     assert (stats["sent"], stats["failed"], stats["spooled"], stats["dropped"]) == (count, 0, 0, 0)
-    assert stats["retried"] == len(limited)
+    assert (stats["retried"], stats["rate_limited"]) == (count, 1)
     assert_nodes(rows, expected)
     assert_finished(rows)
-    if count % 2:
-        assert only(rows, parent_run_id=None)["feedback"] == {"thumb": "up", "comment": "fast enough"}
+    assert only(rows, parent_run_id=None)["feedback"] == {"thumb": "up", "comment": "fast enough"}
