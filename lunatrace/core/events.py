@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from lunatrace._version import __version__
 from lunatrace.core.guard import failed
+from lunatrace.core.json_text import converted_json
 from lunatrace.core.serialize import MAX_ITEMS, Deferred, FieldEncoder, cut_text, dumps, to_jsonable
 from lunatrace.core.timestamps import format_timestamp
 from lunatrace.core.usage import estimate_usage
@@ -221,7 +222,7 @@ def flatten_metadata(metadata: Any, encoder: FieldEncoder) -> dict[str, Any]:
 
 
 def _tokens(usage: Any) -> dict[str, int] | None:
-    if not isinstance(usage, Mapping):
+    if usage is None or not (type(usage) is dict or isinstance(usage, Mapping)):
         return None
     out: dict[str, int] = {}
     for key in ("prompt", "completion", "promptCached"):
@@ -600,13 +601,23 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
         model, prompt, completion = estimate
         tokens = estimate_usage(model, _counted(prompt), _counted(completion))
         metadata = {**(metadata or {}), "tokensEstimated": True}
-    if tokens:
-        parts.append(f',"tokensUsage":{dumps(tokens)}')
+    if tokens:  # known keys and integers: written as ``dumps`` would
+        parts.append(
+            ',"tokensUsage":{' + ",".join([f'"{key}":{count}' for key, count in tokens.items()]) + "}"
+        )
     if metadata:
-        parts.append(f',"metadata":{dumps(metadata)}')
+        parts.append(f',"metadata":{converted_json(metadata, _holds_float(metadata))}')
     runtime = trailer.get("runtime")
     parts.append(_RUNTIME_JSON if runtime is None else f',"runtime":{_text_json(runtime, encoder)}}}')
     return "".join(parts)
+
+
+def _holds_float(metadata: dict[str, Any]) -> bool:
+    """Whether flattened metadata holds a float (its values are scalars or lists of them)."""
+    for value in metadata.values():
+        if type(value) is float or (type(value) is list and any(type(item) is float for item in value)):
+            return True
+    return False
 
 
 def _masked_json(value: Any, encoder: FieldEncoder) -> str | None:

@@ -234,6 +234,27 @@ def test_metadata_is_flattened_to_what_the_server_keeps() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"ratio": 1e-05, "n": 2, "s": "é"},
+        {"ratios": [0.5, 2e-09], "flag": False},
+        {"nested": {"tiny": 3e-07}, "step": 1},
+        {"when": dt.date(2026, 1, 2), "s": "x"},
+    ],
+    ids=["tiny-float", "tiny-float-in-a-list", "nested", "converted"],
+)
+def test_metadata_and_usage_are_written_as_the_standard_encoder_writes_them(metadata: dict[str, Any]) -> None:
+    """Their text comes from a faster encoder where it writes the same: a tiny float is
+    the one value it would write otherwise (``0.00001``, not ``1e-05``)."""
+    raw = build("end", "llm", RID, metadata=metadata, tokens_usage={"prompt": 7, "completion": 3})
+    text = events.wire_json(raw, ENCODER)
+    assert text is not None
+    wire = json.loads(text)
+    assert f',"metadata":{json.dumps(wire["metadata"], separators=(",", ":"), ensure_ascii=False)}' in text
+    assert ',"tokensUsage":{"prompt":7,"completion":3}' in text
+
+
 def test_tokens_usage_keeps_only_non_negative_ints() -> None:
     usage = {"prompt": "12", "completion": -1, "promptCached": True, "total": 99}
     wire = to_wire(build("end", "llm", RID, tokens_usage=usage), ENCODER)

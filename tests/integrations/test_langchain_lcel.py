@@ -619,3 +619,23 @@ def test_message_shapes_are_told_apart_by_class_whatever_came_first(monkeypatch:
     monkeypatch.setattr(convert, "_OBJECT_CLASSES", {})
     assert [convert._message_to_openai(shape) for shape in shapes] == expected
     assert convert._OBJECT_CLASSES == {}
+
+
+def test_run_ids_are_formatted_once_per_object_and_always_right(monkeypatch: pytest.MonkeyPatch) -> None:
+    from uuid import uuid4
+
+    from lunatrace.integrations.langchain import runs
+
+    monkeypatch.setattr(runs, "_KEYS", {})
+    monkeypatch.setattr(runs, "MAX_KEYS", 8)
+    ids = [uuid4() for _ in range(20)]  # more than the bound: the memory starts again
+    for _ in range(2):
+        assert [runs.run_key(run_id) for run_id in ids] == [str(run_id) for run_id in ids]
+    assert len(runs._KEYS) <= 8
+    copy = UUID(str(ids[-1]))  # an equal id in another object: formatted on its own, the same
+    assert runs.run_key(copy) == str(ids[-1])
+    for _ in range(3):  # ids freed and their memory reused by new ones: never a stale text
+        fresh = uuid4()
+        assert runs.run_key(fresh) == str(fresh)
+        del fresh
+    assert runs.run_key(str(ids[0]).upper()) == str(ids[0])

@@ -43,12 +43,26 @@ _STREAM_PLACEHOLDER = {"input": ""}
 MAX_ANNOTATIONS = 100
 
 
+# The last run ids formatted, by identity: LangChain passes a run's one ``UUID`` object to
+# its start, its end and as every child's parent, and formatting one takes Python code.
+# Bounded (the entries keep their ids alive); emptied when full.
+_KEYS: dict[int, tuple[UUID, str]] = {}
+MAX_KEYS = 4_096
+
+
 def run_key(run_id: Any) -> str:
     """The id a LangChain run is registered and sent under: its ``UUID`` as a string; an
     id given another way (a string, from a direct call) is parsed so that it names the
     same run."""
     if type(run_id) is UUID:
-        return str(run_id)
+        entry = _KEYS.get(id(run_id))
+        if entry is not None and entry[0] is run_id:
+            return entry[1]
+        key = str(run_id)
+        if len(_KEYS) >= MAX_KEYS:
+            _KEYS.clear()
+        _KEYS[id(run_id)] = (run_id, key)
+        return key
     try:
         return str(UUID(str(run_id)))
     except ValueError:
