@@ -639,3 +639,35 @@ def test_run_ids_are_formatted_once_per_object_and_always_right(monkeypatch: pyt
         assert runs.run_key(fresh) == str(fresh)
         del fresh
     assert runs.run_key(str(ids[0]).upper()) == str(ids[0])
+
+
+def test_a_model_without_content_is_no_message_unless_one_was_set_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pydantic
+    from langchain_core.prompt_values import ChatPromptValue
+
+    from lunatrace.integrations.langchain import convert
+
+    class Loose(pydantic.BaseModel):
+        model_config = pydantic.ConfigDict(extra="allow")
+        type: str = "loose"
+
+    class Strict(pydantic.BaseModel):
+        type: str = "strict"
+
+    monkeypatch.setattr(convert, "_CONTENTLESS", {})
+    prompt = ChatPromptValue(messages=[HumanMessage("hi")])
+    for _ in range(2):  # the class's answer is remembered: the same both times
+        assert not convert.is_message(prompt)
+        assert convert.is_message(AIMessage("hello"))
+        assert convert.is_message(Loose(content="an extra field"))  # pydantic allows it: a message
+        assert not convert.is_message(Loose())
+        assert not convert.is_message(Strict())
+    remembered = convert._CONTENTLESS
+    assert remembered[ChatPromptValue] and remembered[Strict]
+    assert not remembered[AIMessage] and not remembered[Loose]
+    forced = Strict()
+    object.__setattr__(forced, "content", "set on the instance")
+    assert hasattr(forced, "content") and convert.is_message(forced)  # as ``hasattr`` has it
+    assert convert.chain_payload(prompt) == [{"role": "user", "content": "hi"}]

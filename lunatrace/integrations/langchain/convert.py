@@ -88,7 +88,33 @@ def is_message(value: Any) -> bool:
     """A LangChain message, or its ``("human", "hi")`` shorthand."""
     if isinstance(value, tuple):  # ("human", "hi"), LangChain's message shorthand
         return len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], str)
-    return hasattr(value, "content") and isinstance(getattr(value, "type", None), str)
+    return _has_content(value) and isinstance(getattr(value, "type", None), str)
+
+
+# Pydantic model classes whose instances can hold a ``content`` attribute only in their
+# ``__dict__`` (no such field, class attribute or allowed extra), by class: asking such an
+# instance (a prompt value, a graph's state) for it runs pydantic's ``__getattr__`` to
+# its error, which costs more than converting a message.
+_CONTENTLESS: dict[type, bool] = {}
+
+
+def _has_content(value: Any) -> bool:
+    cls = type(value)
+    contentless = _CONTENTLESS.get(cls)
+    if contentless is None:
+        fields, config = getattr(cls, "__pydantic_fields__", None), getattr(cls, "model_config", None)
+        contentless = (
+            isinstance(fields, dict)
+            and "content" not in fields
+            and isinstance(config, dict)
+            and config.get("extra") != "allow"
+            and not hasattr(cls, "content")
+        )
+        if len(_CONTENTLESS) < MAX_CLASSES:
+            _CONTENTLESS[cls] = contentless
+    if contentless:
+        return "content" in (getattr(value, "__dict__", None) or ())
+    return hasattr(value, "content")
 
 
 def _is_command(value: Any) -> bool:
