@@ -35,7 +35,6 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable, Mapping
-from json.encoder import encode_basestring  # C, no escaping of non-ASCII
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from lunatrace._version import __version__
@@ -629,7 +628,7 @@ def _plain_json(value: Any, encoder: FieldEncoder) -> str | None:
 
 
 def _text_json(value: Any, encoder: FieldEncoder) -> str:
-    return encode_basestring(encoder.encode_text(_text(value)))
+    return encoder.text_json(value if type(value) is str else _text(value))
 
 
 def _template_json(value: Any, encoder: FieldEncoder) -> str | None:

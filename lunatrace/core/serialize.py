@@ -691,6 +691,8 @@ class _PlainCheck:
 
 
 _SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+SHORT_TEXT = 200
+SHORT_TEXTS = 1_024
 
 
 class FieldEncoder:
@@ -722,6 +724,7 @@ class FieldEncoder:
         self._secrets_in_json = tuple(encode_basestring(s)[1:-1] for s in self.secrets)
         self._limit = shorten_limit(max_bytes)
         self._mask_failed_logged = False
+        self._short_texts: dict[str, str] = {}  # see ``text_json``
 
     def encode_json(self, value: Any, *, masked: bool = True) -> str | None:
         """The field as JSON text (``None`` when it converts to nothing): :meth:`encode`,
@@ -786,6 +789,20 @@ class FieldEncoder:
         capped like any field, never masked."""
         text = _bounded_text(value, self.max_bytes, self._limit, self.secrets)
         return text if 6 * len(text) + 32 <= self.max_bytes else str(cap_size(text, self.max_bytes))
+
+    def text_json(self, value: str) -> str:
+        """:meth:`encode_text` as JSON. Short texts (run names, user ids: the same few in
+        every trace) are remembered, :data:`SHORT_TEXTS` of them at most, then forgotten
+        all at once: the result depends only on the text and this encoder's settings."""
+        if len(value) > SHORT_TEXT:
+            return encode_basestring(self.encode_text(value))
+        text = self._short_texts.get(value)
+        if text is None:
+            text = encode_basestring(self.encode_text(value))
+            if len(self._short_texts) >= SHORT_TEXTS:
+                self._short_texts = {}  # a new dict, not clear(): another thread may be reading the old one
+            self._short_texts[value] = text
+        return text
 
     def encode_strings(self, values: Iterable[str], total: int) -> list[str]:
         """A list of strings (tags): each as :meth:`encode_text` has it, without duplicates,

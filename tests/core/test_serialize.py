@@ -909,3 +909,24 @@ def test_a_flat_dict_is_kept_unless_a_mask_applies() -> None:
     metadata = {"ls_provider": "openai", "step": 2, "ratio": 0.5, "ok": True, "none": None}
     assert FieldEncoder(64_000, secrets=("my-project-key-123",)).keeps_flat(metadata)
     assert not FieldEncoder(64_000, mask=lambda value: "hidden").keeps_flat(metadata)
+
+
+def test_short_texts_are_written_once_per_encoder_and_scrubbed_every_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from lunatrace.core import serialize
+
+    keyed = FieldEncoder(64_000, secrets=("my-project-key-123",))
+    plain = FieldEncoder(64_000)
+    name = "run for my-project-key-123"
+    for _ in range(2):  # the second time from memory: the same text, each encoder its own
+        assert keyed.text_json(name) == json.dumps(f"run for {REDACTED}", ensure_ascii=False)
+        assert plain.text_json(name) == json.dumps(name)
+        assert keyed.text_json("sk-" + "A" * 30) == json.dumps(REDACTED)
+        assert keyed.text_json("é\n") == '"é\\n"'
+    long = "x" * (serialize.SHORT_TEXT + 1)
+    assert keyed.text_json(long) == json.dumps(long) and long not in keyed._short_texts
+    monkeypatch.setattr(serialize, "SHORT_TEXTS", 3)
+    for index in range(10):
+        assert keyed.text_json(f"name {index}") == f'"name {index}"'
+        assert len(keyed._short_texts) <= 3
