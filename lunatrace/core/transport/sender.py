@@ -1,4 +1,5 @@
-"""Delivering a batch to the server: retries, backoff, 413 splits, per-event results.
+"""Delivering a batch to the server: pacing to its rate limit, retries, backoff, 413
+splits, per-event results.
 
 Used by the background worker, by the spool drain and by ``lunatrace push``, so all three
 honour the same rules: one request at a time, a batch that must be retried is retried

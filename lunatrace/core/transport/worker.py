@@ -7,7 +7,9 @@ count and bytes, sent at least every ``flush_interval``) to its destination (see
 :mod:`~lunatrace.core.transport.delivery`), one batch at a time and in order.
 
 ``flush`` puts a marker in the queue and waits for the worker to reach it, so it covers
-exactly the events emitted before the call. ``shutdown`` flushes within its bound, tells
+exactly the events emitted before the call. While it waits, its deadline is what
+:meth:`BatchWorker.waited_until` tells the destination, whose pacing to the server's rate
+limit must not hold it past its bound. ``shutdown`` flushes within its bound, tells
 the destination to stop retrying (it then keeps what is left, e.g. in the spool), and if
 the worker is stuck (a hung request) takes over the batch in flight and the rest of the
 queue itself, so the exit never waits longer than asked and nothing is lost.
