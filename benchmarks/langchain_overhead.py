@@ -28,6 +28,11 @@ minimum over rounds is the steadiest estimate. The median over rounds of the per
 difference to the baseline is printed alongside.
 
 Run: ``.venv/bin/python benchmarks/langchain_overhead.py [--invokes 300] [--rounds 21]``
+
+``--worker-only`` measures the worker's share alone, without a server or a thread beside
+it: the records of ``--invokes`` invokes are captured (the handler's hooks run, nothing is
+delivered), then built and encoded to their wire JSON on this thread (``wire_json``, as
+the worker does), ``time.thread_time()`` around that; best and median round, µs per invoke.
 """
 
 from __future__ import annotations
@@ -165,12 +170,63 @@ def measure_ainvoke(chain: Any, config: Config, invokes: int) -> tuple[float, fl
     return asyncio.run(body())
 
 
+class _Captured:
+    """A sink that keeps what the tracer queues, for :func:`worker_only`."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def emit(self, event: Any) -> None:
+        self.records.append(event)
+
+    def every_tick(self, task: Callable[[], None]) -> None:
+        pass
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def worker_only(invokes: int, rounds: int) -> None:
+    """The worker's build and encoding of the chain's events, measured alone (see above)."""
+    import lunatrace
+    from lunatrace.core.events import wire_json
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    lunatrace.configure(project_key=str(uuid.uuid4()), api_url="http://127.0.0.1:9")
+    tracer = lunatrace.get_tracer()
+    sink = _Captured()
+    tracer.sink = sink  # a stand-in: nothing is sent
+    chain, config = build_chain(), {"callbacks": [CallbackHandler()]}
+    samples = []
+    for round_index in range(rounds + 2):  # two rounds of warm-up
+        sink.records = []
+        for _ in range(invokes):
+            chain.invoke({"word": "hi"}, config=config)
+        gc.collect()
+        start = time.thread_time()
+        for record in sink.records:
+            wire_json(record, tracer.encoder)
+        if round_index >= 2:
+            samples.append((time.thread_time() - start) / invokes * 1e6)
+    print(
+        f"worker's build and encoding alone, {invokes} invokes x {rounds} rounds, µs per invoke:"
+        f" best {min(samples):.1f}, median {statistics.median(samples):.1f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--invokes", type=int, default=300, help="invokes per configuration per round")
     parser.add_argument("--rounds", type=int, default=21)
     parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--worker-only", action="store_true", help="the worker's build and encoding alone")
     args = parser.parse_args()
+    if args.worker_only:
+        worker_only(args.invokes, args.rounds)
+        return
 
     import tempfile
 
