@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import parse_qs, quote, urlencode
 
 from lunatrace.core.events import RUN_TYPES
 from lunatrace.core.pricing import SOURCE
@@ -159,6 +159,18 @@ class ListQuery:
             params["page"] = str(page)
         return params
 
+    @property
+    def origin(self) -> dict[str, str]:
+        """What a trace opened from this list carries back to it (``?from=``): its filters
+        and page, so that "← all traces" returns to the same list."""
+        params = self.params(self.page)
+        return {"from": urlencode(params)} if params else {}
+
+    @classmethod
+    def of_origin(cls, params: Mapping[str, Sequence[str]]) -> ListQuery:
+        """The list a trace page was opened from (its ``?from=``), else the whole list."""
+        return cls.parse(parse_qs((params.get("from") or [""])[0]))
+
     def link(self, page: int) -> str:
         params = self.params(page)
         if self.refresh is not None:
@@ -247,11 +259,11 @@ def _tokens(summary: TraceSummary) -> str:
     return f'<span title="{_e(title)}">{summary.prompt_tokens} + {summary.completion_tokens}</span>'
 
 
-def _row(summary: TraceSummary) -> str:
+def _row(summary: TraceSummary, origin: Mapping[str, str]) -> str:
     started = (summary.started_at or "").replace("T", " ").removesuffix("Z")[:19]
     duration = None if summary.duration_ms is None else int(summary.duration_ms)
     tags = " ".join(f'<span class="lt-chip">{_e(t)}</span>' for t in summary.tags)
-    link = f"/trace/{_e(quote(summary.trace_id))}"
+    link = _e(f"/trace/{quote(summary.trace_id)}" + (f"?{urlencode(origin)}" if origin else ""))
     cost = "" if summary.cost is None else cost_html(summary.cost, summary.cost_estimated)
     return (
         f'<tr data-trace-id="{_e(summary.trace_id)}"><td class="lt-when">{_e(started)}</td>'
@@ -327,7 +339,7 @@ def list_page(
         head = "".join(_heading(*h) for h in _HEADINGS)
         parts.append(
             f'<table class="lt-list"><thead><tr>{head}</tr></thead><tbody>'
-            + "".join(_row(s) for s in summaries)
+            + "".join(_row(s, query.origin) for s in summaries)
             + "</tbody></table>"
         )
     if any(s.cost_estimated for s in summaries):
@@ -351,12 +363,17 @@ def list_page(
 
 
 def trace_page(
-    trace: Trace, damaged: int = 0, refresh: int | None = None, selected: str | None = None
+    trace: Trace,
+    damaged: int = 0,
+    refresh: int | None = None,
+    selected: str | None = None,
+    origin: ListQuery | None = None,
 ) -> str:
     """A trace's page: the tree, and beside it the details of the run ``selected``
     (``?run=``; default: the root), each run's name linking to its own. ``damaged`` rows
     of the store that could not be read are said in one line; ``refresh``: it reloads
-    itself (a trace still running), the selection kept."""
+    itself (a trace still running), the selection kept; ``origin``: the list it was opened
+    from, which "← all traces" returns to (kept by every link of the page)."""
     note = (
         f'<p class="lt-muted" role="status">{damaged} damaged event(s) of this trace could not be read '
         "and are left out.</p>"
@@ -368,18 +385,23 @@ def trace_page(
     if selected and run is None:
         note += f'<p class="lt-problem" role="alert">This trace has no run {_e(selected)}.</p>'
         run = trace.root
-    kept = {"run": selected} if selected else {}
+    origin = origin or ListQuery()
+    kept = {**({"run": selected} if selected else {}), **origin.origin}
     toggle = refresh_toggle(path, kept, refresh)
 
     def href(run_id: str) -> str:
-        params = {"run": run_id, **({"refresh": str(refresh)} if refresh is not None else {})}
+        params = {
+            "run": run_id,
+            **origin.origin,
+            **({"refresh": str(refresh)} if refresh is not None else {}),
+        }
         return f"{path}?{urlencode(params)}#run-{quote(run_id, safe='')}"
 
     links = RunLinks(href=href, selected=run.id if run is not None else None)
     tree = render_html(trace, style=False, links=links)
     panel = run_panel(trace, run) if run is not None else ""
     body = (
-        f'<p><a href="/">← all traces</a> · {toggle}</p>{note}'
+        f'<p><a href="{_e(origin.link(origin.page))}">← all traces</a> · {toggle}</p>{note}'
         f'<div class="lt-split"><div class="lt-tree">{tree}</div>{panel}</div>'
     )
     return page(f"lunatrace · {trace.name or trace.id}", body, refresh)

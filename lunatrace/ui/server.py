@@ -186,7 +186,9 @@ class ViewerHandler(BaseHTTPRequestHandler):
             except TraceNotFound as exc:
                 return HTTPStatus.NOT_FOUND, not_found_page(str(exc))
             selected = (params.get("run") or [""])[0] or None
-            return HTTPStatus.OK, trace_page(trace, store.damaged_in(trace.id), refresh_of(params), selected)
+            origin = ListQuery.of_origin(params)
+            damaged = store.damaged_in(trace.id)
+            return HTTPStatus.OK, trace_page(trace, damaged, refresh_of(params), selected, origin)
         return HTTPStatus.NOT_FOUND, not_found_page(f"No page at {path}.")
 
     def _send(

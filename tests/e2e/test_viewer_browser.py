@@ -357,6 +357,29 @@ def test_search_and_filters_are_kept_across_pages_and_refresh(
     expect(page.locator(".lt-pager")).to_contain_text("36 traces")  # the unread filter is left out
 
 
+def test_all_traces_returns_to_the_list_the_trace_was_opened_from(
+    viewer: Callable[[], str], page: Page
+) -> None:
+    """A trace opened from a searched list's second page, a run picked in it, the page set
+    to refresh: "← all traces" still returns to that search and page, not the whole list."""
+    record_support_day()
+    for n in range(30):
+        answer(f"refund request #{n}", "Refunds are accepted within 30 days.")
+    lunatrace.flush()
+    page.goto(viewer() + "?q=refund&page=2")
+    page.locator("table.lt-list tbody tr").last.get_by_role("link", name="RunnableSequence").click()
+    expect(page.locator("#run-panel h2")).to_contain_text("RunnableSequence")
+    page.locator(".lt-tree").get_by_role("link", name="gpt-4o-mini").click()
+    expect(page.locator("#run-panel h2")).to_contain_text("gpt-4o-mini")
+    page.get_by_role("link", name="refresh every 5 s").click()
+    expect(page.locator('meta[http-equiv="refresh"]')).to_have_count(1)
+
+    page.get_by_role("link", name="← all traces").click()
+    expect(page.get_by_role("searchbox", name="search")).to_have_value("refund")
+    expect(page.locator(".lt-pager")).to_contain_text("page 2 of 2 · 31 traces")
+    expect(page.locator("table.lt-list tbody tr").last).to_contain_text("What is the refund policy?")
+
+
 def test_clicking_a_run_shows_its_details_in_a_panel_beside_the_tree(
     viewer: Callable[[], str], page: Page, tmp_path: Path
 ) -> None:
