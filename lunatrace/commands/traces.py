@@ -182,4 +182,6 @@ def _fit(widths: dict[str, int], rows: list[tuple[str, ...]], width: int) -> Non
 
 
 def _cell(text: str, width: int) -> str:
-    return (text if len(text) <= width else text[: width - 1] + "…").ljust(width)
+    from lunatrace.view.text import preview
+
+    return preview(text, width).ljust(width)

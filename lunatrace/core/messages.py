@@ -13,6 +13,9 @@ from typing import Any
 
 from lunatrace.core.serialize import to_jsonable
 
+# The roles of a thread's messages that are its input (the rest, its output).
+INPUT_ROLES = frozenset({"user", "system"})
+
 ROLE_ALIASES = {
     "human": "user",
     "user": "user",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -117,6 +117,17 @@ def user_cost(metadata: Mapping[str, Any]) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
+
+
+def cost_of(metadata: Iterable[Mapping[str, Any] | None], call: LlmCall | None) -> tuple[float, bool] | None:
+    """A run's cost, and whether it is an estimate: a ``metadata.cost`` the application set
+    (the first of ``metadata`` that holds one) wins; else what Lunary would charge for
+    ``call``, the llm call of a run that ended well (``None`` for any other run)."""
+    for mapping in metadata:
+        if isinstance(mapping, Mapping) and (cost := user_cost(mapping)) is not None:
+            return cost, False
+    found = None if call is None else estimate(call)
+    return None if found is None else (found, True)
 
 
 def format_cost(cost: float, estimated: bool) -> str:

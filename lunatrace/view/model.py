@@ -17,7 +17,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lunatrace.core.pricing import LlmCall, estimate, user_cost
+from lunatrace.core.messages import INPUT_ROLES
+from lunatrace.core.pricing import LlmCall, cost_of
 from lunatrace.core.timestamps import parse_timestamp
 from lunatrace.view.forest import link, span_threads
 
@@ -27,7 +28,6 @@ STARTED = "started"
 
 # ``start`` first among events with the same timestamp: the protocol's order of processing.
 _EVENT_RANK = {"start": 0, "chat": 0}
-_INPUT_ROLES = frozenset({"user", "system"})
 
 
 def format_duration(ms: int | None) -> str:
@@ -122,12 +122,8 @@ class Run:
         return found is not None and found[1]
 
     def _cost(self) -> tuple[float, bool] | None:
-        set_by_user = user_cost(self.metadata)
-        if set_by_user is not None:
-            return set_by_user, False
-        if self.type != "llm" or self.status != SUCCESS or not self.has_start:
-            return None
-        found = estimate(
+        priced = self.type == "llm" and self.status == SUCCESS and self.has_start
+        call = (
             LlmCall(
                 model=self.name,
                 prompt_tokens=int(self.tokens.get("prompt", 0)),
@@ -137,8 +133,10 @@ class Run:
                 input=self.input,
                 output=self.output,
             )
+            if priced
+            else None
         )
-        return None if found is None else (found, True)
+        return cost_of([self.metadata], call)
 
     def walk(self, depth: int = 0) -> Iterator[tuple[Run, int]]:
         """This run and its descendants, depth first, with their depth."""
@@ -390,7 +388,7 @@ class _Assembler:
         run.type, run.name, run.status, run.has_start = "chat", role, SUCCESS, True
         run.start_ms = run.end_ms = ts
         run.parent_id = thread_id
-        if role in _INPUT_ROLES:
+        if role in INPUT_ROLES:
             run.input = dict(message)
         else:
             run.output = dict(message)

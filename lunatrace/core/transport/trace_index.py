@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lunatrace.core.pricing import LlmCall, estimate, user_cost
+from lunatrace.core.messages import INPUT_ROLES
+from lunatrace.core.pricing import LlmCall, cost_of
 from lunatrace.core.timestamps import parse_timestamp
 
 PREVIEW_CHARS = 160
 TEXT_CHARS = 16_384  # searchable text kept per event: a huge document is searched by its start
 _TEXT_FIELDS = ("name", "input", "output", "error", "tags", "threadTags", "metadata", "message")
-_INPUT_ROLES = frozenset({"user", "system"})
 # Fields that hold what a person typed or read, shown first when a value has several.
 _TEXT_KEYS = ("question", "query", "input", "prompt", "text", "content", "answer", "output", "result")
 
@@ -198,19 +198,15 @@ StartLookup = Callable[[str], Mapping[str, Any] | None]
 
 
 def run_cost(start: Mapping[str, Any] | None, end: Mapping[str, Any]) -> tuple[float, bool] | None:
-    """A run's cost when it ends, and whether it is an estimate: ``metadata.cost`` set by
-    the application (the end's over the start's), else for an llm run that ended well what
-    Lunary would charge (:func:`lunatrace.core.pricing.estimate`); ``None``: no cost."""
-    for event in (end, start or {}):
-        metadata = event.get("metadata")
-        if isinstance(metadata, Mapping) and (cost := user_cost(metadata)) is not None:
-            return cost, False
-    if start is None or end.get("event") != "end" or (end.get("type") or start.get("type")) != "llm":
-        return None
-    began, ended = parse_timestamp(start.get("timestamp")), parse_timestamp(end.get("timestamp"))
-    usage = end.get("tokensUsage")
-    found = estimate(
-        LlmCall(
+    """A run's cost when it ends, and whether it is an estimate
+    (:func:`lunatrace.core.pricing.cost_of`: the end's ``metadata.cost``, else the start's,
+    else for an llm run that ended well what Lunary would charge); ``None``: no cost."""
+    start = start or {}
+    call = None
+    if start and end.get("event") == "end" and (end.get("type") or start.get("type")) == "llm":
+        began, ended = parse_timestamp(start.get("timestamp")), parse_timestamp(end.get("timestamp"))
+        usage = end.get("tokensUsage")
+        call = LlmCall(
             model=str(start.get("name") or ""),
             prompt_tokens=_count(usage, "prompt"),
             completion_tokens=_count(usage, "completion"),
@@ -219,8 +215,7 @@ def run_cost(start: Mapping[str, Any] | None, end: Mapping[str, Any]) -> tuple[f
             input=start.get("input"),
             output=end.get("output"),
         )
-    )
-    return None if found is None else (found, True)
+    return cost_of([end.get("metadata"), start.get("metadata")], call)
 
 
 def facts_of(events: Iterable[tuple[Mapping[str, Any], str]], start_of: StartLookup) -> dict[str, TraceFacts]:
@@ -246,7 +241,7 @@ def facts_of(events: Iterable[tuple[Mapping[str, Any], str]], start_of: StartLoo
             if isinstance(message, Mapping):
                 role = str(message.get("role") or "user")
                 text = preview(_message_text(message))
-                if role in _INPUT_ROLES:
+                if role in INPUT_ROLES:
                     fact.input_preview = text or fact.input_preview
                 else:
                     fact.output_preview = text or fact.output_preview
