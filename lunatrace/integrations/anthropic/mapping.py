@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from lunatrace.core.messages import arguments_json, content_part
+from lunatrace.core.messages import content_part, tool_call
 from lunatrace.core.serialize import to_jsonable
 from lunatrace.core.usage import Usage
 from lunatrace.integrations.providers.params import given, pick
@@ -128,17 +128,8 @@ def _input_part(block: Any) -> Any:
 
 
 def _tool_call(block: Any) -> dict[str, Any]:
-    call: dict[str, Any] = {
-        "type": "function",
-        "function": {
-            "name": str(field(block, "name") or ""),
-            "arguments": arguments_json(field(block, "input")),
-        },
-    }
-    call_id = field(block, "id")
-    if call_id:
-        call["id"] = str(call_id)
-    return call
+    """A ``tool_use`` block as an OpenAI tool call (its input as a JSON string)."""
+    return tool_call({"id": field(block, "id"), "name": field(block, "name"), "input": field(block, "input")})
 
 
 def _thinking_text(block: Any) -> str:

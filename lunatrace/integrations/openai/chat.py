@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lunatrace.core.messages import to_openai_message, to_openai_messages
+from lunatrace.core.messages import to_openai_message, to_openai_messages, tool_call
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
 from lunatrace.integrations.openai.common import field, plain, request_params, schema_format
@@ -78,10 +78,7 @@ class _Choice:
 
 
 def _call(call_id: str | None, name: str, pieces: list[str]) -> dict[str, Any]:
-    call: dict[str, Any] = {"type": "function", "function": {"name": name, "arguments": "".join(pieces)}}
-    if call_id:
-        call["id"] = call_id
-    return call
+    return tool_call({"id": call_id, "name": name, "arguments": "".join(pieces)})
 
 
 class ChatAccumulator:

@@ -18,7 +18,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lunatrace.core.messages import content_of, role_of
+from lunatrace.core.messages import content_of, role_of, tool_call
 from lunatrace.core.serialize import Deferred
 from lunatrace.core.usage import usage_from_mapping
 from lunatrace.integrations.openai.common import field, plain, request_params, schema_format
@@ -62,17 +62,8 @@ def _tool_call(item: Mapping[str, Any]) -> dict[str, Any]:
     else:  # a built-in tool's call (web_search_call, file_search_call...): named by its type
         name = str(kind)
         arguments = {key: value for key, value in item.items() if key not in ("type", "id", "status")}
-    call: dict[str, Any] = {
-        "type": "function",
-        "function": {
-            "name": name,
-            "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments, default=str),
-        },
-    }
-    call_id = item.get("call_id") or item.get("id")
-    if call_id:
-        call["id"] = str(call_id)
-    return call
+    text = arguments if isinstance(arguments, str) else json.dumps(arguments, default=str)
+    return tool_call({"id": item.get("call_id") or item.get("id"), "name": name, "arguments": text})
 
 
 def _summary(item: Mapping[str, Any]) -> str:
