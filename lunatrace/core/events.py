@@ -551,7 +551,18 @@ def to_wire(queued: RawEvent, encoder: FieldEncoder) -> dict[str, Any] | None:
 
 
 def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
-    """Turn a raw event into the exact JSON text the server accepts.
+    """Turn a raw event into the exact JSON text the server accepts (see :func:`wire_event`)."""
+    event = wire_event(queued, encoder)
+    return None if event is None else event[0]
+
+
+# ``(run type, event name, run id, parent id)``: what delivery orders events by.
+Header = tuple[str, str, str, str | None]
+
+
+def wire_event(queued: RawEvent, encoder: FieldEncoder) -> tuple[str, Header] | None:
+    """Turn a raw event into the exact JSON text the server accepts, and its header (the
+    fields the JSON starts with, which delivery reads for every event).
 
     The text is written directly, field by field, rather than built as a dict and
     encoded: the worker does this for every event, and each payload field comes out of
@@ -570,9 +581,11 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
     if name not in EVENT_NAMES:
         raise EventError(f"unknown event name {_shown(name)}")
     # Type and event names are from fixed sets, ids canonical UUIDs: nothing to escape.
-    parts = [f'{{"type":"{run_type}","event":"{name}","runId":"{_uuid_field(raw, "runId")}"']
-    if raw.get("parentRunId") is not None:
-        parts.append(f',"parentRunId":"{_uuid_field(raw, "parentRunId")}"')
+    run_id = _uuid_field(raw, "runId")
+    parts = [f'{{"type":"{run_type}","event":"{name}","runId":"{run_id}"']
+    parent = None if raw.get("parentRunId") is None else _uuid_field(raw, "parentRunId")
+    if parent is not None:
+        parts.append(f',"parentRunId":"{parent}"')
     ts = raw.get(TIMESTAMP_KEY)
     parts.append(f',"timestamp":"{format_timestamp(int(ts) if ts is not None else int(time.time() * 1000))}"')
     trailer: dict[str, Any] = {}  # metadata, usage and runtime: written last, see below
@@ -608,7 +621,7 @@ def wire_json(queued: RawEvent, encoder: FieldEncoder) -> str | None:
         parts.append(f',"metadata":{converted_json(metadata, _holds_float(metadata))}')
     runtime = trailer.get("runtime")
     parts.append(_RUNTIME_JSON if runtime is None else f',"runtime":{_text_json(runtime, encoder)}}}')
-    return "".join(parts)
+    return "".join(parts), (run_type, name, run_id, parent)
 
 
 def _holds_float(metadata: dict[str, Any]) -> bool:

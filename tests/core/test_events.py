@@ -18,6 +18,7 @@ from lunatrace.core.events import EventError, MonotonicClock, build, to_wire, uu
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.timestamps import format_timestamp
 from lunatrace.core.transport import MemorySink
+from lunatrace.core.transport.batch import event_header
 from tests.support.wire import RUN_TYPES, assert_wire_event, is_uuid
 
 ENCODER = FieldEncoder(64_000)
@@ -376,8 +377,14 @@ def test_any_payload_makes_a_valid_event(
 ) -> None:
     raw = build(event, run_type, str(run_id), parent_run_id=parent, **fields)
     raw[events.TIMESTAMP_KEY] = ts
-    wire = to_wire(raw, FieldEncoder(4_096))
+    encoded = events.wire_event(raw, FieldEncoder(4_096))
+    assert encoded is not None
+    text, header = encoded
+    wire = json.loads(text)
     assert_wire_event(wire)
+    # Delivery orders events by the header the encoder hands it: it must say what the JSON says.
+    assert header == (wire["type"], wire["event"], wire["runId"], wire.get("parentRunId"))
+    assert header == event_header(text)
     assert wire["runId"] == str(run_id)
     assert wire["timestamp"] == format_timestamp(ts)
     for key in ("input", "output", "params", "userProps", "message"):

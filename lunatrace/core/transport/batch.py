@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from lunatrace.core.events import RawEvent, wire_json
+from lunatrace.core.events import Header, RawEvent, wire_event
 from lunatrace.core.serialize import FieldEncoder, dumps
 
 
@@ -32,7 +32,7 @@ class Item:
         self._wire = wire
         self.body = body
         self.row = row
-        self._header: tuple[str, str, str, str | None] | None = None
+        self._header: Header | None = None  # written by the encoder, else read from ``body``
         self.kept = False  # written to the store (see ``Spool.write``)
 
     @classmethod
@@ -40,8 +40,9 @@ class Item:
         return cls(wire=wire, body=dumps(wire), row=row)
 
     @property
-    def header(self) -> tuple[str, str, str, str | None] | None:
-        """``(run type, event name, run id, parent id)``, read once from the JSON's start."""
+    def header(self) -> Header | None:
+        """``(run type, event name, run id, parent id)``: the encoder's, else (a stored
+        event) read once from the JSON's start."""
         if self._header is None and self.body is not None:
             self._header = event_header(self.body)
         return self._header
@@ -55,7 +56,9 @@ class Item:
     def encode(self, encoder: FieldEncoder) -> None:
         """Fill ``body`` from ``raw``; raises ``EventError`` for a bad event."""
         if self.body is None and self.raw is not None:
-            self.body = wire_json(self.raw, encoder)
+            event = wire_event(self.raw, encoder)
+            if event is not None:
+                self.body, self._header = event
             # The raw event holds the application's objects (messages, results): free them
             # now rather than when the batch is delivered, so the collector sees less.
             self.raw = None
@@ -72,7 +75,7 @@ class Item:
 _HEADER = re.compile(r'\{"type":"([^"]*)","event":"([^"]*)","runId":"([^"]*)"(?:,"parentRunId":"([^"]*)")?')
 
 
-def event_header(body: str) -> tuple[str, str, str, str | None] | None:
+def event_header(body: str) -> Header | None:
     """``(run type, event name, run id, parent id)`` of an event's JSON, from its first bytes."""
     match = _HEADER.match(body)
     if match is None:

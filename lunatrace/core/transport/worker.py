@@ -45,6 +45,7 @@ FIRST_EVENT_BYTES = 1_000
 MIN_EVENT_BYTES = 500
 MIN_QUEUE = 100
 WAKE_AT_MOST = 5_000
+CHUNK = 64  # events the worker takes from the queue at once
 
 
 class _Marker:
@@ -116,6 +117,7 @@ class BatchWorker:
         self._abandoned = False
         self._closed = False
         self._taken = 0
+        self._unyielded = 0  # see ``_encoded``
         self._reached: _Marker | None = None  # the flush marker the last drain stopped at
         self._dropped_seen = 0  # ``dropped`` when the last flush was answered
         self._callers: dict[_Marker, float] = {}  # flushes being waited for, and until when
@@ -290,10 +292,8 @@ class BatchWorker:
         while True:
             self._reached = None
             # Past a backlog, batches grow to take it (see ``batch.batch_events``).
-            queued = self._queue.__len__
-            for batch, json_bytes in sized_batches(
-                self._encoded(), self._batch_events, self._batch_bytes, queued
-            ):
+            batches = sized_batches(self._encoded(), self._batch_events, self._batch_bytes, self._waiting)
+            for batch, json_bytes in batches:
                 self._learn_event_size(len(batch), json_bytes)  # before a send that may take long
                 self._send(batch)
             if self._abandoned:
@@ -309,27 +309,44 @@ class BatchWorker:
 
     def _encoded(self) -> Iterator[Item]:
         """The queued events, encoded, up to the next flush marker (left in ``_reached``) or
-        the end of the queue; they are in flight until settled."""
+        the end of the queue; they are in flight from the moment they leave the queue until
+        settled. They are taken in chunks of at most :data:`CHUNK` (one lock a chunk, not an
+        event); ``_unyielded`` counts those of the chunk not handed on yet."""
         queue, handoff, inflight = self._queue, self._handoff, self._inflight
+        popleft = queue.popleft
         while True:
+            items: list[Item] = []
             with handoff:
                 if self._abandoned:
                     return
-                try:
-                    raw = queue.popleft()
-                except IndexError:
-                    return
-                if isinstance(raw, _Marker):
-                    self._reached = raw
-                    return
-                self._taken += 1
-                item = Item(raw)
-                inflight[id(item)] = item
-            if self._encode(item):
-                yield item
-            else:
-                with handoff:
-                    inflight.pop(id(item), None)
+                while len(items) < CHUNK:
+                    try:
+                        raw = popleft()
+                    except IndexError:
+                        break
+                    if isinstance(raw, _Marker):
+                        self._reached = raw
+                        break
+                    item = Item(raw)
+                    inflight[id(item)] = item
+                    items.append(item)
+                self._taken += len(items)
+            last = len(items) < CHUNK  # the queue's end or a marker came first
+            left = len(items)
+            for item in items:
+                left -= 1
+                self._unyielded = left
+                if self._encode(item):
+                    yield item
+                else:
+                    with handoff:
+                        inflight.pop(id(item), None)
+            if last:
+                return
+
+    def _waiting(self) -> int:
+        """Events still to be batched: those queued, and those of the chunk being encoded."""
+        return len(self._queue) + self._unyielded
 
     def _encode(self, item: Item) -> bool:
         """Encode ``item``; ``False`` when there is nothing to send: an invalid event (logged
