@@ -22,12 +22,14 @@ Two clocks per configuration, on ``invoke`` and on ``ainvoke``:
 The figure of merit is ``(handler's added cost) / (no-op handler's added cost)``.
 
 The machine is shared and noisy, so rounds are interleaved (each measures every
-configuration back to back) and each configuration's cost is its least disturbed round:
-other processes only ever add CPU time (cache and memory-bus contention), so the
-minimum over rounds is the steadiest estimate. The median over rounds of the per-round
-difference to the baseline is printed alongside.
+configuration back to back, each round starting with the next configuration) and a
+configuration's added cost is the median over rounds of its difference to no handler in
+the same round: paired, so that what disturbs a round disturbs both sides of its
+difference. The no-op handler's added cost, the divisor, is only tens of µs, so the
+ratio is only as steady as that median; the quartiles of each difference show how much
+the machine moved. Each configuration's least disturbed round is printed alongside.
 
-Run: ``.venv/bin/python benchmarks/langchain_overhead.py [--invokes 300] [--rounds 21]``
+Run: ``.venv/bin/python benchmarks/langchain_overhead.py [--invokes 300] [--rounds 31]``
 
 ``--worker-only`` measures the worker's share alone, without a server or a thread beside
 it: the records of ``--invokes`` invokes are captured (the handler's hooks run, nothing is
@@ -220,7 +222,7 @@ def worker_only(invokes: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--invokes", type=int, default=300, help="invokes per configuration per round")
-    parser.add_argument("--rounds", type=int, default=21)
+    parser.add_argument("--rounds", type=int, default=31)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--worker-only", action="store_true", help="the worker's build and encoding alone")
     args = parser.parse_args()
@@ -251,45 +253,54 @@ def run(url: str, key: str, invokes: int, rounds: int, warmup: int) -> None:
         for config in configs:
             measure(chain, config, warmup)
     for round_index in range(rounds):
+        # Each round starts with another configuration: whatever one leaves behind (garbage
+        # for the collector, a warm or cold cache) falls on each of the others in turn.
+        turn = round_index % len(configs)
         for path, measure in paths.items():
-            for config in configs:
+            for config in configs[turn:] + configs[:turn]:
                 results.setdefault((path, config.name), []).append(measure(chain, config, invokes))
         print(f"round {round_index + 1}/{rounds} done", file=sys.stderr)
+    report(results, [config.name for config in configs], list(paths), invokes, rounds)
 
+
+def report(
+    results: dict[tuple[str, str], list[tuple[float, float]]],
+    names: list[str],
+    paths: list[str],
+    invokes: int,
+    rounds: int,
+) -> None:
+    """Each configuration's added cost as the median over rounds of its difference to no
+    handler in the same round (paired: a round's machine noise hits both), and the ratio
+    of those medians; the best (least disturbed) rounds alongside."""
     print(f"\n{invokes} invokes x {rounds} rounds per configuration, µs per invoke.")
     print(
-        "best = the least disturbed round (the minimum: a shared machine only ever adds time);"
-        " 'added' = best - best with no handler.\n'median' = the median over rounds of"
-        " (configuration - no handler) in the same round, for comparison."
+        "'added' = the median over rounds of (configuration - no handler) in the same round;"
+        " 'quartiles' = its spread.\n'best' = each configuration's least disturbed round"
+        " minus no handler's (a shared machine only ever adds time)."
     )
-    print(f"{'path':8} {'handler':10} {'thread':>8} {'added':>8} {'process':>8} {'added':>8}")
+    print(f"{'path':8} {'handler':10} {'clock':8} {'added':>8} {'quartiles':>17} {'best':>8}")
     for path in paths:
         base = results[(path, "none")]
-        best_base = (min(b[0] for b in base), min(b[1] for b in base))
-        added: dict[str, tuple[float, float]] = {}
-        median: dict[str, tuple[float, float]] = {}
-        for config in configs:
-            samples = results[(path, config.name)]
-            best = (min(s[0] for s in samples), min(s[1] for s in samples))
-            added[config.name] = (best[0] - best_base[0], best[1] - best_base[1])
-            median[config.name] = (
-                statistics.median(s[0] - b[0] for s, b in zip(samples, base, strict=True)),
-                statistics.median(s[1] - b[1] for s, b in zip(samples, base, strict=True)),
-            )
-            print(
-                f"{path:8} {config.name:10} {best[0]:8.1f} {added[config.name][0]:+8.1f}"
-                f" {best[1]:8.1f} {added[config.name][1]:+8.1f}"
-            )
+        added: dict[tuple[str, int], float] = {}
+        for name in names:
+            samples = results[(path, name)]
+            for clock, label in ((0, "thread"), (1, "process")):
+                deltas = sorted(s[clock] - b[clock] for s, b in zip(samples, base, strict=True))
+                quartiles = statistics.quantiles(deltas, n=4) if len(deltas) > 1 else [deltas[0]] * 3
+                best = min(s[clock] for s in samples) - min(b[clock] for b in base)
+                added[(name, clock)] = quartiles[1]
+                if name != "none":
+                    print(
+                        f"{path:8} {name:10} {label:8} {quartiles[1]:+8.1f}"
+                        f" {quartiles[0]:+8.1f}..{quartiles[2]:+7.1f} {best:+8.1f}"
+                    )
         for name in ("lunatrace", "lunary"):
-            if name in added:
-                ratios = [
-                    f"{figures[name][i] / figures['noop'][i]:.1f}"
-                    for figures in (added, median)
-                    for i in (0, 1)
-                ]
+            if (name, 0) in added:
+                ratios = [f"{added[(name, clock)] / added[('noop', clock)]:.1f}" for clock in (0, 1)]
                 print(
-                    f"{path:8} {name:10} added / no-op's added: calling thread {ratios[0]}"
-                    f" (median {ratios[2]}), whole process {ratios[1]} (median {ratios[3]})"
+                    f"{path:8} {name:10} added / no-op's added: calling thread {ratios[0]},"
+                    f" whole process {ratios[1]}"
                 )
 
 

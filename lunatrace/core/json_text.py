@@ -41,6 +41,18 @@ if orjson is not None:
     )
 
 
+def loads(data: bytes) -> Any:
+    """JSON from a server's answer: orjson's parse, else (an answer it refuses: not UTF-8,
+    ``NaN``, an integer past 64 bits) the standard library's, which reads all of those.
+    Raises ``ValueError`` for what is not JSON at all."""
+    if orjson is not None:
+        try:
+            return orjson.loads(data)
+        except ValueError:
+            pass
+    return json.loads(data)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON for JSON-ready data (``allow_nan`` off: non-finite floats raise)."""
     return _COMPACT.encode(value)

@@ -829,8 +829,10 @@ class FieldEncoder:
     def _converted(self, value: Any, masked: bool) -> tuple[Any, bool]:
         """:meth:`encode`'s result, and whether it may hold a float (the JSON encoders
         differ on none of the rest: see :func:`~lunatrace.core.json_text.converted_json`)."""
-        if type(value) is str and (self.mask is None or not masked):
-            return self.encode_text(value), False  # the commonest field: what the general path would do
+        if (type(value) is str or isinstance(value, str)) and (self.mask is None or not masked):
+            # The commonest field: what the general path would do, which reads a string's
+            # content whatever its class (LangChain's outputs are a ``str`` subclass).
+            return self.encode_text(str.__str__(value)), False
         encoder = _Encoder(self.secrets, self.max_bytes)
         data = encoder.convert(value)
         complete = not encoder.stopped

@@ -28,6 +28,7 @@ from lunatrace.core.serialize import (
     Deferred,
     FieldEncoder,
     _clean_texts,
+    _Encoder,
     _PlainCheck,
     _resolved,
     cap_size,
@@ -930,3 +931,27 @@ def test_short_texts_are_written_once_per_encoder_and_scrubbed_every_time(
     for index in range(10):
         assert keyed.text_json(f"name {index}") == f'"name {index}"'
         assert len(keyed._short_texts) <= 3
+
+
+class _TextAccessor(str):
+    """A ``str`` subclass like LangChain's outputs, with a ``__str__`` of its own."""
+
+    def __str__(self) -> str:
+        return "not the content"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    text=st.one_of(st.text(max_size=300), st.sampled_from(SECRET_EXAMPLES), st.just("y" * 5_000)),
+    max_bytes=st.integers(min_value=64, max_value=8_000),
+)
+def test_a_str_subclass_is_written_as_the_general_conversion_writes_its_content(
+    text: str, max_bytes: int
+) -> None:
+    encoder = FieldEncoder(max_bytes, secrets=(PROJECT_KEY,))
+    general = _Encoder(encoder.secrets, max_bytes).convert(
+        _TextAccessor(text)
+    )  # no shortcut: the converter itself
+    expected = cap_size(general, max_bytes)
+    assert encoder.encode_json(_TextAccessor(text)) == dumps(expected)
+    assert encoder.encode_json(_TextAccessor(text)) == encoder.encode_json(text)  # as the plain string is

@@ -20,6 +20,7 @@ import requests.auth
 
 from lunatrace._version import __version__
 from lunatrace.core.config import Config, mask_key, redact
+from lunatrace.core.json_text import loads
 from lunatrace.core.transport.pacing import Budget, read_budget
 
 USER_AGENT = f"lunatrace-py/{__version__}"
@@ -179,7 +180,7 @@ def _classify(response: requests.Response) -> Answer:
         return Answer(Kind.CONFIG, status, detail=f"the server redirects to {location}")
     if 200 <= status < 300:
         try:
-            payload = response.json()
+            payload = loads(response.content)  # the server's results, one per event: parsed in C
         except ValueError:
             return Answer(Kind.RETRY, status, detail="the answer is not JSON")
         results = payload.get("results") if isinstance(payload, dict) else None

@@ -434,10 +434,13 @@ def _chain_field(value: Any, key: str) -> Any:
     converted when encoded.
 
     Plain values need no conversion: a string, or a dict of strings and numbers (most
-    chain inputs), is only unwrapped, here.
+    chain inputs), is only unwrapped, here. A parser's output is a ``str`` subclass
+    (``TextAccessor``): its content is taken as a plain string.
     """
     if value is None or type(value) is str:
         return value
+    if isinstance(value, str):
+        return str.__str__(value)
     if type(value) is dict and all(type(item) in _SCALARS for item in value.values()):
         return mapping.unwrap(value, key)
     return Deferred(_unwrapped_input if key == "input" else _unwrapped_output, value)
