@@ -16,10 +16,13 @@ class Item:
 
     ``row`` is the store row id for events read back from the store. ``wire`` (the
     event as a dict) is parsed from the JSON only when asked for, by the store: sending
-    needs the text alone.
+    needs the text alone. ``header`` (``(run type, event name, run id, parent id)``,
+    which delivery orders events by) and ``size`` (the bytes the event adds to a request
+    body, UTF-8, with its separator) are plain attributes, set with the JSON: delivery
+    reads them several times for every event.
     """
 
-    __slots__ = ("_header", "_wire", "body", "kept", "raw", "row")
+    __slots__ = ("_wire", "body", "header", "kept", "raw", "row", "size")
 
     def __init__(
         self,
@@ -30,22 +33,22 @@ class Item:
     ) -> None:
         self.raw = raw
         self._wire = wire
-        self.body = body
         self.row = row
-        self._header: Header | None = None  # written by the encoder, else read from ``body``
         self.kept = False  # written to the store (see ``Spool.write``)
+        self.body: str | None = None
+        self.header: Header | None = None
+        self.size = 1
+        if body is not None:
+            self._written(body, event_header(body))
 
     @classmethod
     def stored(cls, row: int, wire: dict[str, Any]) -> Item:
         return cls(wire=wire, body=dumps(wire), row=row)
 
-    @property
-    def header(self) -> Header | None:
-        """``(run type, event name, run id, parent id)``: the encoder's, else (a stored
-        event) read once from the JSON's start."""
-        if self._header is None and self.body is not None:
-            self._header = event_header(self.body)
-        return self._header
+    def _written(self, body: str, header: Header | None) -> None:
+        self.body = body
+        self.header = header
+        self.size = (len(body) if body.isascii() else len(body.encode("utf-8"))) + 1
 
     @property
     def wire(self) -> dict[str, Any] | None:
@@ -58,16 +61,10 @@ class Item:
         if self.body is None and self.raw is not None:
             event = wire_event(self.raw, encoder)
             if event is not None:
-                self.body, self._header = event
+                self._written(*event)
             # The raw event holds the application's objects (messages, results): free them
             # now rather than when the batch is delivered, so the collector sees less.
             self.raw = None
-
-    @property
-    def size(self) -> int:
-        """Bytes this event adds to a request body (UTF-8, plus its separator)."""
-        body = self.body or ""
-        return (len(body) if body.isascii() else len(body.encode("utf-8"))) + 1
 
 
 # Every event's JSON starts with its type, event name, run id and (if any) parent id, in

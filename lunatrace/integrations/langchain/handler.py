@@ -64,6 +64,9 @@ _DETAIL: dict[str, str] = {
     "on_llm_start": "invocation_params",
     "on_tool_start": "tool_call_id",
 }
+# Records are made with ``tuple.__new__``: a named tuple's own constructor is a Python
+# function, called for every hook on the application's thread.
+_new_tuple = tuple.__new__
 UNAFFECTED = "the LangChain run is unaffected"
 # The type and default name each start hook's run is recorded with (llm runs: by type only).
 _RECORDED: dict[str, tuple[str, str | None]] = {
@@ -120,7 +123,9 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
                 if HIDDEN and parent is not None:
                     parent = HIDDEN.get(parent, parent)
                 tracer = get_tracer() if self._route is None else tracer_for(*self._route)  # inlined
-                tracer.queue_hook(LangChainEnd(hook, run_id, parent, outcome, kwargs.get("inputs")))
+                tracer.queue_hook(
+                    _new_tuple(LangChainEnd, (hook, run_id, parent, outcome, kwargs.get("inputs")))
+                )
             if self._exchanges:
                 self._close_exchange(run_id, outcome if reply is None else reply(outcome))
             if parent_run_id is None:
@@ -265,21 +270,24 @@ class CallbackHandler(BaseCallbackHandler):
                 _remember(self._unsampled, run_id, None)
                 return
         tracer.queue_hook(
-            LangChainStart(
-                hook,
-                run_id,
-                parent,
-                root,
-                frame,
-                context.current_user(),
-                context.current_tags(),
-                context.current_metadata(),
-                serialized,
-                payload,
-                tags,
-                metadata,
-                kwargs.get("name"),
-                detail,
+            _new_tuple(
+                LangChainStart,
+                (
+                    hook,
+                    run_id,
+                    parent,
+                    root,
+                    frame,
+                    context.current_user(),
+                    context.current_tags(),
+                    context.current_metadata(),
+                    serialized,
+                    payload,
+                    tags,
+                    metadata,
+                    kwargs.get("name"),
+                    detail,
+                ),
             )
         )
 
