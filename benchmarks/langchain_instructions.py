@@ -18,7 +18,7 @@ start-up and warm-up left out. The worker drains only at that flush
 fifty times slower, and the half-second timer would otherwise cut the batch into many
 requests that a real run would not make. The fake Lunary server runs outside valgrind.
 
-Run: ``.venv/bin/python benchmarks/langchain_instructions.py [--small 100] [--large 400]``
+Run: ``.venv/bin/python benchmarks/langchain_instructions.py [--small 100] [--large 400] [--warmup 50]``
 (about a minute per run; ``valgrind`` must be installed, else the benchmark says so).
 """
 
@@ -39,10 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from langchain_overhead import build_chain, make_configs, start_server
 
-WARMUP = 50
 
-
-def child(config_name: str, invokes: int) -> None:
+def child(config_name: str, warmup: int, invokes: int) -> None:
     """Runs under valgrind: the warm-up, then ``invokes`` invokes, each phase drained."""
     configs = make_configs(os.environ["BENCH_URL"], os.environ["BENCH_KEY"])
     config = next(config for config in configs if config.name == config_name)
@@ -55,13 +53,13 @@ def child(config_name: str, invokes: int) -> None:
             usage.get_encoder(encoding, 600)
     chain = build_chain()
     run_config = {"callbacks": config.callbacks}
-    for count in (WARMUP, invokes):
+    for count in (warmup, invokes):
         for _ in range(count):
             chain.invoke({"word": "hi"}, config=run_config)  # type: ignore[arg-type]
         config.drain()
 
 
-def count(config_name: str, invokes: int, env: dict[str, str]) -> int:
+def count(config_name: str, warmup: int, invokes: int, env: dict[str, str]) -> int:
     """Instructions executed by a child process that runs ``invokes`` invokes."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
@@ -74,6 +72,7 @@ def count(config_name: str, invokes: int, env: dict[str, str]) -> int:
                 __file__,
                 "--child",
                 config_name,
+                str(warmup),
                 str(invokes),
             ],
             env={**env, "BENCH_TMP": tmp},
@@ -91,10 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--small", type=int, default=100, help="invokes of the shorter run")
     parser.add_argument("--large", type=int, default=400, help="invokes of the longer run")
-    parser.add_argument("--child", nargs=2, metavar=("CONFIG", "INVOKES"), help=argparse.SUPPRESS)
+    parser.add_argument("--warmup", type=int, default=50, help="invokes before either count starts")
+    parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WARMUP", "INVOKES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], int(args.child[1]))
+        child(args.child[0], int(args.child[1]), int(args.child[2]))
         return
     if shutil.which("valgrind") is None:
         print("valgrind is not installed: nothing to count (apt-get install valgrind)")
@@ -114,7 +114,8 @@ def main() -> None:
         names = ["none", "noop", "lunatrace"] + (["lunary"] if importlib.util.find_spec("lunary") else [])
         jobs = [(name, n) for name in names for n in (args.small, args.large)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            counts = dict(zip(jobs, pool.map(lambda job: count(job[0], job[1], env), jobs), strict=True))
+            runs = pool.map(lambda job: count(job[0], args.warmup, job[1], env), jobs)
+            counts = dict(zip(jobs, runs, strict=True))
     finally:
         assert proc.stdin is not None
         proc.stdin.close()

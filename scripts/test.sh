@@ -24,15 +24,16 @@ fi
 
 # The real Lunary server (tests/e2e/real) is started by the tests themselves with
 # ../shared/lunary-server/server.sh, which installs PostgreSQL (apt-get) and bun (npm).
-# It needs curl and npm: install them here when they are missing.
+# It needs curl and npm; benchmarks/langchain_instructions.py (run tiny by the tests)
+# needs valgrind: install them here when they are missing.
 missing=()
-for tool in curl npm; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in curl npm valgrind; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null; then
-    echo "== installing ${missing[*]} (real Lunary server tests)"
+    echo "== installing ${missing[*]} (real Lunary server tests, instruction counts)"
     apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
   else
-    echo "ERROR: ${missing[*]} missing; the real Lunary server tests need them (apt-get install ${missing[*]})." >&2
+    echo "ERROR: ${missing[*]} missing; the tests need them (apt-get install ${missing[*]})." >&2
     exit 1
   fi
 fi

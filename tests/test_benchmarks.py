@@ -14,6 +14,7 @@ TINY = {
     "burst.py": ["--sizes", "200", "--threads", "2"],
     "delivery_rtt.py": ["--rate", "100", "--seconds", "0.5", "--rtt", "0.02"],
     "langchain_floor.py": ["--invokes", "20", "--rounds", "1"],
+    "langchain_instructions.py": ["--small", "1", "--large", "2", "--warmup", "1"],
     "langchain_overhead.py": ["--invokes", "20", "--rounds", "1", "--warmup", "5"],
     "llama_index_overhead.py": ["--calls", "20", "--queries", "2", "--rounds", "1"],
     "provider_overhead.py": ["--calls", "5", "--rounds", "1"],
