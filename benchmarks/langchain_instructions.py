@@ -19,6 +19,10 @@ fifty times slower, and the half-second timer would otherwise cut the batch into
 requests that a real run would not make. The fake Lunary server runs outside valgrind.
 
 Run: ``.venv/bin/python benchmarks/langchain_instructions.py [--small 100] [--large 400] [--warmup 50]``
+
+``--worker-only`` counts the worker's building and encoding alone: lunatrace's hooks into
+a sink that keeps their records, dropped at each drain or first built and encoded to
+their JSON as the worker does (``wire_json``); the difference of the two is printed.
 (about a minute per run; ``valgrind`` must be installed, else the benchmark says so).
 """
 
@@ -37,14 +41,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from langchain_overhead import build_chain, make_configs, start_server
+from langchain_overhead import Config, _Captured, build_chain, make_configs, start_server
+
+
+def worker_configs() -> list[Config]:
+    """``--worker-only``: lunatrace's hooks into a sink that keeps their records, which are
+    dropped at each drain (``records``), or built and encoded to their JSON there first, as
+    the worker does (``encoded``): the difference is the worker's building and encoding."""
+    import lunatrace
+    from lunatrace.core.events import wire_json
+    from lunatrace.integrations.langchain import CallbackHandler
+
+    tracer = lunatrace.get_tracer()
+    sink = _Captured()
+    tracer.sink = sink  # a stand-in: nothing is sent
+
+    def encode() -> None:
+        for record in sink.records:
+            wire_json(record, tracer.encoder)
+        sink.records.clear()
+
+    return [
+        Config("records", [CallbackHandler()], sink.records.clear),
+        Config("encoded", [CallbackHandler()], encode),
+    ]
 
 
 def child(config_name: str, warmup: int, invokes: int) -> None:
     """Runs under valgrind: the warm-up, then ``invokes`` invokes, each phase drained."""
-    configs = make_configs(os.environ["BENCH_URL"], os.environ["BENCH_KEY"])
+    configs = make_configs(os.environ["BENCH_URL"], os.environ["BENCH_KEY"]) + worker_configs()
     config = next(config for config in configs if config.name == config_name)
-    if config_name == "lunatrace":
+    if config_name in ("lunatrace", "records", "encoded"):
         # tiktoken's encodings, loaded before counting: the load is given half a second,
         # which under valgrind it may or may not take, and the counts must not depend on it.
         from lunatrace.core import usage
@@ -91,6 +118,7 @@ def main() -> None:
     parser.add_argument("--small", type=int, default=100, help="invokes of the shorter run")
     parser.add_argument("--large", type=int, default=400, help="invokes of the longer run")
     parser.add_argument("--warmup", type=int, default=50, help="invokes before either count starts")
+    parser.add_argument("--worker-only", action="store_true", help="the worker's building and encoding alone")
     parser.add_argument("--child", nargs=3, metavar=("CONFIG", "WARMUP", "INVOKES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -111,7 +139,10 @@ def main() -> None:
     try:
         import importlib.util
 
-        names = ["none", "noop", "lunatrace"] + (["lunary"] if importlib.util.find_spec("lunary") else [])
+        if args.worker_only:
+            names = ["records", "encoded"]
+        else:
+            names = ["none", "noop", "lunatrace"] + (["lunary"] if importlib.util.find_spec("lunary") else [])
         jobs = [(name, n) for name in names for n in (args.small, args.large)]
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             runs = pool.map(lambda job: count(job[0], args.warmup, job[1], env), jobs)
@@ -122,6 +153,10 @@ def main() -> None:
         proc.wait(timeout=10)
     span = args.large - args.small
     per_invoke = {name: (counts[(name, args.large)] - counts[(name, args.small)]) / span for name in names}
+    if args.worker_only:
+        built = per_invoke["encoded"] - per_invoke["records"]
+        print(f"\nthe worker's building and encoding of one invoke's events: {built:,.0f} instructions")
+        return
     print(f"\ninstructions per invoke ({args.large} - {args.small} invokes), every thread of the process:")
     for name in names:
         added = per_invoke[name] - per_invoke["none"]
