@@ -334,6 +334,8 @@ class BatchWorker:
             last = len(items) < CHUNK  # the queue's end or a marker came first
             left = len(items)
             for item in items:
+                if self._abandoned:
+                    return  # taken over: the rest of the chunk is the takeover's to keep
                 left -= 1
                 self._unyielded = left
                 if self._encode(item):
