@@ -271,10 +271,24 @@ def _tags_json(value: Any, encoder: FieldEncoder) -> str | None:
     return dumps(tags) if tags else None
 
 
+# Run ids lately found canonical: a run's id is written with its start, its end and as
+# each child's parent, and the pattern's match costs more than the rest of the header.
+# Bounded; emptied when full (a new dict: the exit's keeper may be reading the old one).
+_CANONICAL_SEEN: dict[str, None] = {}
+CANONICAL_SEEN = 4_096
+
+
 def _uuid_field(raw: Mapping[str, Any], key: str) -> str:
+    global _CANONICAL_SEEN
     value = raw[key]
-    if type(value) is str and _is_canonical(value):
-        return value  # the common case, without run_id_str's calls
+    if type(value) is str:
+        if value in _CANONICAL_SEEN:
+            return value
+        if _is_canonical(value):  # the common case, without run_id_str's calls
+            if len(_CANONICAL_SEEN) >= CANONICAL_SEEN:
+                _CANONICAL_SEEN = {}
+            _CANONICAL_SEEN[value] = None
+            return value
     try:
         return run_id_str(value)
     except Exception:  # noqa: BLE001 - a user's id object whose __str__ fails

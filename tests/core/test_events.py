@@ -273,6 +273,25 @@ def test_timestamp_format() -> None:
     assert format_timestamp(1_767_225_599_999) == "2025-12-31T23:59:59.999Z"
 
 
+@given(st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=30))
+def test_timestamps_reused_from_the_last_millisecond_and_second_are_exact(readings: list[int]) -> None:
+    # Bursts repeat a millisecond or a second; a reading back in time must not reuse either.
+    for ms in [x for reading in readings for x in (reading, reading, reading + 1, reading - 1000)]:
+        if ms >= 0:
+            expected = dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+            assert format_timestamp(ms) == f"{expected}.{ms % 1000:03d}Z"
+
+
+def test_a_run_id_found_canonical_once_is_still_refused_as_anything_else() -> None:
+    encoder = FieldEncoder(4_096)
+    run_id = str(uuid.uuid4())
+    for _ in range(2):  # the second time from the ids lately found canonical
+        event = build("start", "chain", run_id, parent_run_id=run_id.upper(), name="x")
+        event[events.TIMESTAMP_KEY] = 0
+        wire = to_wire(event, encoder)
+        assert wire is not None and wire["runId"] == run_id and wire["parentRunId"] == run_id
+
+
 def test_clock_is_anchored_to_the_wall_clock_once(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = MonotonicClock()
     first = clock.ms_at(time.perf_counter_ns())
