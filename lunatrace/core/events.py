@@ -491,6 +491,11 @@ class FrameworkHook(Protocol):
 # keeps it: if the sink drops the record, the run is noted (see ``HookRecord.dropped``).
 
 
+# A named tuple made from a tuple, in C: a named tuple's own constructor is a Python
+# function, and records are made for every hook on the application's thread.
+new_record = tuple.__new__
+
+
 class HookRecord(NamedTuple):
     """A :class:`FrameworkHook` stamped by the tracer that queued it."""
 

@@ -33,6 +33,7 @@ from lunatrace.core.events import (
     StartRecord,
     build,
     error_event,
+    new_record,
     new_run_id,
     run_id_str,
 )
@@ -42,7 +43,6 @@ from lunatrace.core.runs import RunRegistry, RunState
 from lunatrace.core.serialize import FieldEncoder
 from lunatrace.core.transport import Sink
 
-_new_tuple = tuple.__new__  # makes a named tuple from a tuple, in C
 logger = logging.getLogger("lunatrace")
 
 
@@ -175,8 +175,7 @@ class Tracer:
         try:
             with self._emit_lock:
                 ns = self._now_ns()
-                # ``tuple.__new__``: a named tuple's own constructor is a Python function.
-                self.sink.emit(_new_tuple(HookRecord, (self._clock.ms_at(ns), ns, self.runs, hook)))
+                self.sink.emit(new_record(HookRecord, (self._clock.ms_at(ns), ns, self.runs, hook)))
         except Exception as exc:  # noqa: BLE001 - the guard's hot-path form
             failed("queueing an event", exc)
 

@@ -28,7 +28,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 
 from lunatrace.api import Thread, get_tracer, tracer_for
 from lunatrace.core import context
-from lunatrace.core.events import error_payload
+from lunatrace.core.events import error_payload, new_record
 from lunatrace.core.guard import failed, never_raises
 from lunatrace.core.ignore import Ignore, IgnoreRules
 from lunatrace.core.serialize import Deferred
@@ -64,9 +64,6 @@ _DETAIL: dict[str, str] = {
     "on_llm_start": "invocation_params",
     "on_tool_start": "tool_call_id",
 }
-# Records are made with ``tuple.__new__``: a named tuple's own constructor is a Python
-# function, called for every hook on the application's thread.
-_new_tuple = tuple.__new__
 UNAFFECTED = "the LangChain run is unaffected"
 # The type and default name each start hook's run is recorded with (llm runs: by type only).
 _RECORDED: dict[str, tuple[str, str | None]] = {
@@ -124,7 +121,7 @@ def _end_hook(hook: str, reply: Callable[[Any], Any] | None = None) -> Callable[
                     parent = HIDDEN.get(parent, parent)
                 tracer = get_tracer() if self._route is None else tracer_for(*self._route)  # inlined
                 tracer.queue_hook(
-                    _new_tuple(LangChainEnd, (hook, run_id, parent, outcome, kwargs.get("inputs")))
+                    new_record(LangChainEnd, (hook, run_id, parent, outcome, kwargs.get("inputs")))
                 )
             if self._exchanges:
                 self._close_exchange(run_id, outcome if reply is None else reply(outcome))
@@ -270,7 +267,7 @@ class CallbackHandler(BaseCallbackHandler):
                 _remember(self._unsampled, run_id, None)
                 return
         tracer.queue_hook(
-            _new_tuple(
+            new_record(
                 LangChainStart,
                 (
                     hook,
